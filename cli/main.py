@@ -1,0 +1,256 @@
+"""`stella`: one typer sub-app per noun. Commands parse, call a handler, render.
+
+Every expected failure is a `LockerError`; `main` catches it once and maps it to one line on
+stderr and the exit code it carries (README, "Exit codes").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from cli.render import Format, emit, errors
+from commands import broker as broker_ops
+from commands import ingest as ingest_ops
+from commands import queries
+from commands import service as service_ops
+from locker import config
+from locker.cas import BlobStore
+from locker.errors import LockerError, UsageError
+from streams.kafka import create_topics
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Evidence Locker operations.",
+)
+evidence = typer.Typer(no_args_is_help=True, help="Evidence: ingest, query, verify.")
+index_app = typer.Typer(no_args_is_help=True, help="The artifact index projection.")
+broker = typer.Typer(no_args_is_help=True, help="A local single-node Kafka broker.")
+service = typer.Typer(no_args_is_help=True, help="The locker service (faust worker + HTTP API).")
+config_app = typer.Typer(no_args_is_help=True, help="Read and write the config file.")
+app.add_typer(evidence, name="evidence")
+evidence.add_typer(index_app, name="index")
+app.add_typer(broker, name="broker")
+app.add_typer(service, name="service")
+app.add_typer(config_app, name="config")
+
+FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+IdArg = Annotated[str, typer.Argument(help="Artifact id (sha256:<hex>).")]
+
+
+def settings() -> config.Settings:
+    return config.load()
+
+
+# init ---------------------------------------------------------------------------------------
+@app.command()
+def init(fmt: FormatOpt = Format.table) -> None:
+    """Create the locker's folders and its Kafka topics (idempotent)."""
+    s = settings()
+    BlobStore(s.evidence_path).ensure()
+    for folder in (s.state_path, s.run_path, s.log_path):
+        folder.mkdir(parents=True, exist_ok=True)
+    created = asyncio.run(create_topics(s))
+    emit({"home": str(s.home), "evidence_path": str(s.evidence_path), "topics_created": created}, fmt)
+
+
+# broker -------------------------------------------------------------------------------------
+@broker.command("start")
+def broker_start(fmt: FormatOpt = Format.table) -> None:
+    """Start the local broker (formats its storage on first start)."""
+    b = broker_ops.LocalBroker.from_settings(settings())
+    started = b.start()
+    emit({"started": started, **b.status()}, fmt)
+
+
+@broker.command("stop")
+def broker_stop(fmt: FormatOpt = Format.table) -> None:
+    """Stop the local broker cleanly."""
+    b = broker_ops.LocalBroker.from_settings(settings())
+    emit({"stopped": b.stop()}, fmt)
+
+
+@broker.command("status")
+def broker_status(fmt: FormatOpt = Format.table) -> None:
+    """Is the local broker running and answering? Exit 1 if not."""
+    st = broker_ops.LocalBroker.from_settings(settings()).status()
+    emit(st, fmt)
+    if not st["answers"]:
+        raise typer.Exit(1)
+
+
+# service ------------------------------------------------------------------------------------
+@service.command("start")
+def service_start(fmt: FormatOpt = Format.table) -> None:
+    """Start the service in the background and wait until it is consuming."""
+    s = settings()
+    started = service_ops.start(s)
+    emit({"started": started, **service_ops.status(s)}, fmt)
+
+
+@service.command("stop")
+def service_stop(fmt: FormatOpt = Format.table) -> None:
+    """Stop the service (SIGTERM, then SIGKILL after 60 s)."""
+    emit({"stopped": service_ops.stop(settings())}, fmt)
+
+
+@service.command("restart")
+def service_restart(fmt: FormatOpt = Format.table) -> None:
+    """Stop the service if it runs, then start it."""
+    s = settings()
+    service_ops.stop(s)
+    service_ops.start(s)
+    emit({"restarted": True, **service_ops.status(s)}, fmt)
+
+
+@service.command("status")
+def service_status(fmt: FormatOpt = Format.table) -> None:
+    """Is the service running and healthy? Exit 1 if not."""
+    st = service_ops.status(settings())
+    emit(st, fmt)
+    if not st["healthy"]:
+        raise typer.Exit(1)
+
+
+# config -------------------------------------------------------------------------------------
+@config_app.command("get")
+def config_get(key: str, fmt: FormatOpt = Format.table) -> None:
+    """Print the effective value of KEY (for example Kafka:Bootstrap)."""
+    s = settings()
+    value = s.get(key)
+    if fmt is Format.json:
+        emit({"key": key, "value": value}, fmt)
+    else:
+        typer.echo(value)
+
+
+@config_app.command("set")
+def config_set(key: str, value: str, fmt: FormatOpt = Format.table) -> None:
+    """Write KEY = VALUE to the config file in the locker's home."""
+    home = config.default_home()
+    stored = config.write_value(home, key, value)
+    emit({"key": key, "value": stored, "file": str(home / "config.toml")}, fmt)
+
+
+@config_app.command("list")
+def config_list(
+    effective: Annotated[bool, typer.Option("--effective", help="Show where each value comes from.")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List every key with its value."""
+    s = settings()
+    rows = [
+        {"key": key, "value": value, **({"source": s.sources[key]} if effective else {})}
+        for key, value in s.values.items()
+    ]
+    emit(rows, fmt)
+
+
+# evidence -----------------------------------------------------------------------------------
+@evidence.command("ingest")
+def evidence_ingest(
+    files: Annotated[list[Path], typer.Argument(help="Files to ingest.")],
+    kind: Annotated[str, typer.Option(help="attestation|sbom|vex|scan|signature|other")] = "other",
+    subject: Annotated[Optional[list[str]], typer.Option("--subject", help="Subject digest (repeatable).")] = None,  # noqa: UP045
+    producer: Annotated[str, typer.Option(help="Name of the producer.")] = "stella-cli",
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Send files as submissions; print each artifact id. Exit 5 if any was rejected."""
+    s = settings()
+    show_progress = fmt is Format.table and len(files) > 1 and sys.stderr.isatty()
+    with Progress(
+        TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=errors, disable=not show_progress
+    ) as bar:
+        task = bar.add_task("ingest", total=len(files))
+        results = asyncio.run(
+            ingest_ops.ingest(
+                s,
+                files,
+                kind=kind,
+                subjects=subject or [],
+                producer_name=producer,
+                on_done=lambda _: bar.advance(task),
+            )
+        )
+    rows = [r.as_dict() for r in results]
+    if fmt is Format.json:
+        emit(rows, fmt)
+    else:
+        for r in results:
+            note = f"  ({r.reason}: {r.detail})" if r.status == "rejected" else ""
+            typer.echo(f"{r.artifact_id}  {r.status}  {r.file}{note}")
+    if any(r.status == "rejected" for r in results):
+        raise typer.Exit(5)
+
+
+@evidence.command("exists")
+def evidence_exists(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
+    """Exit 0 if the artifact is in the locker, 1 if not."""
+    answer = queries.exists(settings(), artifact_id)
+    if fmt is Format.json:
+        emit(answer, fmt)
+    else:
+        typer.echo("exists" if answer["exists"] else "not found")
+    if not answer["exists"]:
+        raise typer.Exit(1)
+
+
+@evidence.command("inspect")
+def evidence_inspect(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
+    """Show an artifact's metadata."""
+    emit(queries.inspect(settings(), artifact_id), fmt)
+
+
+@evidence.command("status")
+def evidence_status(fmt: FormatOpt = Format.table) -> None:
+    """Storage, index and service at a glance."""
+    emit(queries.evidence_status(settings()), fmt)
+
+
+@index_app.command("lookup")
+def index_lookup(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
+    """Show the index entry of an artifact. Exit 1 if it is not indexed."""
+    emit(queries.lookup(settings(), artifact_id), fmt)
+
+
+@index_app.command("status")
+def index_status(
+    checksum: Annotated[bool, typer.Option("--checksum", help="Also hash every row.")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Entries, applied vs end offsets per partition, lag."""
+    st = queries.index_status(settings(), checksum=checksum)
+    if fmt is Format.json:
+        emit(st, fmt)
+        return
+    emit({k: v for k, v in st.items() if k != "partitions"}, fmt)
+    emit(st["partitions"], fmt, title="partitions")
+
+
+def main() -> None:
+    """Run the CLI; map every `LockerError` to one line on stderr and its exit code."""
+    try:
+        app(standalone_mode=False)
+    except LockerError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(UsageError.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Read-only questions about the locker: they open the projections read-only, never write."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from locker.cas import BlobStore
+from locker.config import Settings
+from locker.digests import parse_digest
+from locker.errors import ArtifactNotFound, LockerError
+from projections.index import ArtifactRecord, position_key
+from projections.store import IndexStore
+from streams.kafka import end_offsets
+from streams.topics import Topics
+from commands import service
+
+
+def index_store(settings: Settings) -> IndexStore:
+    return IndexStore(settings.state_path / "index", readonly=True)
+
+
+def find(settings: Settings, artifact_id: str) -> ArtifactRecord:
+    parse_digest(artifact_id, what="artifact id")
+    with index_store(settings) as index:
+        record = index.get(artifact_id)
+    if record is None:
+        raise ArtifactNotFound(artifact_id)
+    return record
+
+
+def exists(settings: Settings, artifact_id: str) -> dict[str, Any]:
+    parse_digest(artifact_id, what="artifact id")
+    with index_store(settings) as index:
+        indexed = index.get(artifact_id) is not None
+    blob = BlobStore(settings.evidence_path).exists(artifact_id)
+    return {"artifact_id": artifact_id, "exists": indexed, "indexed": indexed, "blob_present": blob}
+
+
+def inspect(settings: Settings, artifact_id: str) -> dict[str, Any]:
+    record = find(settings, artifact_id)
+    out = record.public()
+    out["blob_present"] = BlobStore(settings.evidence_path).exists(artifact_id)
+    return out
+
+
+def lookup(settings: Settings, artifact_id: str) -> dict[str, Any]:
+    """The index rows for one artifact, with the event position they were built from."""
+    record = find(settings, artifact_id)
+    return {
+        "artifact_id": record.artifact_id,
+        "indexed": True,
+        "kind": record.kind,
+        "subjects": list(record.subjects),
+        "status": record.status,
+        "event_partition": record.partition,
+        "event_offset": record.offset,
+        "position_key": position_key(record.partition).decode(),
+    }
+
+
+def index_status(settings: Settings, *, checksum: bool = False) -> dict[str, Any]:
+    with index_store(settings) as index:
+        entries = index.count()
+        applied = index.applied()
+        digest = index.checksum() if checksum else None
+    topic = Topics(settings.topic_prefix).events
+    try:
+        ends: dict[int, int] | None = asyncio.run(end_offsets(settings, topic))
+        broker_error = None
+    except LockerError as exc:
+        ends, broker_error = None, str(exc)
+    partitions = []
+    for partition in sorted(set(applied) | set(ends or {})):
+        applied_next = applied.get(partition, -1) + 1
+        end = None if ends is None else ends.get(partition, 0)
+        partitions.append(
+            {
+                "partition": partition,
+                "applied_offset": applied_next,
+                "end_offset": end,
+                "lag": None if end is None else max(end - applied_next, 0),
+            }
+        )
+    lags = [p["lag"] for p in partitions if p["lag"] is not None]
+    out: dict[str, Any] = {
+        "topic": topic,
+        "entries": entries,
+        "partitions": partitions,
+        "lag": sum(lags) if ends is not None else None,
+        "path": str(settings.state_path / "index"),
+    }
+    if digest is not None:
+        out["checksum"] = digest
+    if broker_error:
+        out["broker_error"] = broker_error
+    return out
+
+
+def evidence_status(settings: Settings) -> dict[str, Any]:
+    blobs = BlobStore(settings.evidence_path)
+    storage: dict[str, Any] = {"path": str(settings.evidence_path)}
+    if blobs.blobs.is_dir():
+        count, size = blobs.usage()
+        storage.update(
+            accessible=True, blobs=count, bytes=size, temp_files=len(blobs.tmp_files()),
+        )
+    else:
+        storage.update(accessible=False, detail="storage not initialised; run `stella init`")
+    with index_store(settings) as index:
+        entries = index.count()
+    return {
+        "storage": storage,
+        "index": {"entries": entries},
+        "service": service.status(settings),
+    }

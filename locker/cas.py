@@ -1,0 +1,150 @@
+"""Content-addressed blob storage on a local filesystem.
+
+Layout under the evidence path:
+
+    blobs/sha256/<first two hex>/<64 hex>   the artifacts, read-only once renamed in
+    tmp/                                     files being written; never referenced by an event
+
+A blob is durable before `put_many` returns: each file is written to tmp/ while its digest is
+computed, checked against the expected id, fsynced, renamed into place, and then every
+directory that received a rename is fsynced once (group fsync for the whole batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from locker.digests import parse_digest
+from locker.errors import ArtifactNotFound, IntegrityError, StorageUnavailable
+
+_CHUNK = 1 << 20
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.tmp = root / "tmp"
+
+    def ensure(self) -> None:
+        """Create the folder layout (idempotent), fanout folders included."""
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            for i in range(256):
+                (self.blobs / f"{i:02x}").mkdir(parents=True, exist_ok=True)
+            for folder in (self.blobs, self.blobs.parent, self.root):
+                _fsync_dir(folder)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot prepare storage at {self.root}: {exc}") from exc
+
+    def path(self, artifact_id: str) -> Path:
+        hexdigest = parse_digest(artifact_id, what="artifact id")[len("sha256:") :]
+        return self.blobs / hexdigest[:2] / hexdigest
+
+    def exists(self, artifact_id: str) -> bool:
+        return self.path(artifact_id).is_file()
+
+    def read(self, artifact_id: str) -> bytes:
+        try:
+            return self.path(artifact_id).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFound(artifact_id) from None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read {artifact_id}: {exc}") from exc
+
+    def hash_of(self, artifact_id: str) -> str:
+        """The digest of the stored bytes, computed by streaming the file."""
+        hasher = hashlib.sha256()
+        try:
+            with self.path(artifact_id).open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            raise ArtifactNotFound(artifact_id) from None
+        return "sha256:" + hasher.hexdigest()
+
+    def verify(self, artifact_id: str) -> None:
+        """Raise `IntegrityError` unless the stored bytes hash to `artifact_id`."""
+        actual = self.hash_of(artifact_id)
+        if actual != artifact_id:
+            raise IntegrityError(f"blob {artifact_id}", artifact_id, actual)
+
+    def put(self, artifact_id: str, data: bytes) -> None:
+        self.put_many([(artifact_id, data)])
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Make every `(artifact_id, data)` durable; blobs already present are left alone.
+
+        Raises `IntegrityError` if some data does not hash to its id (nothing of that item is
+        kept) and `StorageUnavailable` on I/O errors.
+        """
+        touched: set[Path] = set()
+        try:
+            for artifact_id, data in items:
+                final = self.path(artifact_id)
+                if final.exists():
+                    continue
+                tmp = self._write_tmp(artifact_id, data)
+                os.replace(tmp, final)
+                touched.add(final.parent)
+            for folder in touched:
+                _fsync_dir(folder)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write to {self.root}: {exc}") from exc
+
+    def _write_tmp(self, artifact_id: str, data: bytes) -> Path:
+        tmp = self.tmp / f"{artifact_id[7:]}.{uuid.uuid4().hex}.tmp"
+        hasher = hashlib.sha256()
+        view = memoryview(data)
+        try:
+            with tmp.open("xb") as fh:
+                for start in range(0, len(view), _CHUNK):
+                    chunk = view[start : start + _CHUNK]
+                    hasher.update(chunk)
+                    fh.write(chunk)
+                actual = "sha256:" + hasher.hexdigest()
+                if actual != artifact_id:
+                    raise IntegrityError("content", artifact_id, actual)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def clean_tmp(self) -> int:
+        """Delete leftovers of interrupted writes; returns how many. Call with no writer running."""
+        removed = 0
+        for leftover in self.tmp.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def tmp_files(self) -> list[Path]:
+        return sorted(self.tmp.glob("*.tmp"))
+
+    def iter_ids(self) -> Iterator[str]:
+        for fanout in sorted(self.blobs.iterdir()):
+            for blob in sorted(fanout.iterdir()):
+                yield "sha256:" + blob.name
+
+    def usage(self) -> tuple[int, int]:
+        """(blob count, total bytes)."""
+        count = size = 0
+        for fanout in self.blobs.iterdir():
+            for blob in fanout.iterdir():
+                count += 1
+                size += blob.stat().st_size
+        return count, size
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

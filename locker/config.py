@@ -1,0 +1,185 @@
+"""Configuration: defaults < the TOML file in the locker's home < environment < flags.
+
+Keys are written `Section:Key` (`EvidenceLocker:Path`, `Kafka:Bootstrap`). In the file they are
+TOML tables (`[Kafka]` / `Bootstrap = "..."`); in the environment `STELLA_` + the key with `__`
+for `:` (`STELLA_KAFKA__BOOTSTRAP`, case-insensitive). `STELLA_KAFKA_BOOTSTRAP` is accepted as
+the well-known alias of `Kafka:Bootstrap`. The home folder is `STELLA_HOME`, else
+`$XDG_DATA_HOME/stella`, else `~/.local/share/stella`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from locker.errors import UsageError
+
+# key -> (default, type). A default of None means "derived" (see `Settings`).
+KEYS: dict[str, tuple[object, type]] = {
+    "EvidenceLocker:Path": (None, str),
+    "Kafka:Bootstrap": ("127.0.0.1:9092", str),
+    "Kafka:TopicPrefix": ("", str),
+    "Kafka:Partitions": (4, int),
+    "Kafka:GroupId": ("stella-locker", str),
+    "Ingest:MaxContentBytes": (8 * 1024 * 1024, int),
+    "Service:Host": ("127.0.0.1", str),
+    "Service:Port": (8470, int),
+    "Commands:Timeout": (30, int),
+    "Broker:Port": (9092, int),
+    "Broker:ControllerPort": (9093, int),
+    "Broker:Heap": ("512m", str),
+}
+ALIASES = {"STELLA_KAFKA_BOOTSTRAP": "Kafka:Bootstrap"}
+SECRET_KEYS: frozenset[str] = frozenset()
+
+
+def default_home() -> Path:
+    if home := os.environ.get("STELLA_HOME"):
+        return Path(home).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "stella"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    values: Mapping[str, object]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, key: str) -> object:
+        return self.values[_canonical(key)]
+
+    @property
+    def evidence_path(self) -> Path:
+        return Path(str(self.values["EvidenceLocker:Path"])).expanduser()
+
+    @property
+    def state_path(self) -> Path:
+        """Projections (RocksDB) and the worker's own data."""
+        return self.home / "state"
+
+    @property
+    def run_path(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def bootstrap(self) -> str:
+        return str(self.values["Kafka:Bootstrap"])
+
+    @property
+    def topic_prefix(self) -> str:
+        return str(self.values["Kafka:TopicPrefix"])
+
+    @property
+    def partitions(self) -> int:
+        return int(self.values["Kafka:Partitions"])  # type: ignore[call-overload]
+
+    @property
+    def group_id(self) -> str:
+        return str(self.values["Kafka:GroupId"])
+
+    @property
+    def max_content_bytes(self) -> int:
+        return int(self.values["Ingest:MaxContentBytes"])  # type: ignore[call-overload]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.values['Service:Host']}:{self.values['Service:Port']}"
+
+    @property
+    def timeout(self) -> float:
+        return float(self.values["Commands:Timeout"])  # type: ignore[arg-type]
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.toml"
+
+
+def max_message_bytes(max_content_bytes: int) -> int:
+    """Largest submission record: base64 of the content plus room for its metadata."""
+    return 4 * -(-max_content_bytes // 3) + 64 * 1024
+
+
+def load(home: Path | None = None, flags: Mapping[str, object] | None = None) -> Settings:
+    home = home or default_home()
+    values: dict[str, object] = {key: default for key, (default, _) in KEYS.items()}
+    sources = dict.fromkeys(KEYS, "default")
+    for key, value in read_file(home / "config.toml").items():
+        values[key], sources[key] = value, "file"
+    env_keys = {"STELLA_" + key.replace(":", "__").upper(): key for key in KEYS} | ALIASES
+    for name, raw in os.environ.items():
+        if (key := env_keys.get(name.upper())) is not None:
+            values[key], sources[key] = _coerce(key, raw), f"env {name}"
+    for key, value in (flags or {}).items():
+        if value is not None:
+            key = _canonical(key)
+            values[key], sources[key] = _coerce(key, value), "flag"
+    if values["EvidenceLocker:Path"] is None:
+        values["EvidenceLocker:Path"] = str(home / "evidence")
+        sources["EvidenceLocker:Path"] = "default (STELLA_HOME/evidence)"
+    return Settings(home=home, values=values, sources=sources)
+
+
+def read_file(path: Path) -> dict[str, object]:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    flat: dict[str, object] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{path}: top-level key {section!r} must be a [section]")
+        for name, value in table.items():
+            key = _canonical(f"{section}:{name}")
+            flat[key] = _coerce(key, value)
+    return flat
+
+
+def write_value(home: Path, key: str, raw: str) -> object:
+    """Set `key` in the config file, keeping the other keys; returns the stored value."""
+    key = _canonical(key)
+    value = _coerce(key, raw)
+    path = home / "config.toml"
+    current = read_file(path)
+    current[key] = value
+    sections: dict[str, dict[str, object]] = {}
+    for full, val in sorted(current.items()):
+        section, name = full.split(":", 1)
+        sections.setdefault(section, {})[name] = val
+    lines: list[str] = []
+    for section, table in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{name} = {json.dumps(val)}" for name, val in table.items()]
+        lines.append("")
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return value
+
+
+def _canonical(key: str) -> str:
+    for known in KEYS:
+        if known.lower() == key.lower():
+            return known
+    raise UsageError(f"unknown config key {key!r}; known keys: {', '.join(KEYS)}")
+
+
+def _coerce(key: str, value: object) -> object:
+    _, kind = KEYS[key]
+    if kind is int:
+        try:
+            return int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise UsageError(f"{key} must be an integer, got {value!r}") from None
+    return str(value)

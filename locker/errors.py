@@ -1,0 +1,80 @@
+"""One root error, `LockerError`, with a subtree per kind of failure.
+
+Each class carries the exit code the CLI maps it to (see README, "Exit codes"):
+0 success, 1 the answer is "no", 2 usage error, 3 timed out waiting for the service,
+4 broker or storage unreachable, 5 refused (bad input, unsafe request).
+"""
+
+from __future__ import annotations
+
+
+class LockerError(Exception):
+    """Root of every error the locker raises on purpose."""
+
+    exit_code = 1
+
+
+# Domain: the answer is "no".
+class NotFound(LockerError):
+    """Something asked for does not exist (an artifact, a backup, an anchor)."""
+
+    exit_code = 1
+
+
+class ArtifactNotFound(NotFound):
+    def __init__(self, artifact_id: str) -> None:
+        super().__init__(f"artifact {artifact_id} not found")
+        self.artifact_id = artifact_id
+
+
+# Verification: the answer is "no, and here is why".
+class IntegrityError(LockerError):
+    """Stored bytes do not match what they should be; carries expected vs actual."""
+
+    exit_code = 1
+
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        super().__init__(f"{what}: expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+# Usage.
+class UsageError(LockerError):
+    exit_code = 2
+
+
+# Waiting for the service.
+class TimedOut(LockerError):
+    exit_code = 3
+
+
+# Infrastructure.
+class Unreachable(LockerError):
+    """The broker or the storage could not be reached."""
+
+    exit_code = 4
+
+
+class BrokerUnavailable(Unreachable):
+    pass
+
+
+class StorageUnavailable(Unreachable):
+    pass
+
+
+# Refusals.
+class Refused(LockerError):
+    """Bad input or an unsafe request; nothing was changed."""
+
+    exit_code = 5
+
+
+class InvalidInput(Refused):
+    """Input that fails validation. `reason` is a stable machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

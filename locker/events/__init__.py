@@ -1,0 +1,20 @@
+"""Event schemas (the facts on `evidence.events`) and their codec.
+
+They live in the core package because both the stream processors and the projection folds
+need them, and imports point one way: streams -> projections -> locker.
+"""
+
+from locker.events.codec import EVENT_TYPES, Event, decode, encode
+from locker.events.ingest import KINDS, ArtifactIngested, ArtifactResubmitted, IngestRejected, Kind
+
+__all__ = [
+    "EVENT_TYPES",
+    "KINDS",
+    "ArtifactIngested",
+    "ArtifactResubmitted",
+    "Event",
+    "IngestRejected",
+    "Kind",
+    "decode",
+    "encode",
+]

@@ -1,0 +1,1 @@
+"""Read models built from `evidence.events`: pure folds plus their RocksDB stores."""

@@ -1,0 +1,133 @@
+"""The artifact index as a pure fold over events. No I/O here.
+
+`apply(record, event, position)` is the one state transition; the live processor, a rebuild
+from offset 0 and a point-in-time replay all call it. `rows(record)` is the record's layout in
+the key-value store, so that the store never decides anything itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from functools import singledispatch
+
+import msgspec
+
+from locker.events import ArtifactIngested, ArtifactResubmitted, Event, IngestRejected
+
+
+class Position(msgspec.Struct, frozen=True):
+    partition: int
+    offset: int
+
+
+class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One indexed artifact."""
+
+    artifact_id: str
+    size: int
+    kind: str
+    subjects: tuple[str, ...]
+    producer: str
+    media_type: str
+    status: str
+    ingested_at: datetime
+    partition: int
+    offset: int
+
+    @property
+    def digest(self) -> str:
+        return self.artifact_id
+
+    def public(self) -> dict[str, object]:
+        """The record as the API and `--format json` show it."""
+        return {
+            "artifact_id": self.artifact_id,
+            "digest": self.digest,
+            "size": self.size,
+            "kind": self.kind,
+            "subjects": list(self.subjects),
+            "producer": self.producer,
+            "media_type": self.media_type,
+            "status": self.status,
+            "ingested_at": self.ingested_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+def artifact_of(event: Event) -> str | None:
+    """The artifact an event is about, if it touches the index at all."""
+    return event.artifact_id if isinstance(event, ArtifactIngested) else None
+
+
+@singledispatch
+def apply(event: Event, record: ArtifactRecord | None, position: Position) -> ArtifactRecord | None:
+    """The record after `event`; events that do not concern the index leave it unchanged."""
+    return record
+
+
+@apply.register
+def _ingested(
+    event: ArtifactIngested, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is not None:  # first write wins: a redelivered or repeated ingest is a no-op
+        return record
+    return ArtifactRecord(
+        artifact_id=event.artifact_id,
+        size=event.size,
+        kind=event.kind,
+        subjects=tuple(sorted(set(event.subjects))),
+        producer=event.producer,
+        media_type=event.media_type,
+        status="ingested",
+        ingested_at=event.ingested_at,
+        partition=position.partition,
+        offset=position.offset,
+    )
+
+
+@apply.register
+def _untouched(
+    event: ArtifactResubmitted | IngestRejected, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    return record
+
+
+def fold(events: Iterable[tuple[Position, Event]]) -> dict[str, ArtifactRecord]:
+    """The whole index from a sequence of events: what a rebuild computes."""
+    index: dict[str, ArtifactRecord] = {}
+    for position, event in events:
+        artifact_id = artifact_of(event)
+        if artifact_id is None:
+            continue
+        new = apply(event, index.get(artifact_id), position)
+        if new is not None:
+            index[artifact_id] = new
+    return index
+
+
+# Row layout. Keys are bytes; values of index rows are empty.
+ARTIFACT = b"a/"
+SUBJECT = b"s/"
+KIND = b"k/"
+COUNT = b"~count"
+POSITION = b"~pos/"
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+_decoder = msgspec.json.Decoder(ArtifactRecord)
+
+
+def rows(record: ArtifactRecord) -> dict[bytes, bytes]:
+    """Every row a record owns: itself plus one row per subject and one for its kind."""
+    ident = record.artifact_id.encode()
+    owned = {ARTIFACT + ident: _encoder.encode(record), KIND + record.kind.encode() + b"/" + ident: b""}
+    for subject in record.subjects:
+        owned[SUBJECT + subject.encode() + b"/" + ident] = b""
+    return owned
+
+
+def decode_record(raw: bytes) -> ArtifactRecord:
+    return _decoder.decode(raw)
+
+
+def position_key(partition: int) -> bytes:
+    return POSITION + b"%05d" % partition

@@ -1,0 +1,1 @@
+"""The log: topic names, Kafka plumbing, and the faust worker with its processors."""

@@ -1,0 +1,186 @@
+"""The faust worker: agents for submissions and events, and the HTTP API.
+
+At-least-once processing: `take_events` acks a batch only after the loop body finished, i.e.
+after blobs are durable and the events they cause are acknowledged by the broker. Redelivered
+records are harmless: the index store skips positions it has applied, and a resubmitted digest
+becomes `ArtifactResubmitted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import structlog
+from faust.web import Request, Response, View
+
+from locker.cas import BlobStore
+from locker.config import Settings, max_message_bytes
+from locker.digests import is_digest
+from locker.errors import ArtifactNotFound
+from locker.events import KINDS, encode
+from projections.store import IndexStore
+from streams.processors import IndexProcessor, IngestProcessor, Outbox, Record
+from streams.topics import Topics
+
+log = structlog.get_logger("stella.worker")
+
+INGEST_BATCH = 256
+INDEX_BATCH = 2000
+WITHIN = 0.02
+
+
+def _records(batch: Sequence[faust.EventT]) -> list[Record]:
+    return [
+        Record(
+            topic=ev.message.topic,
+            partition=ev.message.partition,
+            offset=ev.message.offset,
+            key=ev.message.key,
+            value=ev.message.value,
+        )
+        for ev in batch
+    ]
+
+
+def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust.App:
+    topics = Topics(settings.topic_prefix)
+    host, port = str(settings.get("Service:Host")), int(settings.get("Service:Port"))  # type: ignore[call-overload]
+    app = faust.App(
+        settings.group_id,
+        broker=f"kafka://{settings.bootstrap}",
+        datadir=str(settings.state_path / "faust"),
+        web_enabled=True,
+        web_bind=host,
+        web_host=host,
+        web_port=port,
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=max_message_bytes(settings.max_content_bytes),
+        producer_acks=-1,
+        producer_max_request_size=max_message_bytes(settings.max_content_bytes),
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        stream_wait_empty=False,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    submissions_topic = app.topic(topics.submissions, **raw)
+    events_topic = app.topic(topics.events, **raw)
+    dlq_topic = app.topic(topics.dlq, **raw)
+    ingestor = IngestProcessor(blobs, index, settings.max_content_bytes)
+    indexer = IndexProcessor(index)
+
+    async def publish(out: Outbox) -> None:
+        """Produce the batch's events and dead letters; return once the broker has them all."""
+        pending = []
+        for record, letter in out.dead:
+            pending.append(
+                await dlq_topic.send(key=record.key, value=record.value, headers=letter.headers())
+            )
+        for key, event in out.events:
+            pending.append(await events_topic.send(key=key, value=encode(event)))
+        await asyncio.gather(*pending)
+
+    @app.agent(submissions_topic)
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take_events(INGEST_BATCH, within=WITHIN):
+            out = await ingestor.process(_records(batch))
+            await publish(out)
+            ingestor.delivered(out)
+            for record, letter in out.dead:
+                log.warning(
+                    "submission rejected",
+                    reason=letter.reason,
+                    detail=letter.detail,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+
+    @app.agent(events_topic)
+    async def project(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take_events(INDEX_BATCH, within=WITHIN):
+            applied, dead = indexer.decode(_records(batch))
+            if dead:
+                await publish(Outbox(dead=dead))
+                for record, letter in dead:
+                    log.warning(
+                        "invalid event skipped",
+                        reason=letter.reason,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+            indexer.apply(applied)
+
+    def not_found(view: View, what: str) -> Response:
+        return view.json({"error": "not-found", "detail": what}, status=404)
+
+    def bad_id(view: View, artifact_id: str) -> Response | None:
+        if is_digest(artifact_id):
+            return None
+        return view.json(
+            {"error": "invalid-digest", "detail": f"{artifact_id!r} is not sha256:<64 hex>"},
+            status=400,
+        )
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            assigned = bool(app.consumer.assignment()) if app.consumer else False
+            ready = assigned and not app.rebalancing
+            body = {"status": "ok" if ready else "starting", "assigned": assigned}
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/artifacts")
+    class Artifacts(View):
+        async def get(self, request: Request) -> Response:
+            subject = request.query.get("subject")
+            kind = request.query.get("kind")
+            if subject:
+                if not is_digest(subject):
+                    return self.json({"error": "invalid-digest", "detail": subject}, status=400)
+                ids = index.by_subject(subject)
+            elif kind:
+                if kind not in KINDS:
+                    return self.json({"error": "invalid-kind", "detail": kind}, status=400)
+                ids = index.by_kind(kind)
+            else:
+                return self.json(
+                    {"error": "missing-query", "detail": "give ?subject=sha256:... or ?kind=..."},
+                    status=400,
+                )
+            found = [index.get(artifact_id) for artifact_id in ids]
+            return self.json({"artifacts": [r.public() for r in found if r is not None]})
+
+    @app.page("/artifacts/{artifact_id}")
+    class Artifact(View):
+        async def get(self, request: Request, artifact_id: str) -> Response:
+            if (error := bad_id(self, artifact_id)) is not None:
+                return error
+            record = index.get(artifact_id)
+            if record is None:
+                return not_found(self, f"artifact {artifact_id} not found")
+            try:
+                data = await asyncio.to_thread(blobs.read, artifact_id)
+            except ArtifactNotFound:
+                return self.json(
+                    {"error": "blob-missing", "detail": f"{artifact_id} is indexed but its blob is missing"},
+                    status=500,
+                )
+            return self.bytes(data, content_type=record.media_type or "application/octet-stream")
+
+    @app.page("/artifacts/{artifact_id}/meta")
+    class ArtifactMeta(View):
+        async def get(self, request: Request, artifact_id: str) -> Response:
+            if (error := bad_id(self, artifact_id)) is not None:
+                return error
+            record = index.get(artifact_id)
+            if record is None:
+                return not_found(self, f"artifact {artifact_id} not found")
+            return self.json(record.public())
+
+    return app

@@ -1,0 +1,120 @@
+"""aiokafka plumbing shared by the CLI, the worker's start-up and tests.
+
+Broker errors are turned into `BrokerUnavailable` here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import OffsetAndMetadata
+
+from locker.config import Settings, max_message_bytes
+from locker.errors import BrokerUnavailable
+from streams.topics import specs
+
+
+@contextlib.asynccontextmanager
+async def broker_errors(settings: Settings) -> AsyncIterator[None]:
+    try:
+        yield
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailable(f"Kafka at {settings.bootstrap} is unreachable: {exc}") from None
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"Kafka at {settings.bootstrap}: {exc}") from None
+
+
+@contextlib.asynccontextmanager
+async def admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    async with broker_errors(settings):
+        client = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
+        await client.start()
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+@contextlib.asynccontextmanager
+async def producer(settings: Settings, **overrides: object) -> AsyncIterator[AIOKafkaProducer]:
+    options: dict[str, object] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_request_size": max_message_bytes(settings.max_content_bytes),
+        "request_timeout_ms": 30000,
+    }
+    options.update(overrides)
+    async with broker_errors(settings):
+        client = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **options)
+        await client.start()
+        try:
+            yield client
+        finally:
+            await client.stop()
+
+
+@contextlib.asynccontextmanager
+async def consumer(settings: Settings, **overrides: object) -> AsyncIterator[AIOKafkaConsumer]:
+    options: dict[str, object] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": max_message_bytes(settings.max_content_bytes),
+        "fetch_max_bytes": 64 * 1024 * 1024,
+    }
+    options.update(overrides)
+    async with broker_errors(settings):
+        client = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **options)
+        await client.start()
+        try:
+            yield client
+        finally:
+            await client.stop()
+
+
+async def create_topics(settings: Settings) -> list[str]:
+    """Create every missing topic with its configs; returns the names created."""
+    wanted = specs(settings)
+    async with admin(settings) as client:
+        existing = set(await client.list_topics())
+        missing = [spec for spec in wanted if spec.name not in existing]
+        if missing:
+            try:
+                await client.create_topics(
+                    [
+                        NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config)
+                        for spec in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass  # a concurrent `init` won the race
+    return [spec.name for spec in missing]
+
+
+async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
+    async with consumer(settings) as client:
+        parts = client.partitions_for_topic(topic) or set()
+        if not parts:
+            await client._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            parts = client.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(parts)]
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """partition -> offset of the next record to be written."""
+    async with consumer(settings) as client:
+        await client._client.force_metadata_update()  # noqa: SLF001
+        tps = [TopicPartition(topic, p) for p in sorted(client.partitions_for_topic(topic) or ())]
+        ends = await client.end_offsets(tps) if tps else {}
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
+async def commit_group_offsets(settings: Settings, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Commit `offsets` for a consumer group that has no active member."""
+    async with consumer(settings, group_id=group) as client:
+        client.assign(list(offsets))
+        await client.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})

@@ -1,0 +1,78 @@
+"""Entry point of the service process: `python -m streams.worker`.
+
+Before faust starts: create missing topics, remove leftovers of interrupted blob writes, and
+point the consumer group at the index store's applied positions (so a wiped store is rebuilt
+from offset 0). Then run the faust worker until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import faust
+import structlog
+from aiokafka import TopicPartition
+
+from locker import config
+from locker.cas import BlobStore
+from locker.errors import LockerError
+from locker.logs import configure_logging
+from projections.store import IndexStore
+from streams.app import create_app
+from streams.kafka import commit_group_offsets, create_topics, partitions_of
+from streams.topics import Topics
+
+log = structlog.get_logger("stella.worker")
+
+
+def index_path(settings: config.Settings) -> str:
+    return str(settings.state_path / "index")
+
+
+async def prepare(settings: config.Settings, index: IndexStore) -> None:
+    created = await create_topics(settings)
+    if created:
+        log.info("topics created", topics=created)
+    events = Topics(settings.topic_prefix).events
+    applied = index.applied()
+    wanted = {tp: applied.get(tp.partition, -1) + 1 for tp in await partitions_of(settings, events)}
+    try:
+        await commit_group_offsets(settings, settings.group_id, wanted)
+        log.info("index position restored", positions={tp.partition: o for tp, o in wanted.items()})
+    except Exception as exc:  # a member of the old generation may still be in the group
+        log.warning("could not align group offsets; replays are skipped by position", error=str(exc))
+
+
+def main() -> None:
+    settings = config.load()
+    settings.log_path.mkdir(parents=True, exist_ok=True)
+    configure_logging(settings.log_path / "service.log")
+    blobs = BlobStore(settings.evidence_path)
+    try:
+        blobs.ensure()
+        removed = blobs.clean_tmp()
+        index = IndexStore(settings.state_path / "index")
+        asyncio.run(prepare(settings, index))
+    except LockerError as exc:
+        log.error("service cannot start", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    log.info("service starting", tmp_removed=removed, api_url=settings.api_url, home=str(settings.home))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app = create_app(settings, blobs, index)
+    worker = faust.Worker(
+        app,
+        loglevel=logging.WARNING,
+        logfile=str(settings.log_path / "faust.log"),
+        override_logging=True,
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        index.close()
+
+
+if __name__ == "__main__":
+    main()
