@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
+EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
 .PHONY: install jars up down test unit integration lint bench clean
 
@@ -23,12 +25,15 @@ up: jars
 	$(BIN)/stella broker start
 	$(BIN)/stella init
 	$(BIN)/stella service start
-	$(BIN)/stella evidence ingest examples/*.json --kind other --producer examples
+	$(BIN)/stella evidence ingest examples/evidence/api.cdx.json --kind sbom --subject $(EXAMPLE_SUBJECT) --producer examples
+	$(BIN)/stella evidence ingest examples/evidence/api.openvex.json --kind vex --subject $(EXAMPLE_SUBJECT) --producer examples
+	$(BIN)/stella evidence ingest examples/evidence/api.provenance.intoto.json --kind attestation --subject $(EXAMPLE_SUBJECT) --producer examples
+	$(BIN)/stella evidence ingest examples/evidence/api.scan.sarif.json --kind scan --subject $(EXAMPLE_SUBJECT) --producer examples
 	@$(BIN)/stella service status --format json
 	@echo
 	@echo "The locker is up. Try:"
 	@echo "  $(BIN)/stella evidence status"
-	@echo "  curl \$$($(BIN)/stella config get Service:Host):\$$($(BIN)/stella config get Service:Port)/healthz"
+	@echo "  curl http://$$($(BIN)/stella config get Service:Host):$$($(BIN)/stella config get Service:Port)/artifacts?subject=$(EXAMPLE_SUBJECT)"
 
 down:
 	-$(BIN)/stella service stop

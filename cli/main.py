@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from cli.render import Format, emit, errors
 from commands import broker as broker_ops
+from commands import index as index_ops
 from commands import ingest as ingest_ops
 from commands import queries
 from commands import service as service_ops
@@ -159,7 +160,9 @@ def config_list(
 def evidence_ingest(
     files: Annotated[list[Path], typer.Argument(help="Files to ingest.")],
     kind: Annotated[str, typer.Option(help="attestation|sbom|vex|scan|signature|other")] = "other",
-    subject: Annotated[Optional[list[str]], typer.Option("--subject", help="Subject digest (repeatable).")] = None,  # noqa: UP045
+    subject: Annotated[
+        list[str] | None, typer.Option("--subject", help="Subject digest (repeatable).")
+    ] = None,
     producer: Annotated[str, typer.Option(help="Name of the producer.")] = "stella-cli",
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -235,10 +238,27 @@ def index_status(
     emit(st["partitions"], fmt, title="partitions")
 
 
+@index_app.command("rebuild")
+def index_rebuild(fmt: FormatOpt = Format.table) -> None:
+    """Rebuild the index from offset 0 (a running service is stopped for the swap, then restarted)."""
+    with Progress(
+        TextColumn("replaying events"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=errors,
+        disable=fmt is Format.json or not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task("rebuild", total=None)
+        result = index_ops.rebuild(
+            settings(), progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    emit(result, fmt)
+
+
 def main() -> None:
     """Run the CLI; map every `LockerError` to one line on stderr and its exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of a `typer.Exit`
     except LockerError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)
@@ -250,6 +270,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(UsageError.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from commands.process import Daemon
 from locker.config import Settings, max_message_bytes
 from locker.errors import LockerError, Unreachable
-from commands.process import Daemon
 
 KAFKA_VERSION = "3.9.1"
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +44,13 @@ def ensure_jars() -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     result = subprocess.run(
         [
-            "mvn", "-q", "-B", "-f", str(INFRA / "pom.xml"),
-            "dependency:copy-dependencies", "-DincludeScope=runtime",
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(INFRA / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
             f"-DoutputDirectory={partial}",
         ],
         capture_output=True,
@@ -86,8 +91,8 @@ class LocalBroker:
     def from_settings(cls, settings: Settings) -> LocalBroker:
         return cls(
             root=settings.home / "broker",
-            port=int(settings.get("Broker:Port")),  # type: ignore[call-overload]
-            controller_port=int(settings.get("Broker:ControllerPort")),  # type: ignore[call-overload]
+            port=settings.integer("Broker:Port"),
+            controller_port=settings.integer("Broker:ControllerPort"),
             heap=str(settings.get("Broker:Heap")),
             partitions=settings.partitions,
             max_content_bytes=settings.max_content_bytes,

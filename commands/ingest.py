@@ -18,9 +18,8 @@ from aiokafka import TopicPartition
 from locker import submissions
 from locker.config import Settings
 from locker.digests import digest_of, parse_digest
-from locker.errors import TimedOut, UsageError
+from locker.errors import InvalidInput, TimedOut, UsageError
 from locker.events import KINDS, ArtifactIngested, ArtifactResubmitted, IngestRejected, decode
-from locker.errors import InvalidInput
 from streams.kafka import consumer, producer
 from streams.topics import Topics
 
@@ -42,7 +41,9 @@ class IngestResult:
         return out
 
 
-def build(path: Path, data: bytes, *, kind: str, subjects: Sequence[str], producer_name: str) -> submissions.ArtifactSubmission:
+def build(
+    path: Path, data: bytes, *, kind: str, subjects: Sequence[str], producer_name: str
+) -> submissions.ArtifactSubmission:
     return submissions.ArtifactSubmission(
         content=data,
         kind=kind,  # type: ignore[arg-type]
@@ -117,7 +118,7 @@ async def _send_and_wait(
     async with consumer(settings) as watcher, producer(settings) as sender:
         parts = watcher.partitions_for_topic(topics.events)
         if not parts:
-            await watcher._client.force_metadata_update()  # noqa: SLF001
+            await watcher._client.force_metadata_update()
             parts = watcher.partitions_for_topic(topics.events) or set()
         if not parts:
             raise UsageError(f"topic {topics.events} does not exist; run `stella init`")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from commands import service
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
@@ -13,7 +14,6 @@ from projections.index import ArtifactRecord, position_key
 from projections.store import IndexStore
 from streams.kafka import end_offsets
 from streams.topics import Topics
-from commands import service
 
 
 def index_store(settings: Settings) -> IndexStore:
@@ -103,7 +103,10 @@ def evidence_status(settings: Settings) -> dict[str, Any]:
     if blobs.blobs.is_dir():
         count, size = blobs.usage()
         storage.update(
-            accessible=True, blobs=count, bytes=size, temp_files=len(blobs.tmp_files()),
+            accessible=True,
+            blobs=count,
+            bytes=size,
+            temp_files=len(blobs.tmp_files()),
         )
     else:
         storage.update(accessible=False, detail="storage not initialised; run `stella init`")

@@ -53,6 +53,11 @@ class Settings:
     def get(self, key: str) -> object:
         return self.values[_canonical(key)]
 
+    def integer(self, key: str) -> int:
+        value = self.values[_canonical(key)]
+        assert isinstance(value, int), f"{key} is not an integer"
+        return value
+
     @property
     def evidence_path(self) -> Path:
         return Path(str(self.values["EvidenceLocker:Path"])).expanduser()
@@ -80,7 +85,7 @@ class Settings:
 
     @property
     def partitions(self) -> int:
-        return int(self.values["Kafka:Partitions"])  # type: ignore[call-overload]
+        return self.integer("Kafka:Partitions")
 
     @property
     def group_id(self) -> str:
@@ -88,7 +93,7 @@ class Settings:
 
     @property
     def max_content_bytes(self) -> int:
-        return int(self.values["Ingest:MaxContentBytes"])  # type: ignore[call-overload]
+        return self.integer("Ingest:MaxContentBytes")
 
     @property
     def api_url(self) -> str:
@@ -96,7 +101,7 @@ class Settings:
 
     @property
     def timeout(self) -> float:
-        return float(self.values["Commands:Timeout"])  # type: ignore[arg-type]
+        return float(self.integer("Commands:Timeout"))
 
     @property
     def config_file(self) -> Path:
@@ -116,11 +121,11 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
         values[key], sources[key] = value, "file"
     env_keys = {"STELLA_" + key.replace(":", "__").upper(): key for key in KEYS} | ALIASES
     for name, raw in os.environ.items():
-        if (key := env_keys.get(name.upper())) is not None:
-            values[key], sources[key] = _coerce(key, raw), f"env {name}"
-    for key, value in (flags or {}).items():
+        if (env_key := env_keys.get(name.upper())) is not None:
+            values[env_key], sources[env_key] = _coerce(env_key, raw), f"env {name}"
+    for name, value in (flags or {}).items():
         if value is not None:
-            key = _canonical(key)
+            key = _canonical(name)
             values[key], sources[key] = _coerce(key, value), "flag"
     if values["EvidenceLocker:Path"] is None:
         values["EvidenceLocker:Path"] = str(home / "evidence")

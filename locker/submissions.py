@@ -41,7 +41,7 @@ class ArtifactSubmission(
     schema_version: int = 1
 
 
-Submission = Union[ArtifactSubmission]
+Submission = Union[ArtifactSubmission]  # noqa: UP007 - more submission types will join
 _decoder: msgspec.json.Decoder[ArtifactSubmission] = msgspec.json.Decoder(Submission)  # type: ignore[arg-type]
 _encoder = msgspec.json.Encoder(order="deterministic")
 

@@ -9,11 +9,12 @@ becomes `ArtifactResubmitted`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 import faust
 import structlog
+from faust.types import EventT
 from faust.web import Request, Response, View
 
 from locker.cas import BlobStore
@@ -32,22 +33,32 @@ INDEX_BATCH = 2000
 WITHIN = 0.02
 
 
-def _records(batch: Sequence[faust.EventT]) -> list[Record]:
+def _records(batch: Sequence[EventT[bytes]]) -> list[Record]:
     return [
         Record(
             topic=ev.message.topic,
             partition=ev.message.partition,
             offset=ev.message.offset,
             key=ev.message.key,
-            value=ev.message.value,
+            value=ev.message.value or b"",
         )
         for ev in batch
     ]
 
 
+def batches(stream: faust.StreamT[bytes], size: int) -> AsyncIterator[Sequence[EventT[bytes]]]:
+    """Up to `size` events at a time; they are acked only after the loop body has run."""
+    return cast(faust.Stream[bytes], stream).take_events(size, within=WITHIN)
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic whose keys and values stay bytes: decoding is ours, so bad bytes reach the DLQ."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
 def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust.App:
     topics = Topics(settings.topic_prefix)
-    host, port = str(settings.get("Service:Host")), int(settings.get("Service:Port"))  # type: ignore[call-overload]
+    host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
     app = faust.App(
         settings.group_id,
         broker=f"kafka://{settings.bootstrap}",
@@ -68,10 +79,9 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust
         topic_disable_leader=True,
         stream_wait_empty=False,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    submissions_topic = app.topic(topics.submissions, **raw)
-    events_topic = app.topic(topics.events, **raw)
-    dlq_topic = app.topic(topics.dlq, **raw)
+    submissions_topic = raw_topic(app, topics.submissions)
+    events_topic = raw_topic(app, topics.events)
+    dlq_topic = raw_topic(app, topics.dlq)
     ingestor = IngestProcessor(blobs, index, settings.max_content_bytes)
     indexer = IndexProcessor(index)
 
@@ -79,16 +89,14 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust
         """Produce the batch's events and dead letters; return once the broker has them all."""
         pending = []
         for record, letter in out.dead:
-            pending.append(
-                await dlq_topic.send(key=record.key, value=record.value, headers=letter.headers())
-            )
+            pending.append(await dlq_topic.send(key=record.key, value=record.value, headers=letter.headers()))
         for key, event in out.events:
             pending.append(await events_topic.send(key=key, value=encode(event)))
         await asyncio.gather(*pending)
 
     @app.agent(submissions_topic)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(INGEST_BATCH, within=WITHIN):
+        async for batch in batches(stream, INGEST_BATCH):
             out = await ingestor.process(_records(batch))
             await publish(out)
             ingestor.delivered(out)
@@ -103,7 +111,7 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust
 
     @app.agent(events_topic)
     async def project(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(INDEX_BATCH, within=WITHIN):
+        async for batch in batches(stream, INDEX_BATCH):
             applied, dead = indexer.decode(_records(batch))
             if dead:
                 await publish(Outbox(dead=dead))

@@ -83,15 +83,10 @@ async def create_topics(settings: Settings) -> list[str]:
         existing = set(await client.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent `init` won the race
                 await client.create_topics(
-                    [
-                        NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config)
-                        for spec in missing
-                    ]
+                    [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config) for spec in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass  # a concurrent `init` won the race
     return [spec.name for spec in missing]
 
 
@@ -99,7 +94,7 @@ async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
     async with consumer(settings) as client:
         parts = client.partitions_for_topic(topic) or set()
         if not parts:
-            await client._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            await client._client.force_metadata_update()
             parts = client.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(parts)]
 
@@ -107,7 +102,7 @@ async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """partition -> offset of the next record to be written."""
     async with consumer(settings) as client:
-        await client._client.force_metadata_update()  # noqa: SLF001
+        await client._client.force_metadata_update()
         tps = [TopicPartition(topic, p) for p in sorted(client.partitions_for_topic(topic) or ())]
         ends = await client.end_offsets(tps) if tps else {}
     return {tp.partition: offset for tp, offset in ends.items()}

@@ -13,11 +13,10 @@ import sys
 
 import faust
 import structlog
-from aiokafka import TopicPartition
 
 from locker import config
 from locker.cas import BlobStore
-from locker.errors import LockerError
+from locker.errors import BrokerUnavailable, LockerError
 from locker.logs import configure_logging
 from projections.store import IndexStore
 from streams.app import create_app
@@ -41,7 +40,7 @@ async def prepare(settings: config.Settings, index: IndexStore) -> None:
     try:
         await commit_group_offsets(settings, settings.group_id, wanted)
         log.info("index position restored", positions={tp.partition: o for tp, o in wanted.items()})
-    except Exception as exc:  # a member of the old generation may still be in the group
+    except BrokerUnavailable as exc:  # a member of the old generation may still be in the group
         log.warning("could not align group offsets; replays are skipped by position", error=str(exc))
 
 

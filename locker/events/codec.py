@@ -9,14 +9,14 @@ payloads with their hashes live in tests/contract.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import msgspec
 
 from locker.errors import InvalidInput
 from locker.events.ingest import ArtifactIngested, ArtifactResubmitted, IngestRejected
 
-Event = Union[ArtifactIngested, ArtifactResubmitted, IngestRejected]
+Event = Union[ArtifactIngested, ArtifactResubmitted, IngestRejected]  # noqa: UP007 - a runtime alias msgspec reads
 EVENT_TYPES: tuple[type[Any], ...] = (ArtifactIngested, ArtifactResubmitted, IngestRejected)
 CURRENT_VERSION: dict[str, int] = {
     t.__struct_config__.tag: 1  # type: ignore[attr-defined]
@@ -47,7 +47,7 @@ def decode(raw: bytes) -> Event:
         return _decode_slow(raw, exc)
     except msgspec.DecodeError as exc:
         raise InvalidInput("undecodable", f"not a JSON event: {exc}") from None
-    tag = type(event).__struct_config__.tag
+    tag = str(type(event).__struct_config__.tag)
     if event.schema_version != CURRENT_VERSION[tag]:
         return _decode_slow(raw, None)
     return event
@@ -71,6 +71,6 @@ def _decode_slow(raw: bytes, error: msgspec.ValidationError | None) -> Event:
         version += 1
         payload["schema_version"] = version
     try:
-        return msgspec.convert(payload, Event)  # type: ignore[arg-type]
+        return cast(Event, msgspec.convert(payload, Event))  # type: ignore[arg-type]
     except msgspec.ValidationError as exc:
         raise InvalidInput("schema-invalid", str(error or exc)) from None

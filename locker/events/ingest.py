@@ -16,9 +16,7 @@ Kind = Literal["attestation", "sbom", "vex", "scan", "signature", "other"]
 KINDS: tuple[str, ...] = ("attestation", "sbom", "vex", "scan", "signature", "other")
 
 
-class ArtifactIngested(
-    msgspec.Struct, frozen=True, kw_only=True, tag="artifact.ingested", tag_field="type"
-):
+class ArtifactIngested(msgspec.Struct, frozen=True, kw_only=True, tag="artifact.ingested", tag_field="type"):
     """An artifact's blob is durable in storage under `artifact_id`."""
 
     artifact_id: str
@@ -44,9 +42,7 @@ class ArtifactResubmitted(
     schema_version: int = 1
 
 
-class IngestRejected(
-    msgspec.Struct, frozen=True, kw_only=True, tag="ingest.rejected", tag_field="type"
-):
+class IngestRejected(msgspec.Struct, frozen=True, kw_only=True, tag="ingest.rejected", tag_field="type"):
     """A submission was refused; its bytes went to the dead-letter topic with `reason`."""
 
     reason: str

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from commands import service
+from locker import config
+from locker.cas import BlobStore
+from streams.kafka import create_topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(locker_env: dict[str, str]) -> config.Settings:
+    s = config.load()
+    BlobStore(s.evidence_path).ensure()
+    asyncio.run(create_topics(s))
+    return s
+
+
+@pytest.fixture
+def running(settings: config.Settings) -> Iterator[config.Settings]:
+    """A started service for this test's locker; stopped (and its log shown on failure) after."""
+    service.start(settings)
+    try:
+        yield settings
+    finally:
+        service.stop(settings)

@@ -1,0 +1,83 @@
+"""Small real-Kafka helpers for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from aiokafka import TopicPartition
+
+from locker import submissions
+from locker.config import Settings
+from locker.digests import digest_of
+from locker.dlq import DeadLetter
+from locker.errors import InvalidInput
+from locker.events import Event, decode
+from projections.store import IndexStore
+from streams.kafka import consumer, producer
+from streams.topics import Topics
+
+
+def submission(content: bytes, **fields: object) -> bytes:
+    return submissions.encode(
+        submissions.ArtifactSubmission(
+            content=content,
+            digest=digest_of(content),
+            submission_id=submissions.new_submission_id(),
+            **fields,
+        )
+    )
+
+
+async def produce(settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+    async with producer(settings, linger_ms=20) as p:
+        acks = [await p.send(topic, key=k, value=v) for k, v in records]
+        await asyncio.gather(*acks)
+
+
+async def read_all(settings: Settings, topic: str, expect: int, timeout: float = 60) -> list:
+    """Read at least `expect` records of `topic` from the beginning (or fail after `timeout`)."""
+    out = []
+    async with consumer(settings) as c:
+        await c._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            for records in (await c.getmany(timeout_ms=500)).values():
+                out.extend(records)
+    assert len(out) >= expect, f"only {len(out)} of {expect} records on {topic}"
+    return out
+
+
+def events(settings: Settings, expect: int) -> list[Event]:
+    """The valid events on the events topic (records that are not events are skipped)."""
+    records = asyncio.run(read_all(settings, Topics(settings.topic_prefix).events, expect))
+    out = []
+    for r in records:
+        try:
+            out.append(decode(r.value))
+        except InvalidInput:
+            continue
+    return out
+
+
+def dead_letters(settings: Settings, expect: int) -> list[tuple[DeadLetter, bytes]]:
+    records = asyncio.run(read_all(settings, Topics(settings.topic_prefix).dlq, expect))
+    return [(DeadLetter.from_headers(list(r.headers)), r.value) for r in records]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def index_count(settings: Settings) -> int:
+    with IndexStore(settings.state_path / "index", readonly=True) as index:
+        return index.count()

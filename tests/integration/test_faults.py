@@ -1,0 +1,125 @@
+"""Crashes and outages: nothing accepted is lost, nothing is indexed twice, nothing half-written."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+from commands import broker as broker_ops
+from commands import service
+from locker import config
+from locker.cas import BlobStore
+from locker.config import Settings
+from locker.digests import digest_of
+from projections.store import IndexStore
+from streams.kafka import create_topics
+from streams.topics import Topics
+from tests.conftest import run_cli
+from tests.integration.helpers import index_count, produce, submission, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def payloads(n: int, size: int = 256) -> list[bytes]:
+    return [os.urandom(size - 8) + i.to_bytes(8, "big") for i in range(n)]
+
+
+def assert_complete(settings: Settings, expected: set[str]) -> None:
+    """Every expected artifact indexed exactly once, with a blob that hashes right; no temp files."""
+    blobs = BlobStore(settings.evidence_path)
+    with IndexStore(settings.state_path / "index", readonly=True) as index:
+        ids = [r.artifact_id for r in index.records()]
+        assert index.count() == len(expected)
+        assert sum(len(index.by_kind(k)) for k in ("other", "sbom")) == len(expected)
+    assert len(ids) == len(set(ids)) == len(expected)
+    assert set(ids) == expected
+    for artifact_id in ids:
+        blobs.verify(artifact_id)
+    assert blobs.tmp_files() == []
+
+
+def test_kill_9_while_10000_submissions_are_in_flight(running: Settings) -> None:
+    data = payloads(10_000)
+    topic = Topics(running.topic_prefix).submissions
+    asyncio.run(produce(running, topic, [(digest_of(d).encode(), submission(d)) for d in data]))
+    wait_for(lambda: index_count(running) >= 1500, what="ingest to get going")
+    service.daemon(running).kill()
+    killed_at = index_count(running)
+    assert killed_at < len(data), "the kill came too late to test anything"
+    service.start(running)
+    wait_for(lambda: index_count(running) == len(data), timeout=300, what="all 10,000 to be indexed")
+    assert_complete(running, {digest_of(d) for d in data})
+
+
+def test_broker_restart_during_ingest(locker_env: dict[str, str], tmp_path, monkeypatch) -> None:
+    own = broker_ops.LocalBroker(
+        root=tmp_path / "own-broker",
+        port=broker_ops.free_port(),
+        controller_port=broker_ops.free_port(),
+    )
+    own.start()
+    try:
+        monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", own.bootstrap)
+        settings = config.load()
+        BlobStore(settings.evidence_path).ensure()
+        asyncio.run(create_topics(settings))
+        service.start(settings)
+        try:
+            data = payloads(4000, size=2048)
+            topic = Topics(settings.topic_prefix).submissions
+            asyncio.run(produce(settings, topic, [(digest_of(d).encode(), submission(d)) for d in data]))
+            wait_for(lambda: index_count(settings) >= 200, what="ingest to get going")
+            own.stop()
+            stopped_at = index_count(settings)
+            restart = threading.Timer(3.0, own.start)
+            restart.start()
+            restart.join()
+            assert own.answers()
+            assert stopped_at < len(data), "the outage came too late to test anything"
+            wait_for(
+                lambda: index_count(settings) == len(data),
+                timeout=300,
+                what="ingest to resume after the broker restart",
+            )
+            assert service.status(settings)["healthy"]
+            assert_complete(settings, {digest_of(d) for d in data})
+        finally:
+            service.stop(settings)
+    finally:
+        own.stop()
+
+
+def test_rebuild_from_offset_0_is_identical_to_the_live_index(running: Settings) -> None:
+    data = payloads(500)
+    topic = Topics(running.topic_prefix).submissions
+    records = [
+        (digest_of(d).encode(), submission(d, kind="sbom", subjects=("sha256:" + "1" * 64,))) for d in data
+    ]
+    records += records[:50]  # resubmissions
+    records += [(None, b"\x00 not a submission")]
+    asyncio.run(produce(running, topic, records))
+    asyncio.run(produce(running, Topics(running.topic_prefix).events, [(b"x", b"not an event")]))
+    wait_for(lambda: index_count(running) == len(data), what="the live index")
+    wait_for(
+        lambda: '"lag": 0' in run_cli("evidence", "index", "status", "--format", "json").stdout,
+        what="the live index to catch up",
+    )
+    service.stop(running)
+    with IndexStore(running.state_path / "index", readonly=True) as live:
+        live_sum, live_positions = live.checksum(), live.applied()
+
+    out = run_cli("evidence", "index", "rebuild", "--format", "json")
+    assert f'"checksum": "{live_sum}"' in out.stdout
+    with IndexStore(running.state_path / "index", readonly=True) as rebuilt:
+        assert rebuilt.checksum() == live_sum
+        assert rebuilt.applied() == live_positions
+        assert rebuilt.count() == len(data)
+
+    # And the service resumes from the rebuilt positions without applying anything twice.
+    service.start(running)
+    more = payloads(20)
+    asyncio.run(produce(running, topic, [(digest_of(d).encode(), submission(d)) for d in more]))
+    wait_for(lambda: index_count(running) == len(data) + len(more), what="ingest after rebuild")

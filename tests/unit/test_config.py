@@ -1,0 +1,171 @@
+"""`locker.config`: defaults < file < environment < flags."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from locker import config
+from locker.errors import UsageError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("STELLA_") or name == "XDG_DATA_HOME":
+            monkeypatch.delenv(name)
+
+
+def write_config(home: Path, text: str) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(text)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = config.load(tmp_path)
+    assert s.bootstrap == "127.0.0.1:9092"
+    assert s.partitions == 4
+    assert s.max_content_bytes == 8 * 1024 * 1024
+    assert s.topic_prefix == ""
+    assert s.evidence_path == tmp_path / "evidence"
+    assert s.state_path == tmp_path / "state"
+    assert s.config_file == tmp_path / "config.toml"
+    assert s.api_url == "http://127.0.0.1:8470"
+    assert s.timeout == 30.0
+    assert s.sources["Kafka:Bootstrap"] == "default"
+
+
+def test_precedence_default_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(tmp_path, '[Kafka]\nBootstrap = "file:1"\nPartitions = 6\nGroupId = "file-group"\n')
+    monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", "env:2")
+    monkeypatch.setenv("STELLA_KAFKA__PARTITIONS", "8")
+    s = config.load(tmp_path, flags={"kafka:bootstrap": "flag:3", "Kafka:Partitions": None})
+    assert s.bootstrap == "flag:3"
+    assert s.sources["Kafka:Bootstrap"] == "flag"
+    assert s.partitions == 8  # a None flag does not override
+    assert s.sources["Kafka:Partitions"] == "env STELLA_KAFKA__PARTITIONS"
+    assert s.group_id == "file-group"
+    assert s.sources["Kafka:GroupId"] == "file"
+    assert s.get("Service:Port") == 8470
+    assert s.sources["Service:Port"] == "default"
+
+
+def test_env_names_are_case_insensitive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("stella_service__port", "9000")
+    assert config.load(tmp_path).get("service:port") == 9000
+
+
+def test_bootstrap_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(tmp_path, '[Kafka]\nBootstrap = "file:1"\n')
+    monkeypatch.setenv("STELLA_KAFKA_BOOTSTRAP", "alias:9")
+    s = config.load(tmp_path)
+    assert s.bootstrap == "alias:9"
+    assert s.sources["Kafka:Bootstrap"] == "env STELLA_KAFKA_BOOTSTRAP"
+    assert config.load(tmp_path, flags={"Kafka:Bootstrap": "flag:3"}).bootstrap == "flag:3"
+
+
+def test_evidence_path_from_file(tmp_path: Path) -> None:
+    write_config(tmp_path, f'[EvidenceLocker]\nPath = "{tmp_path / "elsewhere"}"\n')
+    assert config.load(tmp_path).evidence_path == tmp_path / "elsewhere"
+
+
+def test_home_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert config.default_home() == tmp_path / "xdg" / "stella"
+    monkeypatch.setenv("STELLA_HOME", str(tmp_path / "home"))
+    assert config.default_home() == tmp_path / "home"
+    assert config.load().home == tmp_path / "home"
+
+
+def test_unknown_key_in_flags(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="unknown config key"):
+        config.load(tmp_path, flags={"Kafka:Bootstrapp": "x"})
+
+
+def test_unknown_key_in_file(tmp_path: Path) -> None:
+    write_config(tmp_path, "[Kafka]\nColour = 'blue'\n")
+    with pytest.raises(UsageError, match="unknown config key"):
+        config.load(tmp_path)
+
+
+def test_unknown_env_vars_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STELLA_KAFKA__COLOUR", "blue")
+    assert config.load(tmp_path).bootstrap == "127.0.0.1:9092"
+
+
+def test_unknown_key_in_write_value_and_get(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        config.write_value(tmp_path, "Nope:Key", "1")
+    with pytest.raises(UsageError):
+        config.load(tmp_path).get("Nope:Key")
+    assert not (tmp_path / "config.toml").exists()
+
+
+def test_int_coercion_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError, match="must be an integer"):
+        config.load(tmp_path, flags={"Kafka:Partitions": "four"})
+    monkeypatch.setenv("STELLA_SERVICE__PORT", "eighty")
+    with pytest.raises(UsageError, match="must be an integer"):
+        config.load(tmp_path)
+    monkeypatch.delenv("STELLA_SERVICE__PORT")
+    write_config(tmp_path, '[Kafka]\nPartitions = "many"\n')
+    with pytest.raises(UsageError, match="must be an integer"):
+        config.load(tmp_path)
+    with pytest.raises(UsageError, match="must be an integer"):
+        config.write_value(tmp_path, "Kafka:Partitions", "1.5")
+
+
+def test_int_values_are_coerced(tmp_path: Path) -> None:
+    s = config.load(tmp_path, flags={"Kafka:Partitions": "12", "Kafka:TopicPrefix": 7})
+    assert s.partitions == 12 and s.get("Kafka:Partitions") == 12
+    assert s.topic_prefix == "7"
+
+
+@pytest.mark.parametrize("text", ["[Kafka\n", "Bootstrap = 'x'\n"])
+def test_bad_file_is_a_usage_error(tmp_path: Path, text: str) -> None:
+    write_config(tmp_path, text)
+    with pytest.raises(UsageError):
+        config.load(tmp_path)
+
+
+def test_write_value_round_trips_and_keeps_other_keys(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert config.write_value(home, "kafka:bootstrap", 'broker:9092 "quoted" \\ é') == 'broker:9092 "quoted" \\ é'
+    assert config.write_value(home, "Kafka:Partitions", "16") == 16
+    assert config.write_value(home, "Service:Port", "8000") == 8000
+    assert config.write_value(home, "Service:Port", "8001") == 8001
+    assert config.read_file(home / "config.toml") == {
+        "Kafka:Bootstrap": 'broker:9092 "quoted" \\ é',
+        "Kafka:Partitions": 16,
+        "Service:Port": 8001,
+    }
+    s = config.load(home)
+    assert s.bootstrap == 'broker:9092 "quoted" \\ é'
+    assert s.partitions == 16
+    assert s.sources["Service:Port"] == "file"
+    assert not list(home.glob("*.tmp"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UsageError,
+    reason="BUG: config.write_value serialises strings with json.dumps, which escapes non-BMP "
+    "characters as UTF-16 surrogate pairs (\\ud83d\\ude00) that TOML rejects",
+)
+def test_write_value_with_non_bmp_text(tmp_path: Path) -> None:
+    config.write_value(tmp_path, "Kafka:TopicPrefix", "pre\U0001f600.")
+    assert config.load(tmp_path).topic_prefix == "pre\U0001f600."
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 1000, 8 * 1024 * 1024, 8 * 1024 * 1024 + 1])
+def test_max_message_bytes_fits_base64(size: int) -> None:
+    assert config.max_message_bytes(size) >= len(base64.b64encode(b"\0" * size)) + 1024
+
+
+def test_max_message_bytes_for_8_mib() -> None:
+    eight = 8 * 1024 * 1024
+    assert config.max_message_bytes(eight) >= len(base64.b64encode(bytes(eight)))
+    assert config.max_message_bytes(eight) == 4 * -(-eight // 3) + 64 * 1024
