@@ -16,12 +16,14 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, StorageUnavailable
 
 _CHUNK = 1 << 20
+_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-fsync")
 
 
 class BlobStore:
@@ -79,20 +81,23 @@ class BlobStore:
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Make every `(artifact_id, data)` durable; blobs already present are left alone.
 
-        Raises `IntegrityError` if some data does not hash to its id (nothing of that item is
-        kept) and `StorageUnavailable` on I/O errors.
+        Raises `IntegrityError` if some data does not hash to its id and `StorageUnavailable` on
+        I/O errors; in both cases no item of the batch is renamed into place.
         """
-        touched: set[Path] = set()
+        todo = [(self.path(artifact_id), artifact_id, data) for artifact_id, data in items]
+        todo = [(final, artifact_id, data) for final, artifact_id, data in todo if not final.exists()]
         try:
-            for artifact_id, data in items:
-                final = self.path(artifact_id)
-                if final.exists():
-                    continue
-                tmp = self._write_tmp(artifact_id, data)
+            # fsyncs issued concurrently share journal commits: a batch costs a few, not one each.
+            futures = [_POOL.submit(self._write_tmp, artifact_id, data) for _, artifact_id, data in todo]
+            wait(futures)
+            tmps = [f.result() for f in futures if f.exception() is None]
+            if len(tmps) < len(futures):
+                for tmp in tmps:
+                    tmp.unlink(missing_ok=True)
+                raise next(exc for f in futures if (exc := f.exception()) is not None)
+            for tmp, (final, _, _) in zip(tmps, todo, strict=True):
                 os.replace(tmp, final)
-                touched.add(final.parent)
-            for folder in touched:
-                _fsync_dir(folder)
+            list(_POOL.map(_fsync_dir, {final.parent for final, _, _ in todo}))
         except OSError as exc:
             raise StorageUnavailable(f"cannot write to {self.root}: {exc}") from exc
 

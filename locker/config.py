@@ -164,7 +164,7 @@ def write_value(home: Path, key: str, raw: str) -> object:
     lines: list[str] = []
     for section, table in sections.items():
         lines.append(f"[{section}]")
-        lines += [f"{name} = {json.dumps(val)}" for name, val in table.items()]
+        lines += [f"{name} = {json.dumps(val, ensure_ascii=False)}" for name, val in table.items()]
         lines.append("")
     home.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")

@@ -27,7 +27,7 @@ CURRENT_VERSION: dict[str, int] = {
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
-_encoder = msgspec.json.Encoder(order="deterministic")
+_encoder = msgspec.json.Encoder(order="sorted")
 _decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
 
 
@@ -61,10 +61,10 @@ def _decode_slow(raw: bytes, error: msgspec.ValidationError | None) -> Event:
     if not isinstance(payload, dict):
         raise InvalidInput("schema-invalid", "an event must be a JSON object")
     tag = payload.get("type")
-    if tag not in CURRENT_VERSION:
+    if not isinstance(tag, str) or tag not in CURRENT_VERSION:
         raise InvalidInput("unknown-type", f"unknown event type {tag!r}")
     version = payload.get("schema_version", 1)
-    if not isinstance(version, int) or version > CURRENT_VERSION[tag]:
+    if not isinstance(version, int) or not 1 <= version <= CURRENT_VERSION[tag]:
         raise InvalidInput("schema-invalid", f"unsupported schema_version {version!r} for {tag}")
     while version < CURRENT_VERSION[tag]:
         payload = UPCASTERS[(tag, version)](payload)

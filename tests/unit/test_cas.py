@@ -84,12 +84,12 @@ def test_put_with_the_wrong_digest_keeps_nothing(blobs: BlobStore) -> None:
     assert not blobs.exists(ID)
 
 
-def test_put_many_stops_at_the_bad_item(blobs: BlobStore) -> None:
+def test_put_many_keeps_nothing_of_a_batch_with_a_bad_item(blobs: BlobStore) -> None:
     good = (digest_of(b"good"), b"good")
     bad = (digest_of(b"x"), b"y")
     with pytest.raises(IntegrityError):
         blobs.put_many([good, bad])
-    assert blobs.exists(good[0])  # items before the bad one are kept
+    assert not blobs.exists(good[0])
     assert not blobs.exists(bad[0])
     assert list(blobs.tmp.iterdir()) == []
 

@@ -9,6 +9,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from locker.events import KINDS, ArtifactIngested, ArtifactResubmitted, Event, IngestRejected
 from projections.index import (
     ARTIFACT,
     KIND,
@@ -22,7 +23,6 @@ from projections.index import (
     position_key,
     rows,
 )
-from locker.events import KINDS, ArtifactIngested, ArtifactResubmitted, Event, IngestRejected
 
 WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 A = "sha256:" + "a" * 64

@@ -25,7 +25,11 @@ EMPTY_CHECKSUM = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991
 
 def ingest(artifact_id: str, kind: str = "sbom", subjects: tuple[str, ...] = (S,)) -> ArtifactIngested:
     return ArtifactIngested(
-        artifact_id=artifact_id, size=1, kind=kind, subjects=subjects, ingested_at=WHEN  # type: ignore[arg-type]
+        artifact_id=artifact_id,
+        size=1,
+        kind=kind,
+        subjects=subjects,
+        ingested_at=WHEN,  # type: ignore[arg-type]
     )
 
 

@@ -177,3 +177,10 @@ def test_claimed_digest_and_correlation_are_best_effort() -> None:
     assert submissions.correlation_of(raw(submission_id="c" * 300)) == "c" * 128
     assert submissions.correlation_of(raw(submission_id=5)) == ""
     assert submissions.correlation_of(b"not json") == ""
+
+
+def test_missing_type_means_artifact() -> None:
+    """While `artifact` is the only submission type, `type` may be left out (README)."""
+    data = json.dumps({"content": base64.b64encode(CONTENT).decode()}).encode()
+    expected = "sha256:" + hashlib.sha256(CONTENT).hexdigest()
+    assert submissions.check(data, None, max_content_bytes=LIMIT).artifact_id == expected
