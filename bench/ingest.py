@@ -24,7 +24,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +36,7 @@ from locker.cas import BlobStore
 from locker.config import max_message_bytes
 from locker.digests import digest_of
 from projections.store import IndexStore
-from streams.kafka import admin, consumer, create_topics, producer
+from streams.kafka import admin, assign_all, consumer, create_topics, producer
 from streams.topics import Topics
 
 
@@ -65,9 +64,7 @@ async def produce_all(settings: config.Settings, topic: str, records: list[tuple
 
 async def consume_all(settings: config.Settings, topic: str, count: int) -> None:
     async with consumer(settings) as c:
-        await c._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
-        c.assign(tps)
+        tps = await assign_all(c, topic)
         await c.seek_to_beginning(*tps)
         seen = 0
         while seen < count:

@@ -14,14 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from commands import service
 from locker.config import Settings
 from locker.errors import InvalidInput
 from locker.events import Event, decode
 from projections.store import Applied, IndexStore, wipe
-from streams.kafka import consumer
+from streams.kafka import assign_all, consumer
 from streams.topics import Topics
 
 Progress = Callable[[int, int], None]  # (events done, events total)
@@ -33,9 +31,7 @@ async def replay(
     """Apply every event up to the current end of the topic; returns events read."""
     topic = Topics(settings.topic_prefix).events
     async with consumer(settings) as c:
-        await c._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        c.assign(tps)
+        tps = await assign_all(c, topic)
         await c.seek_to_beginning(*tps)
         ends = {tp: off for tp, off in (await c.end_offsets(tps)).items()}
         starts = await c.beginning_offsets(tps)

@@ -13,14 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from aiokafka import TopicPartition
-
 from locker import submissions
 from locker.config import Settings
 from locker.digests import digest_of, parse_digest
 from locker.errors import InvalidInput, TimedOut, UsageError
 from locker.events import KINDS, ArtifactIngested, ArtifactResubmitted, IngestRejected, decode
-from streams.kafka import consumer, producer
+from streams.kafka import assign_all, consumer, producer
 from streams.topics import Topics
 
 
@@ -116,14 +114,9 @@ async def _send_and_wait(
 ) -> None:
     topics = Topics(settings.topic_prefix)
     async with consumer(settings) as watcher, producer(settings) as sender:
-        parts = watcher.partitions_for_topic(topics.events)
-        if not parts:
-            await watcher._client.force_metadata_update()
-            parts = watcher.partitions_for_topic(topics.events) or set()
-        if not parts:
+        tps = await assign_all(watcher, topics.events)
+        if not tps:
             raise UsageError(f"topic {topics.events} does not exist; run `stella init`")
-        tps = [TopicPartition(topics.events, p) for p in sorted(parts)]
-        watcher.assign(tps)
         await watcher.seek_to_end(*tps)
         for tp in tps:
             await watcher.position(tp)  # resolve the end now, before anything is sent

@@ -90,20 +90,24 @@ async def create_topics(settings: Settings) -> list[str]:
     return [spec.name for spec in missing]
 
 
+async def assign_all(client: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of `topic` to `client` (fresh metadata); [] if it does not exist."""
+    await client._client.force_metadata_update()
+    tps = [TopicPartition(topic, p) for p in sorted(client.partitions_for_topic(topic) or ())]
+    if tps:
+        client.assign(tps)
+    return tps
+
+
 async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
     async with consumer(settings) as client:
-        parts = client.partitions_for_topic(topic) or set()
-        if not parts:
-            await client._client.force_metadata_update()
-            parts = client.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(parts)]
+        return await assign_all(client, topic)
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """partition -> offset of the next record to be written."""
     async with consumer(settings) as client:
-        await client._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(client.partitions_for_topic(topic) or ())]
+        tps = await assign_all(client, topic)
         ends = await client.end_offsets(tps) if tps else {}
     return {tp.partition: offset for tp, offset in ends.items()}
 

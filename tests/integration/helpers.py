@@ -6,8 +6,6 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from aiokafka import TopicPartition
-
 from locker import submissions
 from locker.config import Settings
 from locker.digests import digest_of
@@ -15,7 +13,7 @@ from locker.dlq import DeadLetter
 from locker.errors import InvalidInput
 from locker.events import Event, decode
 from projections.store import IndexStore
-from streams.kafka import consumer, producer
+from streams.kafka import assign_all, consumer, producer
 from streams.topics import Topics
 
 
@@ -40,9 +38,7 @@ async def read_all(settings: Settings, topic: str, expect: int, timeout: float =
     """Read at least `expect` records of `topic` from the beginning (or fail after `timeout`)."""
     out = []
     async with consumer(settings) as c:
-        await c._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        c.assign(tps)
+        tps = await assign_all(c, topic)
         await c.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout
         while len(out) < expect and time.monotonic() < deadline:
