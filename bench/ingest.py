@@ -81,7 +81,7 @@ async def make_topic(settings: config.Settings, name: str) -> None:
 
 
 def index_count(settings: config.Settings) -> int:
-    with IndexStore(settings.state_path / "index", readonly=True) as index:
+    with IndexStore(settings.index_path, readonly=True) as index:
         return index.count()
 
 

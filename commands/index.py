@@ -65,7 +65,7 @@ def _decode(value: bytes) -> Event | None:
 
 
 def rebuild(settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
-    live = settings.state_path / "index"
+    live = settings.index_path
     fresh = settings.state_path / "index.rebuild"
     wipe(fresh)
     started = time.monotonic()

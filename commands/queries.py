@@ -17,7 +17,7 @@ from streams.topics import Topics
 
 
 def index_store(settings: Settings) -> IndexStore:
-    return IndexStore(settings.state_path / "index", readonly=True)
+    return IndexStore(settings.index_path, readonly=True)
 
 
 def find(settings: Settings, artifact_id: str) -> ArtifactRecord:
@@ -88,7 +88,7 @@ def index_status(settings: Settings, *, checksum: bool = False) -> dict[str, Any
         "entries": entries,
         "partitions": partitions,
         "lag": sum(lags) if ends is not None else None,
-        "path": str(settings.state_path / "index"),
+        "path": str(settings.index_path),
     }
     if digest is not None:
         out["checksum"] = digest

@@ -68,6 +68,11 @@ class Settings:
         return self.home / "state"
 
     @property
+    def index_path(self) -> Path:
+        """The index projection's RocksDB folder."""
+        return self.state_path / "index"
+
+    @property
     def run_path(self) -> Path:
         return self.home / "run"
 

@@ -158,9 +158,13 @@ class IndexProcessor:
         self.index = index
 
     def decode(self, batch: Sequence[Record]) -> tuple[list[Applied], list[tuple[Record, DeadLetter]]]:
+        """Decode the records not applied yet; invalid ones become dead letters (once)."""
+        done = self.index.applied()
         applied: list[Applied] = []
         dead: list[tuple[Record, DeadLetter]] = []
         for record in batch:
+            if record.offset <= done.get(record.partition, -1):
+                continue  # redelivered after a restart: applied (or dead-lettered) already
             event: Event | None
             try:
                 event = decode(record.value)

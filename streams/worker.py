@@ -26,10 +26,6 @@ from streams.topics import Topics
 log = structlog.get_logger("stella.worker")
 
 
-def index_path(settings: config.Settings) -> str:
-    return str(settings.state_path / "index")
-
-
 async def prepare(settings: config.Settings, index: IndexStore) -> None:
     created = await create_topics(settings)
     if created:
@@ -52,7 +48,7 @@ def main() -> None:
     try:
         blobs.ensure()
         removed = blobs.clean_tmp()
-        index = IndexStore(settings.state_path / "index")
+        index = IndexStore(settings.index_path)
         asyncio.run(prepare(settings, index))
     except LockerError as exc:
         log.error("service cannot start", error=str(exc))

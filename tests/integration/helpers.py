@@ -75,5 +75,5 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 120, what: str = "c
 
 
 def index_count(settings: Settings) -> int:
-    with IndexStore(settings.state_path / "index", readonly=True) as index:
+    with IndexStore(settings.index_path, readonly=True) as index:
         return index.count()

@@ -30,7 +30,7 @@ def payloads(n: int, size: int = 256) -> list[bytes]:
 def assert_complete(settings: Settings, expected: set[str]) -> None:
     """Every expected artifact indexed exactly once, with a blob that hashes right; no temp files."""
     blobs = BlobStore(settings.evidence_path)
-    with IndexStore(settings.state_path / "index", readonly=True) as index:
+    with IndexStore(settings.index_path, readonly=True) as index:
         ids = [r.artifact_id for r in index.records()]
         assert index.count() == len(expected)
         assert sum(len(index.by_kind(k)) for k in ("other", "sbom")) == len(expected)
@@ -108,12 +108,12 @@ def test_rebuild_from_offset_0_is_identical_to_the_live_index(running: Settings)
         what="the live index to catch up",
     )
     service.stop(running)
-    with IndexStore(running.state_path / "index", readonly=True) as live:
+    with IndexStore(running.index_path, readonly=True) as live:
         live_sum, live_positions = live.checksum(), live.applied()
 
     out = run_cli("evidence", "index", "rebuild", "--format", "json")
     assert f'"checksum": "{live_sum}"' in out.stdout
-    with IndexStore(running.state_path / "index", readonly=True) as rebuilt:
+    with IndexStore(running.index_path, readonly=True) as rebuilt:
         assert rebuilt.checksum() == live_sum
         assert rebuilt.applied() == live_positions
         assert rebuilt.count() == len(data)
