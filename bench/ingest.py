@@ -121,7 +121,7 @@ def run_size(bootstrap: str, work: Path, count: int, size: int) -> dict[str, flo
     t0 = time.perf_counter()
     asyncio.run(consume_all(settings, topics.events, count))
     raw_events_s = time.perf_counter() - t0
-    with IndexStore(work / f"rebuild-{tag}") as store:
+    with IndexStore(work / f"rebuild-{tag}", unlogged=True) as store:
         t0 = time.perf_counter()
         replayed = asyncio.run(replay(settings, store))
         rebuild_s = time.perf_counter() - t0
@@ -151,10 +151,12 @@ def main() -> None:
     )
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--sizes", default="1024,65536")
+    parser.add_argument("--workdir", help="keep homes, logs and broker files here (default: a temp dir)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="stella-bench-") as tmp:
-        work = Path(tmp)
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         broker = None
         bootstrap = os.environ.get("STELLA_KAFKA_BOOTSTRAP")
         if not bootstrap:

@@ -12,23 +12,23 @@ directory that received a rename is fsynced once (group fsync for the whole batc
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
-import uuid
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, StorageUnavailable
 
 _CHUNK = 1 << 20
-_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-fsync")
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, group_sync: bool = True) -> None:
         self.root = root
+        self.group_sync = group_sync and _libc_syncfs is not None
         self.blobs = root / "blobs" / "sha256"
         self.tmp = root / "tmp"
 
@@ -82,43 +82,54 @@ class BlobStore:
         """Make every `(artifact_id, data)` durable; blobs already present are left alone.
 
         Raises `IntegrityError` if some data does not hash to its id and `StorageUnavailable` on
-        I/O errors; in both cases no item of the batch is renamed into place.
+        I/O errors; in both cases no temp file of the batch is left behind.
         """
         todo = [(self.path(artifact_id), artifact_id, data) for artifact_id, data in items]
-        todo = [(final, artifact_id, data) for final, artifact_id, data in todo if not final.exists()]
+        todo = [item for item in todo if not os.path.exists(item[0])]
+        if not todo:
+            return
+        tmps: list[Path] = []
         try:
-            # fsyncs issued concurrently share journal commits: a batch costs a few, not one each.
-            futures = [_POOL.submit(self._write_tmp, artifact_id, data) for _, artifact_id, data in todo]
-            wait(futures)
-            tmps = [f.result() for f in futures if f.exception() is None]
-            if len(tmps) < len(futures):
-                for tmp in tmps:
-                    tmp.unlink(missing_ok=True)
-                raise next(exc for f in futures if (exc := f.exception()) is not None)
+            for _, artifact_id, data in todo:
+                tmps.append(self._write_tmp(artifact_id, data, fsync=not self.group_sync))
+            if self.group_sync:
+                _syncfs(self.root)  # every temp file's data is durable ...
             for tmp, (final, _, _) in zip(tmps, todo, strict=True):
                 os.replace(tmp, final)
-            list(_POOL.map(_fsync_dir, {final.parent for final, _, _ in todo}))
+            tmps.clear()
+            if self.group_sync:
+                _syncfs(self.root)  # ... and so is every rename, before anyone hears of them
+            else:
+                for folder in {final.parent for final, _, _ in todo}:
+                    _fsync_dir(folder)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write to {self.root}: {exc}") from exc
+        finally:
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
 
-    def _write_tmp(self, artifact_id: str, data: bytes) -> Path:
-        tmp = self.tmp / f"{artifact_id[7:]}.{uuid.uuid4().hex}.tmp"
+    def _write_tmp(self, artifact_id: str, data: bytes, *, fsync: bool) -> Path:
+        """Write `data` to a new temp file, checking its digest on the way; fsync if asked."""
+        tmp = self.tmp / f"{artifact_id[7:]}.{os.urandom(8).hex()}.tmp"
         hasher = hashlib.sha256()
         view = memoryview(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
-            with tmp.open("xb") as fh:
-                for start in range(0, len(view), _CHUNK):
-                    chunk = view[start : start + _CHUNK]
-                    hasher.update(chunk)
-                    fh.write(chunk)
-                actual = "sha256:" + hasher.hexdigest()
-                if actual != artifact_id:
-                    raise IntegrityError("content", artifact_id, actual)
-                fh.flush()
-                os.fsync(fh.fileno())
+            for start in range(0, len(view), _CHUNK):
+                chunk = view[start : start + _CHUNK]
+                hasher.update(chunk)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk) :]
+            actual = "sha256:" + hasher.hexdigest()
+            if actual != artifact_id:
+                raise IntegrityError("content", artifact_id, actual)
+            if fsync:
+                os.fsync(fd)
         except BaseException:
+            os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
+        os.close(fd)
         return tmp
 
     def clean_tmp(self) -> int:
@@ -145,6 +156,28 @@ class BlobStore:
                 count += 1
                 size += blob.stat().st_size
         return count, size
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        return cast(Callable[[int], int], ctypes.CDLL(None, use_errno=True).syncfs)
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_libc_syncfs = _load_syncfs()
+
+
+def _syncfs(folder: Path) -> None:
+    """Flush the whole filesystem holding `folder` and wait for it (Linux `syncfs(2)`)."""
+    assert _libc_syncfs is not None
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc_syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -12,8 +12,9 @@ import hashlib
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
 from locker.errors import StorageUnavailable
 from locker.events import Event
@@ -38,9 +39,15 @@ Applied = tuple[int, int, Event | None]
 
 
 class IndexStore:
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, unlogged: bool = False) -> None:
+        """Open the store at `path`.
+
+        `unlogged` skips RocksDB's write-ahead log: for a rebuild into a fresh folder, which is
+        flushed on `close` and swapped in only then (a crash just means rebuilding again).
+        """
         self.path = path
         self.readonly = readonly
+        self.unlogged = unlogged
         options = Options(raw_mode=True)
         try:
             if readonly:
@@ -52,11 +59,17 @@ class IndexStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 options.create_if_missing(True)
                 self._db = Rdict(str(path), options)
+                if unlogged:
+                    write_options = WriteOptions()
+                    write_options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property at runtime
+                    self._db.set_write_options(write_options)
         except Exception as exc:  # rocksdict raises plain Exception on lock/IO errors
             raise StorageUnavailable(f"cannot open index at {path}: {exc}") from exc
 
     def close(self) -> None:
         if self._db is not None:
+            if self.unlogged:
+                self._db.flush()
             self._db.close()
             self._db = None
 
@@ -118,25 +131,46 @@ class IndexStore:
         """Fold a batch of events into the store in one write batch; returns events applied."""
         if self._db is None or self.readonly:
             raise StorageUnavailable("index store is open read-only")
-        applied = self.applied()
-        pending: dict[str, ArtifactRecord | None] = {}
-        positions: dict[int, int] = {}
-        count = self.count()
+        positions = self.applied()
+        fresh: list[tuple[Position, Event, str]] = []
         done = 0
-        wb = WriteBatch(raw_mode=True)
         for partition, offset, event in batch:
-            if offset <= positions.get(partition, applied.get(partition, -1)):
+            if offset <= positions.get(partition, -1):
                 continue  # already applied: replay is a no-op
             positions[partition] = offset
             done += 1
             artifact_id = None if event is None else artifact_of(event)
-            if event is None or artifact_id is None:
-                continue
-            old = pending[artifact_id] if artifact_id in pending else self.get(artifact_id)
-            new = apply(event, old, Position(partition, offset))
+            if event is not None and artifact_id is not None:
+                fresh.append((Position(partition, offset), event, artifact_id))
+        if not done:
+            return 0
+        wb = WriteBatch(raw_mode=True)
+        count = self.count() + self._fold_into(wb, fresh)
+        for partition, offset in positions.items():
+            wb.put(position_key(partition), b"%d" % offset)
+        wb.put(COUNT, b"%d" % count)
+        self._db.write(wb)
+        return done
+
+    def _fold_into(self, wb: WriteBatch, fresh: list[tuple[Position, Event, str]]) -> int:
+        """Put the row changes of `fresh` into `wb`; returns the change in the record count."""
+        assert self._db is not None
+        ids = list(dict.fromkeys(artifact_id for _, _, artifact_id in fresh))
+        stored = cast(
+            list[bytes | None], self._db.get([ARTIFACT + artifact_id.encode() for artifact_id in ids])
+        )
+        current: dict[str, ArtifactRecord | None] = {
+            artifact_id: None if raw is None else decode_record(raw)
+            for artifact_id, raw in zip(ids, stored, strict=True)
+        }
+        before = dict(current)
+        for position, event, artifact_id in fresh:
+            current[artifact_id] = apply(event, current[artifact_id], position)
+        delta = 0
+        for artifact_id, new in current.items():
+            old = before[artifact_id]
             if new == old:
                 continue
-            pending[artifact_id] = new
             old_rows = rows(old) if old is not None else {}
             new_rows = rows(new) if new is not None else {}
             for key in old_rows.keys() - new_rows.keys():
@@ -144,14 +178,8 @@ class IndexStore:
             for key, value in new_rows.items():
                 if old_rows.get(key) != value:
                     wb.put(key, value)
-            count += (new is not None) - (old is not None)
-        if not positions:
-            return 0
-        for partition, offset in positions.items():
-            wb.put(position_key(partition), b"%d" % offset)
-        wb.put(COUNT, b"%d" % count)
-        self._db.write(wb)
-        return done
+            delta += (new is not None) - (old is not None)
+        return delta
 
 
 def wipe(path: Path) -> None:

@@ -24,11 +24,12 @@ from locker.errors import ArtifactNotFound
 from locker.events import KINDS, encode
 from projections.store import IndexStore
 from streams.processors import IndexProcessor, IngestProcessor, Outbox, Record
+from streams.publisher import BatchPublisher
 from streams.topics import Topics
 
 log = structlog.get_logger("stella.worker")
 
-INGEST_BATCH = 256
+INGEST_BATCH = 1024
 INDEX_BATCH = 2000
 WITHIN = 0.02
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=max_message_bytes(settings.max_content_bytes),
         producer_acks=-1,
+        producer_linger=0.005,
         producer_max_request_size=max_message_bytes(settings.max_content_bytes),
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
@@ -81,18 +83,24 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust
     )
     submissions_topic = raw_topic(app, topics.submissions)
     events_topic = raw_topic(app, topics.events)
-    dlq_topic = raw_topic(app, topics.dlq)
     ingestor = IngestProcessor(blobs, index, settings.max_content_bytes)
     indexer = IndexProcessor(index)
 
+    publisher = BatchPublisher(
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_request_size=max_message_bytes(settings.max_content_bytes),
+    )
+    app.add_dependency(publisher)
+
     async def publish(out: Outbox) -> None:
         """Produce the batch's events and dead letters; return once the broker has them all."""
-        pending = []
-        for record, letter in out.dead:
-            pending.append(await dlq_topic.send(key=record.key, value=record.value, headers=letter.headers()))
-        for key, event in out.events:
-            pending.append(await events_topic.send(key=key, value=encode(event)))
-        await asyncio.gather(*pending)
+        await asyncio.gather(
+            publisher.publish(topics.dlq, [(r.key, r.value, d.headers()) for r, d in out.dead]),
+            publisher.publish(topics.events, [(key, encode(event), []) for key, event in out.events]),
+        )
 
     @app.agent(submissions_topic)
     async def ingest(stream: faust.StreamT[bytes]) -> None:

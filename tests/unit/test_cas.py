@@ -15,9 +15,9 @@ DATA = b"an attestation"
 ID = "sha256:" + hashlib.sha256(DATA).hexdigest()
 
 
-@pytest.fixture
-def blobs(tmp_path: Path) -> BlobStore:
-    store = BlobStore(tmp_path / "evidence")
+@pytest.fixture(params=[True, False], ids=["syncfs", "fsync-each"])
+def blobs(tmp_path: Path, request: pytest.FixtureRequest) -> BlobStore:
+    store = BlobStore(tmp_path / "evidence", group_sync=request.param)
     store.ensure()
     return store
 
