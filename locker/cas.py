@@ -67,6 +67,8 @@ class BlobStore:
                     hasher.update(chunk)
         except FileNotFoundError:
             raise ArtifactNotFound(artifact_id) from None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read {artifact_id}: {exc}") from exc
         return "sha256:" + hasher.hexdigest()
 
     def verify(self, artifact_id: str) -> None:

@@ -124,9 +124,11 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
     sources = dict.fromkeys(KEYS, "default")
     for key, value in read_file(home / "config.toml").items():
         values[key], sources[key] = value, "file"
-    env_keys = {"STELLA_" + key.replace(":", "__").upper(): key for key in KEYS} | ALIASES
-    for name, raw in os.environ.items():
-        if (env_key := env_keys.get(name.upper())) is not None:
+    environ = {name.upper(): (name, raw) for name, raw in os.environ.items()}
+    # Aliases first, so that the canonical variable wins when both are set.
+    for env_name, env_key in [*ALIASES.items(), *((_env_name(key), key) for key in KEYS)]:
+        if env_name in environ:
+            name, raw = environ[env_name]
             values[env_key], sources[env_key] = _coerce(env_key, raw), f"env {name}"
     for name, value in (flags or {}).items():
         if value is not None:
@@ -185,11 +187,19 @@ def _canonical(key: str) -> str:
     raise UsageError(f"unknown config key {key!r}; known keys: {', '.join(KEYS)}")
 
 
+def _env_name(key: str) -> str:
+    return "STELLA_" + key.replace(":", "__").upper()
+
+
 def _coerce(key: str, value: object) -> object:
     _, kind = KEYS[key]
     if kind is int:
-        try:
-            return int(value)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise UsageError(f"{key} must be an integer, got {value!r}") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise UsageError(f"{key} must be an integer, got {value!r}")
     return str(value)

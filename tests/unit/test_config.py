@@ -166,3 +166,27 @@ def test_max_message_bytes_for_8_mib() -> None:
     eight = 8 * 1024 * 1024
     assert config.max_message_bytes(eight) >= len(base64.b64encode(bytes(eight)))
     assert config.max_message_bytes(eight) == 4 * -(-eight // 3) + 64 * 1024
+
+
+@pytest.mark.parametrize("value", ["3.7", "true", "", "0x10"])
+def test_integer_keys_refuse_non_integers_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("STELLA_KAFKA__PARTITIONS", value)
+    with pytest.raises(UsageError):
+        config.load(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["Partitions = 3.7", "Partitions = true"])
+def test_integer_keys_refuse_toml_floats_and_booleans(tmp_path: Path, value: str) -> None:
+    (tmp_path / "config.toml").write_text(f"[Kafka]\n{value}\n")
+    with pytest.raises(UsageError):
+        config.load(tmp_path)
+
+
+def test_the_canonical_variable_wins_over_the_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", "canonical:1")
+    monkeypatch.setenv("STELLA_KAFKA_BOOTSTRAP", "alias:2")
+    settings = config.load(tmp_path)
+    assert settings.bootstrap == "canonical:1"
+    assert settings.sources["Kafka:Bootstrap"] == "env STELLA_KAFKA__BOOTSTRAP"
