@@ -73,6 +73,11 @@ class Settings:
         return self.state_path / "index"
 
     @property
+    def merkle_path(self) -> Path:
+        """The per-partition Merkle trees' RocksDB folder."""
+        return self.state_path / "merkle"
+
+    @property
     def run_path(self) -> Path:
         return self.home / "run"
 

@@ -22,6 +22,7 @@ from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
 from locker.errors import ArtifactNotFound
 from locker.events import KINDS, encode
+from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams.processors import IndexProcessor, IngestProcessor, Outbox, Record
 from streams.publisher import BatchPublisher
@@ -57,7 +58,7 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust.App:
+def create_app(settings: Settings, blobs: BlobStore, index: IndexStore, trees: MerkleStore) -> faust.App:
     topics = Topics(settings.topic_prefix)
     host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
     app = faust.App(
@@ -120,7 +121,9 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore) -> faust
     @app.agent(events_topic)
     async def project(stream: faust.StreamT[bytes]) -> None:
         async for batch in batches(stream, INDEX_BATCH):
-            applied, dead = indexer.decode(_records(batch))
+            records = _records(batch)
+            trees.apply([(r.partition, r.offset, r.value) for r in records])  # every record is a leaf
+            applied, dead = indexer.decode(records)
             if dead:
                 await publish(Outbox(dead=dead))
                 for record, letter in dead:

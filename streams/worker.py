@@ -1,7 +1,7 @@
 """Entry point of the service process: `python -m streams.worker`.
 
 Before faust starts: create missing topics, remove leftovers of interrupted blob writes, and
-point the consumer group at the index store's applied positions (so a wiped store is rebuilt
+point the consumer group at the projections' applied positions (so a wiped store is rebuilt
 from offset 0). Then run the faust worker until SIGTERM.
 """
 
@@ -17,6 +17,7 @@ from locker import config
 from locker.cas import BlobStore
 from locker.errors import BrokerUnavailable, LockerError
 from locker.logs import configure_logging
+from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams.app import create_app
 from streams.kafka import commit_group_offsets, create_topics, partitions_of
@@ -25,13 +26,16 @@ from streams.topics import Topics
 log = structlog.get_logger("stella.worker")
 
 
-async def prepare(settings: config.Settings, index: IndexStore) -> None:
+async def prepare(settings: config.Settings, *applied: dict[int, int]) -> None:
+    """Create missing topics; resume the events topic where the furthest-behind projection is."""
     created = await create_topics(settings)
     if created:
         log.info("topics created", topics=created)
     events = Topics(settings.topic_prefix).events
-    applied = index.applied()
-    wanted = {tp: applied.get(tp.partition, -1) + 1 for tp in await partitions_of(settings, events)}
+    wanted = {
+        tp: min(positions.get(tp.partition, -1) for positions in applied) + 1
+        for tp in await partitions_of(settings, events)
+    }
     try:
         await commit_group_offsets(settings, settings.group_id, wanted)
         log.info("index position restored", positions={tp.partition: o for tp, o in wanted.items()})
@@ -48,14 +52,15 @@ def main() -> None:
         blobs.ensure()
         removed = blobs.clean_tmp()
         index = IndexStore(settings.index_path)
-        asyncio.run(prepare(settings, index))
+        trees = MerkleStore(settings.merkle_path)
+        asyncio.run(prepare(settings, index.applied(), trees.applied()))
     except LockerError as exc:
         log.error("service cannot start", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     log.info("service starting", tmp_removed=removed, api_url=settings.api_url, home=str(settings.home))
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = create_app(settings, blobs, index)
+    app = create_app(settings, blobs, index, trees)
     worker = faust.Worker(
         app,
         loglevel="warning",
@@ -69,6 +74,7 @@ def main() -> None:
         worker.execute_from_commandline()
     finally:
         index.close()
+        trees.close()
 
 
 if __name__ == "__main__":

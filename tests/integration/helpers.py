@@ -77,3 +77,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 120, what: str = "c
 def index_count(settings: Settings) -> int:
     with IndexStore(settings.index_path, readonly=True) as index:
         return index.count()
+
+
+def assert_trees_match_the_log(settings: Settings) -> None:
+    """Every partition's stored Merkle tree is exactly the RFC 6962 tree of its records."""
+    from projections.merkle_store import MerkleStore
+    from tests.unit.merkle_reference import mth
+
+    topic = Topics(settings.topic_prefix).events
+    with MerkleStore(settings.merkle_path, readonly=True) as trees:
+        expected = sum(trees.tree_size(p) for p in range(settings.partitions))
+        records = asyncio.run(read_all(settings, topic, expected))
+        for partition in range(settings.partitions):
+            values = [r.value for r in sorted(records, key=lambda r: r.offset) if r.partition == partition]
+            assert trees.tree_size(partition) == len(values), partition
+            assert trees.root(partition) == mth(values), partition

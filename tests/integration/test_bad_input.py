@@ -14,7 +14,15 @@ from locker.config import Settings
 from locker.digests import digest_of
 from locker.events import ArtifactIngested, IngestRejected
 from streams.topics import Topics
-from tests.integration.helpers import dead_letters, events, index_count, produce, submission, wait_for
+from tests.integration.helpers import (
+    assert_trees_match_the_log,
+    dead_letters,
+    events,
+    index_count,
+    produce,
+    submission,
+    wait_for,
+)
 
 LIMIT = 4096
 
@@ -88,6 +96,9 @@ def test_every_bad_input_is_dead_lettered_and_the_service_goes_on(
     assert all(e.source_topic == topics.submissions and e.source_offset >= 0 for e in rejected)
     ingested = [e for e in facts if isinstance(e, ArtifactIngested)]
     assert [e.artifact_id for e in ingested] == [digest_of(good)]
+
+    service.stop(running)
+    assert_trees_match_the_log(running)  # junk on the events topic is a leaf like any record
 
     blobs = BlobStore(running.evidence_path)
     assert list(blobs.iter_ids()) == [digest_of(good)]

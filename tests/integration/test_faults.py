@@ -18,7 +18,7 @@ from projections.store import IndexStore
 from streams.kafka import create_topics
 from streams.topics import Topics
 from tests.conftest import run_cli
-from tests.integration.helpers import index_count, produce, submission, wait_for
+from tests.integration.helpers import assert_trees_match_the_log, index_count, produce, submission, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +52,8 @@ def test_kill_9_while_10000_submissions_are_in_flight(running: Settings) -> None
     service.start(running)
     wait_for(lambda: index_count(running) == len(data), timeout=300, what="all 10,000 to be indexed")
     assert_complete(running, {digest_of(d) for d in data})
+    service.stop(running)
+    assert_trees_match_the_log(running)
 
 
 def test_broker_restart_during_ingest(locker_env: dict[str, str], tmp_path, monkeypatch) -> None:
