@@ -7,7 +7,9 @@ stderr and the exit code it carries (README, "Exit codes").
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from cli.render import Format, emit, errors
+from commands import anchors as anchor_ops
 from commands import broker as broker_ops
 from commands import index as index_ops
 from commands import ingest as ingest_ops
@@ -37,8 +40,10 @@ index_app = typer.Typer(no_args_is_help=True, help="The artifact index projectio
 broker = typer.Typer(no_args_is_help=True, help="A local single-node Kafka broker.")
 service = typer.Typer(no_args_is_help=True, help="The locker service (faust worker + HTTP API).")
 config_app = typer.Typer(no_args_is_help=True, help="Read and write the config file.")
+anchor_app = typer.Typer(no_args_is_help=True, help="Signed Merkle anchors of the event log.")
 app.add_typer(evidence, name="evidence")
 evidence.add_typer(index_app, name="index")
+evidence.add_typer(anchor_app, name="anchor")
 app.add_typer(broker, name="broker")
 app.add_typer(service, name="service")
 app.add_typer(config_app, name="config")
@@ -60,7 +65,18 @@ def init(fmt: FormatOpt = Format.table) -> None:
     for folder in (s.state_path, s.run_path, s.log_path):
         folder.mkdir(parents=True, exist_ok=True)
     created = asyncio.run(create_topics(s))
-    emit({"home": str(s.home), "evidence_path": str(s.evidence_path), "topics_created": created}, fmt)
+    key_created = anchor_ops.ensure_key(s)
+    emit(
+        {
+            "home": str(s.home),
+            "evidence_path": str(s.evidence_path),
+            "topics_created": created,
+            "signing_key": str(s.key_file),
+            "signing_key_created": key_created,
+            "verifier_key": anchor_ops.verifier(s).vkey,
+        },
+        fmt,
+    )
 
 
 # broker -------------------------------------------------------------------------------------
@@ -253,6 +269,130 @@ def index_rebuild(fmt: FormatOpt = Format.table) -> None:
             settings(), progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
     emit(result, fmt)
+
+
+# anchors -------------------------------------------------------------------------------------
+@anchor_app.command("create")
+def anchor_create(fmt: FormatOpt = Format.table) -> None:
+    """Ask the service to sign and append an anchor of every partition's tree now."""
+    result = anchor_ops.create(settings())
+    emit({k: v for k, v in result.items() if k != "checkpoints"} if fmt is Format.table else result, fmt)
+
+
+@anchor_app.command("new-chain")
+def anchor_new_chain(
+    reason: Annotated[str, typer.Option("--reason", help="Why the chain is restarted (recorded).")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Start a new chain segment; its first anchor names the old chain's last good anchor."""
+    s = settings()
+    if not reason.strip():
+        raise UsageError("--reason must not be empty")
+    result = anchor_ops.create(s, new_chain_reason=reason)
+    emit({k: v for k, v in result.items() if k != "checkpoints"} if fmt is Format.table else result, fmt)
+
+
+@anchor_app.command("list")
+def anchor_list(
+    show_links: Annotated[bool, typer.Option("--show-links", help="Check and show each link.")] = False,
+    before: Annotated[
+        datetime | None, typer.Option("--before", help="Only anchors created before this time (UTC).")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List anchors, oldest first."""
+    s = settings()
+    if before is not None and before.tzinfo is None:
+        before = before.replace(tzinfo=UTC)
+    items = anchor_ops.listing(s, before=before)
+    rows = [anchor_ops.summary(i, a) for i, a in items]
+    if show_links:
+        verdicts = anchor_ops.links(s, anchor_ops.listing(s))
+        for row in rows:
+            row["link"] = verdicts[row["anchor_id"]]
+    cols = [
+        "sequence",
+        "anchor_id",
+        "chain_id",
+        "created_at",
+        "tree_sizes",
+        *(["previous", "link"] if show_links else []),
+    ]
+    emit(rows, fmt, columns=cols)
+
+
+@anchor_app.command("inspect")
+def anchor_inspect(anchor_id: str, fmt: FormatOpt = Format.table) -> None:
+    """Show one anchor in full."""
+    s = settings()
+    item, anchor = anchor_ops.find(asyncio.run(anchor_ops.read_anchors(s)), anchor_id)
+    emit(anchor_ops.full(item, anchor), fmt)
+
+
+@anchor_app.command("verify")
+def anchor_verify(
+    latest: Annotated[bool, typer.Option("--latest", help="Check the latest anchor.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Check the whole chain.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also list breaks already recorded by new-chain.")
+    ] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Check signatures, links, sizes, consistency and roots recomputed from the log. Exit 1 on a break."""
+    if latest == all_:
+        raise UsageError("give exactly one of --latest or --all")
+    result = anchor_ops.verify(settings(), latest=latest)
+    if fmt is Format.json:
+        emit(result, fmt)
+    else:
+        verdict = "verified" if result["verified"] else "BROKEN"
+        typer.echo(f"{verdict}: {result['anchors_checked']} anchor(s) checked, latest {result['latest']}")
+        for f in result["breaks"]:
+            typer.echo(f"  break at sequence {f['sequence']} ({f['anchor']}): {f['check']}: {f['detail']}")
+        if verbose or not result["verified"]:
+            for f in result["recorded_breaks"]:
+                where = f"sequence {f['sequence']} ({f['anchor']})"
+                typer.echo(f"  recorded (archived) at {where}: {f['check']}: {f['detail']}")
+    if not result["verified"]:
+        raise typer.Exit(1)
+
+
+@anchor_app.command("export")
+def anchor_export(
+    output: Annotated[Path, typer.Option("--output", help="File to write (JSON).")],
+    latest: Annotated[bool, typer.Option("--latest")] = False,
+    anchor_id: Annotated[str | None, typer.Option("--id", help="Anchor id.")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Write a self-contained anchor file: the anchor, its signed checkpoints and the verifier key."""
+    if latest == (anchor_id is not None):
+        raise UsageError("give exactly one of --latest or --id")
+    data = anchor_ops.export(settings(), anchor_id)
+    output.write_text(json.dumps(data, indent=2) + "\n")
+    emit({"anchor_id": data["anchor"]["anchor_id"], "output": str(output)}, fmt)
+
+
+@anchor_app.command("consistency")
+def anchor_consistency(old_id: str, new_id: str, fmt: FormatOpt = Format.table) -> None:
+    """Print and check the consistency proof between two anchors. Exit 1 if it fails."""
+    result = anchor_ops.consistency(settings(), old_id, new_id)
+    emit(result if fmt is Format.json else {k: v for k, v in result.items() if k != "partitions"}, fmt)
+    if fmt is Format.table:
+        emit([{k: v for k, v in p.items() if k != "proof"} for p in result["partitions"]], fmt)
+    if not result["consistent"]:
+        raise typer.Exit(1)
+
+
+@evidence.command("proof")
+def evidence_proof(
+    artifact_id: IdArg,
+    anchor_id: Annotated[
+        str | None, typer.Option("--anchor", help="Anchor id (default: the latest).")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """The inclusion proof of an artifact's ingest event in an anchor."""
+    emit(anchor_ops.proof(settings(), artifact_id, anchor_id), fmt)
 
 
 def main() -> None:

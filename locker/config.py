@@ -29,6 +29,10 @@ KEYS: dict[str, tuple[object, type]] = {
     "Service:Host": ("127.0.0.1", str),
     "Service:Port": (8470, int),
     "Commands:Timeout": (30, int),
+    "Anchors:KeyFile": (None, str),
+    "Anchors:Origin": ("stella.local/evidence-locker", str),
+    "Anchors:Interval": (6 * 3600, int),
+    "Anchors:EveryEvents": (0, int),
     "Broker:Port": (9092, int),
     "Broker:ControllerPort": (9093, int),
     "Broker:Heap": ("512m", str),
@@ -76,6 +80,14 @@ class Settings:
     def merkle_path(self) -> Path:
         """The per-partition Merkle trees' RocksDB folder."""
         return self.state_path / "merkle"
+
+    @property
+    def key_file(self) -> Path:
+        return Path(str(self.values["Anchors:KeyFile"])).expanduser()
+
+    @property
+    def origin(self) -> str:
+        return str(self.values["Anchors:Origin"])
 
     @property
     def run_path(self) -> Path:
@@ -139,6 +151,9 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
         if value is not None:
             key = _canonical(name)
             values[key], sources[key] = _coerce(key, value), "flag"
+    if values["Anchors:KeyFile"] is None:
+        values["Anchors:KeyFile"] = str(home / "keys" / "anchor-signing.key")
+        sources["Anchors:KeyFile"] = "default (STELLA_HOME/keys, outside the evidence path)"
     if values["EvidenceLocker:Path"] is None:
         values["EvidenceLocker:Path"] = str(home / "evidence")
         sources["EvidenceLocker:Path"] = "default (STELLA_HOME/evidence)"

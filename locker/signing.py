@@ -46,7 +46,7 @@ class Verifier:
     @classmethod
     def from_vkey(cls, vkey: str) -> Verifier:
         try:
-            name, hex_id, encoded = vkey.rsplit("+", 2)
+            name, hex_id, encoded = vkey.split("+", 2)  # names have no "+", base64 may
             raw = base64.b64decode(encoded, validate=True)
         except ValueError:
             raise InvalidInput("invalid-key", f"not a verifier key: {vkey!r}") from None

@@ -17,14 +17,16 @@ import structlog
 from faust.types import EventT
 from faust.web import Request, Response, View
 
+from locker import requests, signing
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
-from locker.errors import ArtifactNotFound
+from locker.errors import ArtifactNotFound, InvalidInput
 from locker.events import KINDS, encode
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
-from streams.processors import IndexProcessor, IngestProcessor, Outbox, Record
+from streams.anchoring import Anchorer
+from streams.processors import IndexProcessor, IngestProcessor, Outbox, Record, dead_letter
 from streams.publisher import BatchPublisher
 from streams.topics import Topics
 
@@ -58,7 +60,13 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-def create_app(settings: Settings, blobs: BlobStore, index: IndexStore, trees: MerkleStore) -> faust.App:
+def create_app(
+    settings: Settings,
+    blobs: BlobStore,
+    index: IndexStore,
+    trees: MerkleStore,
+    signer: signing.Signer | None = None,
+) -> faust.App:
     topics = Topics(settings.topic_prefix)
     host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
     app = faust.App(
@@ -95,6 +103,18 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore, trees: M
         max_request_size=max_message_bytes(settings.max_content_bytes),
     )
     app.add_dependency(publisher)
+    commands_topic = raw_topic(app, topics.commands)
+    anchorer = None if signer is None else Anchorer(settings, trees, signer, publisher)
+    every_events = settings.integer("Anchors:EveryEvents")
+    since_anchor = 0
+
+    async def anchor(correlation_id: str = "", new_chain_reason: str = "", continue_from: str = "") -> None:
+        nonlocal since_anchor
+        if anchorer is None:
+            log.warning("anchoring is off: no signing key", key_file=str(settings.key_file))
+            return
+        since_anchor = 0
+        await anchorer.create(correlation_id, new_chain_reason, continue_from)
 
     async def publish(out: Outbox) -> None:
         """Produce the batch's events and dead letters; return once the broker has them all."""
@@ -120,6 +140,7 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore, trees: M
 
     @app.agent(events_topic)
     async def project(stream: faust.StreamT[bytes]) -> None:
+        nonlocal since_anchor
         async for batch in batches(stream, INDEX_BATCH):
             records = _records(batch)
             trees.apply([(r.partition, r.offset, r.value) for r in records])  # every record is a leaf
@@ -134,6 +155,25 @@ def create_app(settings: Settings, blobs: BlobStore, index: IndexStore, trees: M
                         offset=record.offset,
                     )
             indexer.apply(applied)
+            since_anchor += len(records)
+            if every_events and since_anchor >= every_events:
+                await anchor()
+
+    @app.agent(commands_topic)
+    async def run_commands(stream: faust.StreamT[bytes]) -> None:
+        async for batch in batches(stream, 16):
+            for record in _records(batch):
+                try:
+                    command = requests.decode(record.value)
+                except InvalidInput as error:
+                    await publish(Outbox(dead=[(record, dead_letter(record, error))]))
+                    continue
+                await anchor(command.command_id, command.new_chain_reason, command.continue_from)
+
+    @app.timer(float(settings.integer("Anchors:Interval")))  # type: ignore[untyped-decorator]
+    async def anchor_on_schedule() -> None:
+        if anchorer is not None and anchorer.changed():
+            await anchor()
 
     def not_found(view: View, what: str) -> Response:
         return view.json({"error": "not-found", "detail": what}, status=404)

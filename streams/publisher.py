@@ -36,7 +36,7 @@ class BatchPublisher(Service):  # type: ignore[misc]  # mode is untyped here
     async def on_stop(self) -> None:
         await self.producer.stop()
 
-    async def _partitions_of(self, topic: str) -> list[int]:
+    async def partitions(self, topic: str) -> list[int]:
         if topic not in self._partitions:
             self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         return self._partitions[topic]
@@ -45,7 +45,7 @@ class BatchPublisher(Service):  # type: ignore[misc]  # mode is untyped here
         """Send `records`; return once every one is acknowledged (acks=all), else raise."""
         if not records:
             return
-        partitions = await self._partitions_of(topic)
+        partitions = await self.partitions(topic)
         by_partition: dict[int, list[OutRecord]] = defaultdict(list)
         for record in records:
             key = record[0]

@@ -13,7 +13,7 @@ import sys
 import faust
 import structlog
 
-from locker import config
+from locker import config, signing
 from locker.cas import BlobStore
 from locker.errors import BrokerUnavailable, LockerError
 from locker.logs import configure_logging
@@ -60,7 +60,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     log.info("service starting", tmp_removed=removed, api_url=settings.api_url, home=str(settings.home))
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = create_app(settings, blobs, index, trees)
+    try:
+        signer = signing.load_signer(settings.key_file, settings.origin)
+    except LockerError as exc:
+        signer = None
+        log.warning("anchoring is off", error=str(exc))
+    app = create_app(settings, blobs, index, trees, signer)
     worker = faust.Worker(
         app,
         loglevel="warning",

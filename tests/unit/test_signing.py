@@ -31,7 +31,7 @@ def test_vkey_round_trip_and_key_id() -> None:
     v = signer().verifier
     again = signing.Verifier.from_vkey(v.vkey)
     assert again == v
-    name, hex_id, encoded = v.vkey.split("+")
+    name, hex_id, encoded = v.vkey.split("+", 2)
     assert name == v.name and bytes.fromhex(hex_id) == v.key_id
     assert base64.b64decode(encoded) == b"\x01" + v.public
 

@@ -1,0 +1,249 @@
+"""Signed anchors: what an anchor records, how it is signed, and how a chain is checked. Pure.
+
+An anchor records, for every partition of `evidence.events`, the tree size, root and last
+offset of its RFC 6962 tree; the SHA-256 of the anchor record before it (`previous`); a
+sequence number and the creation time. The body is signed (Ed25519 over its canonical bytes),
+and each partition head is also a C2SP checkpoint note signed by the same key. The anchor id is
+`sha256:` + SHA-256 of the whole record value as stored on `evidence.anchors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+from locker import merkle, signing
+from locker.errors import IntegrityError, InvalidInput
+
+
+class PartitionHead(msgspec.Struct, frozen=True, kw_only=True):
+    partition: int
+    tree_size: int
+    root: bytes
+    last_offset: int
+
+
+class AnchorBody(msgspec.Struct, frozen=True, kw_only=True):
+    """The signed part of an anchor."""
+
+    chain_id: str
+    sequence: int
+    previous: bytes = b""  # SHA-256 of the previous anchor record; empty for a chain's first
+    created_at: datetime
+    origin: str
+    partitions: tuple[PartitionHead, ...]
+    reason: str = ""  # why a new chain was started
+    previous_chain: str = ""  # the chain a new chain continues
+    previous_chain_anchor: str = ""  # id of that chain's last good anchor
+    schema_version: int = 1
+
+
+class AnchorCreated(msgspec.Struct, frozen=True, kw_only=True, tag="anchor.created", tag_field="type"):
+    body: AnchorBody
+    key_name: str
+    signature: bytes
+    checkpoints: tuple[str, ...]
+    correlation_id: str = ""
+    schema_version: int = 1
+
+
+_encoder = msgspec.json.Encoder(order="sorted")
+_decoder = msgspec.json.Decoder(AnchorCreated)
+
+
+def encode(anchor: AnchorCreated) -> bytes:
+    return _encoder.encode(anchor)
+
+
+def decode(raw: bytes) -> AnchorCreated:
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("invalid-anchor", f"not an anchor record: {exc}") from None
+
+
+def anchor_id(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def origin_of(origin: str, partition: int) -> str:
+    """The checkpoint origin of one partition's tree."""
+    return f"{origin}/{partition}"
+
+
+def sign(body: AnchorBody, signer: signing.Signer, correlation_id: str = "") -> AnchorCreated:
+    checkpoints = tuple(
+        signing.sign_note(
+            signing.checkpoint_text(origin_of(body.origin, head.partition), head.tree_size, head.root), signer
+        )
+        for head in body.partitions
+    )
+    return AnchorCreated(
+        body=body,
+        key_name=signer.name,
+        signature=signer.sign(_encoder.encode(body)),
+        checkpoints=checkpoints,
+        correlation_id=correlation_id,
+    )
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong with an anchor; `anchor` is its id, `sequence` its position in the chain."""
+
+    anchor: str
+    sequence: int
+    check: str  # signature | checkpoint | link | sequence | monotonic | consistency | root
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"anchor": self.anchor, "sequence": self.sequence, "check": self.check, "detail": self.detail}
+
+
+# (partition, old size, new size) -> consistency proof between the two sizes.
+ConsistencySource = Callable[[int, int, int], list[bytes]]
+# (partition, size) -> the root recomputed from the log at that size, or None if the log is shorter.
+RootSource = Callable[[int, int], bytes | None]
+
+
+@dataclass(frozen=True)
+class StoredAnchor:
+    offset: int
+    raw: bytes
+
+    @property
+    def id(self) -> str:
+        return anchor_id(self.raw)
+
+
+def check_anchor(anchor: AnchorCreated, aid: str, verifier: signing.Verifier) -> list[Finding]:
+    """Signature and checkpoint checks of one anchor on its own."""
+    seq = anchor.body.sequence
+    found = []
+    if anchor.key_name != verifier.name or not verifier.verify(
+        _encoder.encode(anchor.body), anchor.signature
+    ):
+        found.append(Finding(aid, seq, "signature", f"not signed by {verifier.vkey}"))
+    if len(anchor.checkpoints) != len(anchor.body.partitions):
+        found.append(Finding(aid, seq, "checkpoint", "one checkpoint per partition expected"))
+    for head, note in zip(anchor.body.partitions, anchor.checkpoints, strict=False):
+        try:
+            text = signing.open_note(note, verifier)
+        except (IntegrityError, InvalidInput) as exc:
+            found.append(Finding(aid, seq, "checkpoint", f"partition {head.partition}: {exc}"))
+            continue
+        expected = signing.checkpoint_text(
+            origin_of(anchor.body.origin, head.partition), head.tree_size, head.root
+        )
+        if text != expected:
+            found.append(
+                Finding(aid, seq, "checkpoint", f"partition {head.partition}: note differs from the anchor")
+            )
+    return found
+
+
+def verify_chain(
+    stored: Sequence[StoredAnchor],
+    verifier: signing.Verifier,
+    consistency: ConsistencySource | None = None,
+    log_root: RootSource | None = None,
+) -> list[Finding]:
+    """Every break in the chain(s) of `stored`, in log order; an empty list means all is well.
+
+    Checks signatures and checkpoints, links (previous hash, sequence) within each chain,
+    monotonic tree sizes, consistency proofs between consecutive anchors (if `consistency` is
+    given) and roots recomputed from the log (if `log_root` is given). A new chain's first
+    anchor must name an anchor of the chain it continues (its last good one).
+    """
+    findings: list[Finding] = []
+    last: dict[str, tuple[AnchorCreated, StoredAnchor]] = {}
+    members: dict[str, set[str]] = {}  # chain id -> ids of its anchors seen so far
+    for item in stored:
+        aid = item.id
+        try:
+            anchor = decode(item.raw)
+        except InvalidInput as exc:
+            findings.append(Finding(aid, -1, "decode", str(exc)))
+            continue
+        body, seq = anchor.body, anchor.body.sequence
+        findings += check_anchor(anchor, aid, verifier)
+        before = last.get(body.chain_id)
+        if before is None:
+            if body.previous:
+                findings.append(
+                    Finding(aid, seq, "link", "first anchor of its chain names a previous anchor")
+                )
+            if body.previous_chain and body.previous_chain_anchor not in members.get(body.previous_chain, ()):
+                findings.append(
+                    Finding(
+                        aid,
+                        seq,
+                        "link",
+                        f"continues no anchor of chain {body.previous_chain}",
+                    )
+                )
+        else:
+            prev, prev_item = before
+            if body.previous != hashlib.sha256(prev_item.raw).digest():
+                findings.append(
+                    Finding(
+                        aid,
+                        seq,
+                        "link",
+                        f"previous is {base64.b64encode(body.previous).decode()}, the anchor before it "
+                        f"({prev_item.id}) hashes to "
+                        f"{base64.b64encode(hashlib.sha256(prev_item.raw).digest()).decode()}",
+                    )
+                )
+            if seq != prev.body.sequence + 1:
+                findings.append(Finding(aid, seq, "sequence", f"follows sequence {prev.body.sequence}"))
+            old = {h.partition: h for h in prev.body.partitions}
+            for head in body.partitions:
+                was = old.get(head.partition)
+                if was is None:
+                    continue
+                if head.tree_size < was.tree_size:
+                    findings.append(
+                        Finding(
+                            aid,
+                            seq,
+                            "monotonic",
+                            f"partition {head.partition} shrank from {was.tree_size} to {head.tree_size}",
+                        )
+                    )
+                elif consistency is not None and was.tree_size > 0:
+                    try:
+                        proof = consistency(head.partition, was.tree_size, head.tree_size)
+                        merkle.verify_consistency(was.tree_size, head.tree_size, was.root, head.root, proof)
+                    except (IntegrityError, InvalidInput, KeyError) as exc:
+                        findings.append(
+                            Finding(aid, seq, "consistency", f"partition {head.partition}: {exc}")
+                        )
+        if log_root is not None:
+            for head in body.partitions:
+                if head.tree_size == 0:
+                    continue
+                actual = log_root(head.partition, head.tree_size)
+                if actual != head.root:
+                    shown = (
+                        "missing (the log is shorter)"
+                        if actual is None
+                        else base64.b64encode(actual).decode()
+                    )
+                    findings.append(
+                        Finding(
+                            aid,
+                            seq,
+                            "root",
+                            f"partition {head.partition} at size {head.tree_size}: anchor has "
+                            f"{base64.b64encode(head.root).decode()}, the log gives {shown}",
+                        )
+                    )
+        last[body.chain_id] = (anchor, item)
+        members.setdefault(body.chain_id, set()).add(aid)
+    return findings

@@ -1,0 +1,138 @@
+"""The single anchor writer: runs inside the worker, serialised by a lock.
+
+It reads the chain's last record from `evidence.anchors` (one partition), takes every events
+partition's head from the Merkle store, signs, and appends; the next anchor links to the bytes
+that the broker acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import TopicPartition
+
+from locker import anchors, signing
+from locker.anchors import AnchorBody, AnchorCreated, PartitionHead, StoredAnchor
+from locker.config import Settings
+from locker.errors import NotFound
+from projections.merkle_store import MerkleStore
+from streams.kafka import consumer
+from streams.publisher import BatchPublisher
+from streams.topics import Topics
+
+log = structlog.get_logger("stella.anchors")
+
+
+async def last_anchor(settings: Settings) -> StoredAnchor | None:
+    """The last record on `evidence.anchors`, or None if there is none."""
+    tp = TopicPartition(Topics(settings.topic_prefix).anchors, 0)
+    async with consumer(settings) as c:
+        c.assign([tp])
+        end = (await c.end_offsets([tp]))[tp]
+        start = (await c.beginning_offsets([tp]))[tp]
+        if end <= start:
+            return None
+        c.seek(tp, end - 1)
+        record = await c.getone()
+        return StoredAnchor(record.offset, record.value)
+
+
+async def find_anchor(settings: Settings, wanted: str) -> StoredAnchor:
+    """The record on `evidence.anchors` whose id is `wanted`."""
+    tp = TopicPartition(Topics(settings.topic_prefix).anchors, 0)
+    async with consumer(settings) as c:
+        c.assign([tp])
+        await c.seek_to_beginning(tp)
+        end = (await c.end_offsets([tp]))[tp]
+        while await c.position(tp) < end:
+            for records in (await c.getmany(tp, timeout_ms=1000)).values():
+                for r in records:
+                    if anchors.anchor_id(r.value) == wanted:
+                        return StoredAnchor(r.offset, r.value)
+    raise NotFound(f"anchor {wanted} not found")
+
+
+class Anchorer:
+    def __init__(
+        self, settings: Settings, trees: MerkleStore, signer: signing.Signer, publisher: BatchPublisher
+    ) -> None:
+        self.settings = settings
+        self.trees = trees
+        self.signer = signer
+        self.publisher = publisher
+        self.topics = Topics(settings.topic_prefix)
+        self._lock = asyncio.Lock()
+        self.last_sizes: dict[int, int] | None = None
+
+    def heads(self, partitions: list[int]) -> tuple[PartitionHead, ...]:
+        applied = self.trees.applied()
+        out = []
+        for partition in partitions:
+            frontier = self.trees.frontier(partition)
+            out.append(
+                PartitionHead(
+                    partition=partition,
+                    tree_size=frontier.size,
+                    root=frontier.root(),
+                    last_offset=applied.get(partition, -1),
+                )
+            )
+        return tuple(out)
+
+    def changed(self) -> bool:
+        """True if some tree grew since the last anchor this writer made (or none was made)."""
+        sizes = {p: self.trees.tree_size(p) for p in self.trees.applied()}
+        return self.last_sizes is None or sizes != {p: self.last_sizes.get(p, 0) for p in sizes}
+
+    async def create(
+        self, correlation_id: str = "", new_chain_reason: str = "", continue_from: str = ""
+    ) -> AnchorCreated:
+        """Sign and append an anchor; with `new_chain_reason`, the first of a new chain that
+        continues anchor `continue_from` (default: the last record)."""
+        async with self._lock:
+            previous = await last_anchor(self.settings)
+            if continue_from and previous is not None and previous.id != continue_from:
+                previous = await find_anchor(self.settings, continue_from)
+            partitions = await self.publisher.partitions(self.topics.events)
+            heads = self.heads(partitions)
+            body = self._body(previous, heads, new_chain_reason)
+            anchor = anchors.sign(body, self.signer, correlation_id)
+            await self.publisher.publish(
+                self.topics.anchors, [(body.chain_id.encode(), anchors.encode(anchor), [])]
+            )
+            self.last_sizes = {h.partition: h.tree_size for h in heads}
+            log.info(
+                "anchor created",
+                chain=body.chain_id,
+                sequence=body.sequence,
+                sizes={h.partition: h.tree_size for h in heads},
+            )
+            return anchor
+
+    def _body(
+        self, previous: StoredAnchor | None, heads: tuple[PartitionHead, ...], new_chain_reason: str
+    ) -> AnchorBody:
+        now = datetime.now(UTC)
+        common = {"created_at": now, "origin": self.settings.origin, "partitions": heads}
+        if previous is None:
+            return AnchorBody(chain_id=str(uuid.uuid4()), sequence=0, **common)  # type: ignore[arg-type]
+        before = anchors.decode(previous.raw)
+        if new_chain_reason:
+            return AnchorBody(
+                chain_id=str(uuid.uuid4()),
+                sequence=0,
+                reason=new_chain_reason,
+                previous_chain=before.body.chain_id,
+                previous_chain_anchor=previous.id,
+                **common,  # type: ignore[arg-type]
+            )
+        return AnchorBody(
+            chain_id=before.body.chain_id,
+            sequence=before.body.sequence + 1,
+            previous=hashlib.sha256(previous.raw).digest(),
+            **common,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,136 @@
+"""Anchors end to end: create, verify, list, export, prove; forgeries, new-chain, a cut log."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import TopicPartition
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from locker import anchors, merkle, signing
+from locker.config import Settings
+from locker.digests import digest_of
+from streams.kafka import admin
+from streams.topics import Topics
+from tests.conftest import run_cli
+from tests.integration.helpers import index_count, produce, submission, wait_for
+
+
+def ingest(settings: Settings, contents: list[bytes]) -> None:
+    before = index_count(settings)
+    topic = Topics(settings.topic_prefix).submissions
+    asyncio.run(produce(settings, topic, [(digest_of(c).encode(), submission(c)) for c in contents]))
+    wait_for(lambda: index_count(settings) == before + len(contents), what="ingest")
+
+
+def cli_json(*args: str, check: bool = True) -> dict:
+    return json.loads(run_cli(*args, "--format", "json", check=check).stdout)
+
+
+def test_anchor_lifecycle(settings: Settings, running: Settings, tmp_path: Path) -> None:
+    run_cli("init")  # creates the signing key; the service was started before it existed
+    run_cli("service", "restart")
+    first = [b"first %d" % i for i in range(30)]
+    ingest(running, first)
+    a1 = cli_json("evidence", "anchor", "create")
+    assert a1["sequence"] == 0 and sum(a1["tree_sizes"].values()) == 30
+    second = [b"second %d" % i for i in range(20)]
+    ingest(running, second)
+    a2 = cli_json("evidence", "anchor", "create")
+    assert a2["sequence"] == 1 and sum(a2["tree_sizes"].values()) == 50
+
+    result = cli_json("evidence", "anchor", "verify", "--all")
+    assert result["verified"] and result["anchors_checked"] == 2 and result["breaks"] == []
+    assert cli_json("evidence", "anchor", "verify", "--latest")["verified"]
+    listing = json.loads(run_cli("evidence", "anchor", "list", "--show-links", "--format", "json").stdout)
+    assert [row["link"] for row in listing] == ["ok", "ok"]
+    assert (
+        json.loads(run_cli("evidence", "anchor", "list", "--before", "2000-01-01", "--format", "json").stdout)
+        == []
+    )
+    assert cli_json("evidence", "anchor", "inspect", a1["anchor_id"])["sequence"] == 0
+
+    consistency = cli_json("evidence", "anchor", "consistency", a1["anchor_id"], a2["anchor_id"])
+    assert consistency["consistent"]
+
+    # A proof an auditor checks with nothing but the JSON and RFC 6962.
+    proof = cli_json("evidence", "proof", digest_of(first[3]))
+    value = base64.b64decode(proof["leaf_value"])
+    assert json.loads(value)["artifact_id"] == digest_of(first[3])
+    leaf = merkle.leaf_hash(value)
+    assert base64.b64encode(leaf).decode() == proof["leaf_hash"]
+    merkle.verify_inclusion(
+        proof["leaf_index"],
+        proof["tree_size"],
+        leaf,
+        [base64.b64decode(p) for p in proof["proof"]],
+        base64.b64decode(proof["root"]),
+    )
+    assert proof["anchor_id"] == a2["anchor_id"]
+
+    # The export verifies offline, with a fresh verifier built from the file alone.
+    out = tmp_path / "anchor.json"
+    run_cli("evidence", "anchor", "export", "--latest", "--output", str(out))
+    exported = json.loads(out.read_text())
+    verifier = signing.Verifier.from_vkey(exported["verifier_key"])
+    record = base64.b64decode(exported["record"])
+    assert anchors.anchor_id(record) == a2["anchor_id"]
+    assert anchors.check_anchor(anchors.decode(record), a2["anchor_id"], verifier) == []
+    for note, head in zip(exported["checkpoints"], exported["anchor"]["partitions"], strict=True):
+        _origin, size, root = signing.parse_checkpoint(signing.open_note(note, verifier))
+        assert (size, base64.b64encode(root).decode()) == (head["tree_size"], head["root"])
+
+    # A rogue writer appends an anchor signed with another key: verify names it and fails.
+    last = asyncio.run(_last_raw(running))
+    prev = anchors.decode(last)
+    rogue = signing.Signer(prev.key_name, Ed25519PrivateKey.generate())
+    forged_body = anchors.AnchorBody(
+        chain_id=prev.body.chain_id,
+        sequence=prev.body.sequence + 1,
+        previous=hashlib.sha256(last).digest(),
+        created_at=datetime.now(UTC),
+        origin=prev.body.origin,
+        partitions=prev.body.partitions,
+    )
+    forged = anchors.encode(anchors.sign(forged_body, rogue))
+    asyncio.run(produce(running, Topics(running.topic_prefix).anchors, [(b"rogue", forged)]))
+    broken = run_cli("evidence", "anchor", "verify", "--all", check=False)
+    assert broken.returncode == 1
+    assert "signature" in broken.stdout and anchors.anchor_id(forged) in broken.stdout
+    links = json.loads(run_cli("evidence", "anchor", "list", "--show-links", "--format", "json").stdout)
+    assert [row["link"].split(":")[0] for row in links] == ["ok", "ok", "signature"]
+
+    # A new chain continues from the last good anchor and verifies again, the break recorded.
+    new = cli_json("evidence", "anchor", "new-chain", "--reason", "chain-break-recovery")
+    assert new["sequence"] == 0 and new["previous_chain_anchor"] == a2["anchor_id"]
+    healed = cli_json("evidence", "anchor", "verify", "--all")
+    assert healed["verified"]
+    assert {b["anchor"] for b in healed["recorded_breaks"]} == {anchors.anchor_id(forged)}
+    assert "signature" in {b["check"] for b in healed["recorded_breaks"]}
+
+    # Records deleted from the head of an events partition: the roots no longer match the log.
+    partition = next(int(p) for p, size in new["tree_sizes"].items() if size >= 2)
+    asyncio.run(_delete_head(running, partition, 1))
+    cut = run_cli("evidence", "anchor", "verify", "--all", check=False)
+    assert cut.returncode == 1 and "root" in cut.stdout and f"partition {partition}" in cut.stdout
+
+
+async def _last_raw(settings: Settings) -> bytes:
+    from streams.anchoring import last_anchor
+
+    stored = await last_anchor(settings)
+    assert stored is not None
+    return stored.raw
+
+
+async def _delete_head(settings: Settings, partition: int, before: int) -> None:
+    from aiokafka.admin import RecordsToDelete
+
+    async with admin(settings) as client:
+        tp = TopicPartition(Topics(settings.topic_prefix).events, partition)
+        await client.delete_records({tp: RecordsToDelete(before)})

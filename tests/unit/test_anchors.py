@@ -1,0 +1,149 @@
+"""Anchor chains: every kind of break is found and named; a new chain records an old break."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from locker import anchors, merkle, signing
+from locker.anchors import AnchorBody, PartitionHead, StoredAnchor
+from locker.merkle import Frontier
+
+KEY = signing.Signer("stella.test/anchors", Ed25519PrivateKey.generate())
+ROGUE = signing.Signer("stella.test/anchors", Ed25519PrivateKey.generate())
+LEAVES = {0: [b"a%d" % i for i in range(40)], 1: [b"b%d" % i for i in range(25)]}
+
+
+class Trees:
+    def __init__(self, leaves: dict[int, list[bytes]]) -> None:
+        self.leaves = leaves
+        self.nodes = {}
+        for partition, values in leaves.items():
+            _, nodes = Frontier().extend(merkle.leaf_hashes(values))
+            self.nodes[partition] = {(lv, ix): h for lv, ix, h in nodes}
+
+    def head(self, partition: int, size: int) -> PartitionHead:
+        root = Frontier().extend(merkle.leaf_hashes(self.leaves[partition][:size]))[0].root()
+        return PartitionHead(partition=partition, tree_size=size, root=root, last_offset=size - 1)
+
+    def consistency(self, partition: int, old: int, new: int) -> list[bytes]:
+        class Reader:
+            def node(inner, level: int, index: int) -> bytes:
+                return self.nodes[partition][(level, index)]
+
+        return merkle.consistency_proof(Reader(), old, new)
+
+    def root(self, partition: int, size: int) -> bytes | None:
+        if size > len(self.leaves[partition]):
+            return None
+        return self.head(partition, size).root
+
+
+TREES = Trees(LEAVES)
+
+
+def body(chain: str, seq: int, previous: bytes, sizes: tuple[int, int], **extra: object) -> AnchorBody:
+    return AnchorBody(
+        chain_id=chain,
+        sequence=seq,
+        previous=previous,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        origin="stella.test/events",
+        partitions=(TREES.head(0, sizes[0]), TREES.head(1, sizes[1])),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def append(chain: list[StoredAnchor], b: AnchorBody, signer: signing.Signer = KEY) -> list[StoredAnchor]:
+    raw = anchors.encode(anchors.sign(b, signer))
+    return [*chain, StoredAnchor(len(chain), raw)]
+
+
+def link(chain: list[StoredAnchor]) -> bytes:
+    return hashlib.sha256(chain[-1].raw).digest()
+
+
+def good_chain() -> list[StoredAnchor]:
+    chain = append([], body("c1", 0, b"", (10, 5)))
+    chain = append(chain, body("c1", 1, link(chain), (20, 5)))
+    return append(chain, body("c1", 2, link(chain), (40, 25)))
+
+
+def check(chain: list[StoredAnchor]) -> list[anchors.Finding]:
+    return anchors.verify_chain(chain, KEY.verifier, TREES.consistency, TREES.root)
+
+
+def test_a_good_chain_verifies() -> None:
+    assert check(good_chain()) == []
+
+
+def test_a_bad_signature_is_named() -> None:
+    chain = good_chain()
+    chain = append(chain, body("c1", 3, link(chain), (40, 25)), ROGUE)
+    found = check(chain)
+    assert {(f.sequence, f.check) for f in found} == {(3, "signature"), (3, "checkpoint")}
+    assert all(f.anchor == chain[-1].id for f in found)
+
+
+def test_a_wrong_previous_hash_is_named() -> None:
+    chain = good_chain()
+    chain = append(chain, body("c1", 3, b"\x00" * 32, (40, 25)))
+    [finding] = check(chain)
+    assert (finding.sequence, finding.check) == (3, "link") and chain[-2].id in finding.detail
+
+
+def test_a_shrinking_tree_is_named() -> None:
+    chain = good_chain()
+    chain = append(chain, body("c1", 3, link(chain), (30, 25)))
+    [finding] = check(chain)
+    assert (finding.check, finding.sequence) == ("monotonic", 3) and "40 to 30" in finding.detail
+
+
+def test_a_root_the_log_does_not_give_is_named() -> None:
+    chain = good_chain()
+    forged = body("c1", 3, link(chain), (40, 25))
+    forged = AnchorBody(
+        **{
+            **{f: getattr(forged, f) for f in forged.__struct_fields__},
+            "partitions": (
+                PartitionHead(partition=0, tree_size=40, root=b"\x11" * 32, last_offset=39),
+                TREES.head(1, 25),
+            ),
+        }
+    )
+    chain = append(chain, forged)
+    checks = {f.check for f in check(chain)}
+    assert checks == {"consistency", "root"}
+
+
+def test_a_fork_is_a_broken_link() -> None:
+    chain = good_chain()
+    fork = append(chain[:2], body("c1", 2, link(chain[:2]), (40, 25)))[-1]
+    found = check([*chain, StoredAnchor(3, fork.raw)])
+    assert [(f.check, f.sequence) for f in found] == [("link", 2), ("sequence", 2)]
+
+
+def test_a_new_chain_continues_from_the_last_good_anchor() -> None:
+    chain = good_chain()
+    last_good = chain[-1].id
+    chain = append(chain, body("c1", 3, link(chain), (40, 25)), ROGUE)
+    chain = append(
+        chain,
+        body(
+            "c2",
+            0,
+            b"",
+            (40, 25),
+            reason="chain-break-recovery",
+            previous_chain="c1",
+            previous_chain_anchor=last_good,
+        ),
+    )
+    found = check(chain)
+    assert {f.anchor for f in found} == {chain[3].id}  # only the forged one; the new chain is fine
+    wrong = append(
+        chain[:-1], body("c2", 0, b"", (40, 25), previous_chain="c1", previous_chain_anchor="sha256:00")
+    )
+    assert any(f.check == "link" and f.anchor == wrong[-1].id for f in check(wrong))
