@@ -24,7 +24,7 @@ from commands import index as index_ops
 from commands import ingest as ingest_ops
 from commands import queries
 from commands import service as service_ops
-from locker import config
+from locker import anchors, config
 from locker.cas import BlobStore
 from locker.errors import LockerError, UsageError
 from streams.kafka import create_topics
@@ -305,7 +305,7 @@ def anchor_list(
     if before is not None and before.tzinfo is None:
         before = before.replace(tzinfo=UTC)
     items = anchor_ops.listing(s, before=before)
-    rows = [anchor_ops.summary(i, a) for i, a in items]
+    rows = [anchors.summary(i, a) for i, a in items]
     if show_links:
         verdicts = anchor_ops.links(s, anchor_ops.listing(s))
         for row in rows:
@@ -324,9 +324,7 @@ def anchor_list(
 @anchor_app.command("inspect")
 def anchor_inspect(anchor_id: str, fmt: FormatOpt = Format.table) -> None:
     """Show one anchor in full."""
-    s = settings()
-    item, anchor = anchor_ops.find(asyncio.run(anchor_ops.read_anchors(s)), anchor_id)
-    emit(anchor_ops.full(item, anchor), fmt)
+    emit(anchor_ops.inspect(settings(), anchor_id), fmt)
 
 
 @anchor_app.command("verify")

@@ -14,11 +14,12 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
 from locker import merkle, signing
-from locker.errors import IntegrityError, InvalidInput
+from locker.errors import IntegrityError, InvalidInput, NotFound
 
 
 class PartitionHead(msgspec.Struct, frozen=True, kw_only=True):
@@ -247,3 +248,90 @@ def verify_chain(
         last[body.chain_id] = (anchor, item)
         members.setdefault(body.chain_id, set()).add(aid)
     return findings
+
+
+# Reading a chain: pure helpers shared by the API and the CLI.
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def summary(item: StoredAnchor, anchor: AnchorCreated) -> dict[str, Any]:
+    body = anchor.body
+    return {
+        "anchor_id": item.id,
+        "chain_id": body.chain_id,
+        "sequence": body.sequence,
+        "created_at": body.created_at.isoformat().replace("+00:00", "Z"),
+        "previous": _b64(body.previous),
+        "offset": item.offset,
+        "tree_sizes": {str(h.partition): h.tree_size for h in body.partitions},
+        **(
+            {"reason": body.reason, "previous_chain_anchor": body.previous_chain_anchor}
+            if body.reason
+            else {}
+        ),
+    }
+
+
+def full(item: StoredAnchor, anchor: AnchorCreated) -> dict[str, Any]:
+    body = anchor.body
+    return {
+        **summary(item, anchor),
+        "origin": body.origin,
+        "key_name": anchor.key_name,
+        "signature": _b64(anchor.signature),
+        "partitions": [
+            {
+                "partition": h.partition,
+                "tree_size": h.tree_size,
+                "root": _b64(h.root),
+                "last_offset": h.last_offset,
+            }
+            for h in body.partitions
+        ],
+        "checkpoints": list(anchor.checkpoints),
+    }
+
+
+def decoded(stored: list[StoredAnchor]) -> list[tuple[StoredAnchor, AnchorCreated]]:
+    out = []
+    for item in stored:
+        try:
+            out.append((item, decode(item.raw)))
+        except InvalidInput:
+            continue  # reported by verify
+    return out
+
+
+def find(stored: list[StoredAnchor], anchor_id: str | None) -> tuple[StoredAnchor, AnchorCreated]:
+    items = decoded(stored)
+    if not items:
+        raise NotFound("there is no anchor yet; run `stella evidence anchor create`")
+    if anchor_id is None:
+        return items[-1]
+    for item, anchor in items:
+        if item.id == anchor_id or item.id.removeprefix("sha256:").startswith(
+            anchor_id.removeprefix("sha256:")
+        ):
+            return item, anchor
+    raise NotFound(f"anchor {anchor_id} not found")
+
+
+def archived_ids(items: list[tuple[StoredAnchor, AnchorCreated]]) -> set[str]:
+    """Anchors of a chain after the point where a later `new-chain` anchor continued it."""
+    archived: set[str] = set()
+    for item, anchor in items:
+        body = anchor.body
+        if not body.previous_chain:
+            continue
+        seen_continuation = False
+        for other, other_anchor in items:
+            if other.offset >= item.offset:
+                break
+            if other_anchor.body.chain_id != body.previous_chain:
+                continue
+            if seen_continuation:
+                archived.add(other.id)
+            if other.id == body.previous_chain_anchor:
+                seen_continuation = True
+    return archived

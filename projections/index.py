@@ -110,6 +110,7 @@ ARTIFACT = b"a/"
 SUBJECT = b"s/"
 KIND = b"k/"
 COUNT = b"~count"
+TOTAL_BYTES = b"~bytes"
 POSITION = b"~pos/"
 
 _encoder = msgspec.json.Encoder(order="deterministic")

@@ -24,6 +24,7 @@ from projections.index import (
     KIND,
     POSITION,
     SUBJECT,
+    TOTAL_BYTES,
     ArtifactRecord,
     Position,
     apply,
@@ -95,6 +96,11 @@ class IndexStore:
         raw = self._get(COUNT)
         return 0 if raw is None else int(raw)
 
+    def total_bytes(self) -> int:
+        """Sum of the sizes of the indexed artifacts."""
+        raw = self._get(TOTAL_BYTES)
+        return 0 if raw is None else int(raw)
+
     def by_subject(self, subject: str) -> list[str]:
         prefix = SUBJECT + subject.encode() + b"/"
         return [key[len(prefix) :].decode() for key, _ in self._scan(prefix)]
@@ -145,15 +151,16 @@ class IndexStore:
         if not done:
             return 0
         wb = WriteBatch(raw_mode=True)
-        count = self.count() + self._fold_into(wb, fresh)
+        count_delta, bytes_delta = self._fold_into(wb, fresh)
         for partition, offset in positions.items():
             wb.put(position_key(partition), b"%d" % offset)
-        wb.put(COUNT, b"%d" % count)
+        wb.put(COUNT, b"%d" % (self.count() + count_delta))
+        wb.put(TOTAL_BYTES, b"%d" % (self.total_bytes() + bytes_delta))
         self._db.write(wb)
         return done
 
-    def _fold_into(self, wb: WriteBatch, fresh: list[tuple[Position, Event, str]]) -> int:
-        """Put the row changes of `fresh` into `wb`; returns the change in the record count."""
+    def _fold_into(self, wb: WriteBatch, fresh: list[tuple[Position, Event, str]]) -> tuple[int, int]:
+        """Put the row changes of `fresh` into `wb`; returns the change in records and in bytes."""
         assert self._db is not None
         ids = list(dict.fromkeys(artifact_id for _, _, artifact_id in fresh))
         stored = cast(
@@ -166,7 +173,7 @@ class IndexStore:
         before = dict(current)
         for position, event, artifact_id in fresh:
             current[artifact_id] = apply(event, current[artifact_id], position)
-        delta = 0
+        delta = size_delta = 0
         for artifact_id, new in current.items():
             old = before[artifact_id]
             if new == old:
@@ -179,7 +186,8 @@ class IndexStore:
                 if old_rows.get(key) != value:
                     wb.put(key, value)
             delta += (new is not None) - (old is not None)
-        return delta
+            size_delta += (new.size if new is not None else 0) - (old.size if old is not None else 0)
+        return delta, size_delta
 
 
 def wipe(path: Path) -> None:

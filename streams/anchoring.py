@@ -41,18 +41,25 @@ async def last_anchor(settings: Settings) -> StoredAnchor | None:
         return StoredAnchor(record.offset, record.value)
 
 
-async def find_anchor(settings: Settings, wanted: str) -> StoredAnchor:
-    """The record on `evidence.anchors` whose id is `wanted`."""
+async def read_anchors(settings: Settings) -> list[StoredAnchor]:
+    """Every record on `evidence.anchors`, in log order."""
     tp = TopicPartition(Topics(settings.topic_prefix).anchors, 0)
+    out: list[StoredAnchor] = []
     async with consumer(settings) as c:
         c.assign([tp])
         await c.seek_to_beginning(tp)
         end = (await c.end_offsets([tp]))[tp]
         while await c.position(tp) < end:
             for records in (await c.getmany(tp, timeout_ms=1000)).values():
-                for r in records:
-                    if anchors.anchor_id(r.value) == wanted:
-                        return StoredAnchor(r.offset, r.value)
+                out += [StoredAnchor(r.offset, r.value) for r in records if r.offset < end]
+    return out
+
+
+async def find_anchor(settings: Settings, wanted: str) -> StoredAnchor:
+    """The record on `evidence.anchors` whose id is `wanted`."""
+    for item in await read_anchors(settings):
+        if item.id == wanted:
+            return item
     raise NotFound(f"anchor {wanted} not found")
 
 
@@ -67,6 +74,7 @@ class Anchorer:
         self.topics = Topics(settings.topic_prefix)
         self._lock = asyncio.Lock()
         self.last_sizes: dict[int, int] | None = None
+        self.last_created: datetime | None = None
 
     def heads(self, partitions: list[int]) -> tuple[PartitionHead, ...]:
         applied = self.trees.applied()
@@ -105,6 +113,7 @@ class Anchorer:
                 self.topics.anchors, [(body.chain_id.encode(), anchors.encode(anchor), [])]
             )
             self.last_sizes = {h.partition: h.tree_size for h in heads}
+            self.last_created = body.created_at
             log.info(
                 "anchor created",
                 chain=body.chain_id,

@@ -9,6 +9,7 @@ becomes `ArtifactResubmitted`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import cast
 
@@ -17,15 +18,19 @@ import structlog
 from faust.types import EventT
 from faust.web import Request, Response, View
 
-from locker import requests, signing
+from locker import anchors, requests, signing
+from locker.anchors import AnchorCreated, StoredAnchor
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
-from locker.errors import ArtifactNotFound, InvalidInput
+from locker.errors import ArtifactNotFound, InvalidInput, LockerError
 from locker.events import KINDS, encode
+from projections import proofs
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
-from streams.anchoring import Anchorer
+from streams import metrics
+from streams.anchoring import Anchorer, last_anchor, read_anchors
+from streams.kafka import fetch_value
 from streams.processors import IndexProcessor, IngestProcessor, Outbox, Record, dead_letter
 from streams.publisher import BatchPublisher
 from streams.topics import Topics
@@ -241,5 +246,79 @@ def create_app(
             if record is None:
                 return not_found(self, f"artifact {artifact_id} not found")
             return self.json(record.public())
+
+    async def chain() -> list[tuple[StoredAnchor, AnchorCreated]]:
+        return anchors.decoded(await read_anchors(settings))
+
+    def locker_error(view: View, error: LockerError) -> Response:
+        status = {1: 404, 2: 400, 4: 503, 5: 400}.get(error.exit_code, 500)
+        return view.json({"error": type(error).__name__, "detail": str(error)}, status=status)
+
+    @app.page("/anchors")
+    class Anchors(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"anchors": [anchors.summary(i, a) for i, a in await chain()]})
+
+    @app.page("/anchors/{anchor_id}")
+    class Anchor(View):
+        async def get(self, request: Request, anchor_id: str) -> Response:
+            try:
+                found = anchors.find(
+                    await read_anchors(settings), None if anchor_id == "latest" else anchor_id
+                )
+            except LockerError as exc:
+                return locker_error(self, exc)
+            return self.json(anchors.full(*found))
+
+    @app.page("/proofs/inclusion/{artifact_id}")
+    class InclusionProof(View):
+        async def get(self, request: Request, artifact_id: str) -> Response:
+            if (error := bad_id(self, artifact_id)) is not None:
+                return error
+            record = index.get(artifact_id)
+            if record is None:
+                return not_found(self, f"artifact {artifact_id} not found")
+            try:
+                item, anchor = anchors.find(await read_anchors(settings), request.query.get("anchor"))
+                value = await fetch_value(settings, topics.events, record.partition, record.offset)
+                out = proofs.inclusion(trees, item, anchor, record.partition, record.offset, value)
+            except LockerError as exc:
+                return locker_error(self, exc)
+            return self.json({"artifact_id": artifact_id, **out})
+
+    @app.page("/proofs/consistency")
+    class ConsistencyProof(View):
+        async def get(self, request: Request) -> Response:
+            old, new = request.query.get("old"), request.query.get("new")
+            if not old or not new:
+                return self.json(
+                    {"error": "missing-query", "detail": "give ?old=<anchor>&new=<anchor>"}, status=400
+                )
+            try:
+                stored = await read_anchors(settings)
+                out = proofs.consistency(trees, anchors.find(stored, old), anchors.find(stored, new))
+            except LockerError as exc:
+                return locker_error(self, exc)
+            return self.json(out)
+
+    latest_anchor_at: list[float] = []  # filled on first scrape, then by the writer
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            if anchorer is not None and anchorer.last_created is not None:
+                latest_anchor_at[:] = [anchorer.last_created.timestamp()]
+            elif not latest_anchor_at:
+                last = await last_anchor(settings)
+                if last is not None:
+                    latest_anchor_at.append(anchors.decode(last.raw).body.created_at.timestamp())
+            sizes = {p: trees.tree_size(p) for p in trees.applied()}
+            text = metrics.exposition(
+                artifacts=index.count(),
+                stored_bytes=index.total_bytes(),
+                tree_sizes=sizes,
+                anchor_age=(time.time() - latest_anchor_at[0]) if latest_anchor_at else None,
+            )
+            return self.text(text, content_type="text/plain; version=0.0.4")
 
     return app

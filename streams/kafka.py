@@ -5,6 +5,7 @@ Broker errors are turned into `BrokerUnavailable` here, once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -110,6 +111,21 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         tps = await assign_all(client, topic)
         ends = await client.end_offsets(tps) if tps else {}
     return {tp.partition: offset for tp, offset in ends.items()}
+
+
+async def fetch_value(settings: Settings, topic: str, partition: int, offset: int) -> bytes:
+    """The value of one record."""
+    tp = TopicPartition(topic, partition)
+    async with consumer(settings) as client:
+        client.assign([tp])
+        client.seek(tp, offset)
+        try:
+            record = await asyncio.wait_for(client.getone(), timeout=settings.timeout)
+        except TimeoutError:
+            raise BrokerUnavailable(f"record {topic}/{partition}/{offset} could not be read") from None
+        if record.offset != offset:
+            raise BrokerUnavailable(f"record {topic}/{partition}/{offset} is gone (log starts later)")
+        return bytes(record.value or b"")
 
 
 async def commit_group_offsets(settings: Settings, group: str, offsets: dict[TopicPartition, int]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,6 +74,26 @@ def test_anchor_lifecycle(settings: Settings, running: Settings, tmp_path: Path)
     )
     assert proof["anchor_id"] == a2["anchor_id"]
 
+    # The API serves the same proofs, the anchors and the metrics.
+    api = running.api_url
+    served = _get_json(f"{api}/proofs/inclusion/{digest_of(first[3])}")
+    assert {k: v for k, v in proof.items() if k != "verifier_key"} == served
+    assert _get_json(f"{api}/proofs/consistency?old={a1['anchor_id']}&new={a2['anchor_id']}") == consistency
+    assert [a["anchor_id"] for a in _get_json(f"{api}/anchors")["anchors"]] == [
+        a1["anchor_id"],
+        a2["anchor_id"],
+    ]
+    assert _get_json(f"{api}/anchors/latest")["anchor_id"] == a2["anchor_id"]
+    with urllib.request.urlopen(f"{api}/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    assert "stella_evidence_artifacts_total 50\n" in metrics
+    age = float(
+        next(
+            line for line in metrics.splitlines() if line.startswith("stella_merkle_anchor_age_seconds ")
+        ).split()[1]
+    )
+    assert 0 <= age < 600
+
     # The export verifies offline, with a fresh verifier built from the file alone.
     out = tmp_path / "anchor.json"
     run_cli("evidence", "anchor", "export", "--latest", "--output", str(out))
@@ -118,6 +139,11 @@ def test_anchor_lifecycle(settings: Settings, running: Settings, tmp_path: Path)
     asyncio.run(_delete_head(running, partition, 1))
     cut = run_cli("evidence", "anchor", "verify", "--all", check=False)
     assert cut.returncode == 1 and "root" in cut.stdout and f"partition {partition}" in cut.stdout
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
 
 
 async def _last_raw(settings: Settings) -> bytes:
