@@ -106,33 +106,57 @@ def test_anchor_lifecycle(settings: Settings, running: Settings, tmp_path: Path)
         _origin, size, root = signing.parse_checkpoint(signing.open_note(note, verifier))
         assert (size, base64.b64encode(root).decode()) == (head["tree_size"], head["root"])
 
-    # A rogue writer appends an anchor signed with another key: verify names it and fails.
-    last = asyncio.run(_last_raw(running))
-    prev = anchors.decode(last)
-    rogue = signing.Signer(prev.key_name, Ed25519PrivateKey.generate())
-    forged_body = anchors.AnchorBody(
-        chain_id=prev.body.chain_id,
-        sequence=prev.body.sequence + 1,
-        previous=hashlib.sha256(last).digest(),
-        created_at=datetime.now(UTC),
-        origin=prev.body.origin,
-        partitions=prev.body.partitions,
-    )
-    forged = anchors.encode(anchors.sign(forged_body, rogue))
-    asyncio.run(produce(running, Topics(running.topic_prefix).anchors, [(b"rogue", forged)]))
-    broken = run_cli("evidence", "anchor", "verify", "--all", check=False)
-    assert broken.returncode == 1
-    assert "signature" in broken.stdout and anchors.anchor_id(forged) in broken.stdout
-    links = json.loads(run_cli("evidence", "anchor", "list", "--show-links", "--format", "json").stdout)
-    assert [row["link"].split(":")[0] for row in links] == ["ok", "ok", "signature"]
+    # Forged anchors appended with a plain producer: verify names each break, list shows where,
+    # and a new chain continuing from the last good anchor verifies again with the break recorded.
+    real = signing.load_signer(running.key_file, running.origin)
+    rogue = signing.Signer(real.name, Ed25519PrivateKey.generate())
+    last_good = a2["anchor_id"]
+    forgeries = [
+        ("signature", rogue, lambda prev, raw: {"previous": hashlib.sha256(raw).digest()}),
+        ("link", real, lambda prev, raw: {"previous": b"\x00" * 32}),
+        (
+            "monotonic",
+            real,
+            lambda prev, raw: {
+                "previous": hashlib.sha256(raw).digest(),
+                "partitions": tuple(
+                    anchors.PartitionHead(
+                        partition=h.partition,
+                        tree_size=max(h.tree_size - 1, 0),
+                        root=h.root,
+                        last_offset=h.last_offset,
+                    )
+                    for h in prev.body.partitions
+                ),
+            },
+        ),
+    ]
+    for check, signer, change in forgeries:
+        raw = asyncio.run(_last_raw(running))
+        prev = anchors.decode(raw)
+        fields = {
+            "chain_id": prev.body.chain_id,
+            "sequence": prev.body.sequence + 1,
+            "created_at": datetime.now(UTC),
+            "origin": prev.body.origin,
+            "partitions": prev.body.partitions,
+            **change(prev, raw),
+        }
+        forged = anchors.encode(anchors.sign(anchors.AnchorBody(**fields), signer))
+        asyncio.run(produce(running, Topics(running.topic_prefix).anchors, [(b"forged", forged)]))
+        broken = run_cli("evidence", "anchor", "verify", "--all", check=False)
+        assert broken.returncode == 1, check
+        assert f"{check}:" in broken.stdout and anchors.anchor_id(forged) in broken.stdout
+        links = json.loads(run_cli("evidence", "anchor", "list", "--show-links", "--format", "json").stdout)
+        assert links[-1]["anchor_id"] == anchors.anchor_id(forged) and links[-1]["link"].startswith(check)
 
-    # A new chain continues from the last good anchor and verifies again, the break recorded.
-    new = cli_json("evidence", "anchor", "new-chain", "--reason", "chain-break-recovery")
-    assert new["sequence"] == 0 and new["previous_chain_anchor"] == a2["anchor_id"]
-    healed = cli_json("evidence", "anchor", "verify", "--all")
-    assert healed["verified"]
-    assert {b["anchor"] for b in healed["recorded_breaks"]} == {anchors.anchor_id(forged)}
-    assert "signature" in {b["check"] for b in healed["recorded_breaks"]}
+        new = cli_json("evidence", "anchor", "new-chain", "--reason", f"{check}-break-recovery")
+        assert new["sequence"] == 0 and new["previous_chain_anchor"] == last_good
+        healed = cli_json("evidence", "anchor", "verify", "--all")
+        assert healed["verified"], healed
+        assert anchors.anchor_id(forged) in {b["anchor"] for b in healed["recorded_breaks"]}
+        assert check in {b["check"] for b in healed["recorded_breaks"]}
+        last_good = new["anchor_id"]
 
     # Records deleted from the head of an events partition: the roots no longer match the log.
     partition = next(int(p) for p, size in new["tree_sizes"].items() if size >= 2)
