@@ -8,7 +8,10 @@
 (2) inclusion and consistency proof generation at N leaves from an in-memory node map
     (median and p99 latency; target < 1 ms median).
 
-Anchor creation time (issue #3) is not measured yet: anchors do not exist yet.
+(3) anchor creation after 10k, 100k and 1M events: the writer's own work (partition heads from
+    the RocksDB Merkle store, Ed25519 signatures of the body and of one checkpoint per
+    partition), which must stay flat as history grows; the Kafka round trip is left out;
+(4) inclusion proof latency at 1M leaves read from the RocksDB Merkle store.
 """
 
 from __future__ import annotations
@@ -20,14 +23,20 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from locker import merkle
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from locker import anchors, merkle, signing
+from locker.anchors import AnchorBody
 from locker.merkle import Frontier
+from projections.merkle_store import MerkleStore
+from streams.anchoring import partition_heads
 
 
 class DictNodes:
@@ -75,6 +84,41 @@ def main() -> None:
         merkle.consistency_proof(tree, old, n)
         consistency.append(time.perf_counter() - t0)
 
+    # (3) and (4): the real stores on disk.
+    with tempfile.TemporaryDirectory(prefix="stella-anchor-bench-") as tmp:
+        trees = MerkleStore(Path(tmp) / "merkle")
+        signer = signing.Signer("bench.local/anchors", Ed25519PrivateKey.generate())
+        partitions = list(range(4))
+        creation_ms: dict[str, float] = {}
+        done = 0
+        for target in (10_000, 100_000, n):
+            while done < target:
+                step = min(20_000, target - done)
+                trees.apply([((done + i) % 4, (done + i) // 4, values[(done + i) % n]) for i in range(step)])
+                done += step
+            samples = []
+            for _ in range(50):
+                t0 = time.perf_counter()
+                heads = partition_heads(trees, partitions)
+                body = AnchorBody(
+                    chain_id="bench",
+                    sequence=0,
+                    created_at=datetime.now(UTC),
+                    origin="bench.local/events",
+                    partitions=heads,
+                )
+                anchors.encode(anchors.sign(body, signer))
+                samples.append(time.perf_counter() - t0)
+            creation_ms[str(target)] = 1000 * statistics.median(samples)
+        size = trees.tree_size(0)
+        stored_inclusion = []
+        for _ in range(2000):
+            index = rng.randrange(size)
+            t0 = time.perf_counter()
+            trees.inclusion_proof(0, index, size)
+            stored_inclusion.append(time.perf_counter() - t0)
+        trees.close()
+
     def ms(samples: list[float], q: float) -> float:
         return 1000 * statistics.quantiles(samples, n=100)[int(q) - 1] if q < 100 else 1000 * max(samples)
 
@@ -89,6 +133,10 @@ def main() -> None:
         "inclusion_proof_ms_p99": ms(inclusion, 99),
         "consistency_proof_ms_median": 1000 * statistics.median(consistency),
         "consistency_proof_ms_p99": ms(consistency, 99),
+        "anchor_creation_ms_median_by_events": creation_ms,
+        "stored_inclusion_proof_ms_median": 1000 * statistics.median(stored_inclusion),
+        "stored_inclusion_proof_ms_p99": ms(stored_inclusion, 99),
+        "stored_tree_size_per_partition": size,
     }
     out = Path(__file__).parent / "results" / f"anchor-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)
@@ -101,6 +149,15 @@ def main() -> None:
         f"inclusion proof: median {result['inclusion_proof_ms_median']:.3f} ms, "
         f"p99 {result['inclusion_proof_ms_p99']:.3f} ms; consistency proof: median "
         f"{result['consistency_proof_ms_median']:.3f} ms, p99 {result['consistency_proof_ms_p99']:.3f} ms"
+    )
+    print(
+        "anchor creation (heads + signatures), median ms by events: "
+        + ", ".join(f"{k}: {v:.2f}" for k, v in creation_ms.items())
+    )
+    median, p99 = result["stored_inclusion_proof_ms_median"], result["stored_inclusion_proof_ms_p99"]
+    print(
+        f"inclusion proof from RocksDB ({size} leaves per partition): "
+        f"median {median:.3f} ms, p99 {p99:.3f} ms"
     )
     print(f"written to {out}")
 

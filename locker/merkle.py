@@ -238,16 +238,17 @@ class Frontier:
 
     def extend(self, leaves: Iterable[bytes]) -> tuple[Frontier, list[Node]]:
         """`append` for many leaves at once (same result, one list instead of a frontier each)."""
-        size, hashes, nodes = self.size, list(self.hashes), []
-        sha256 = hashlib.sha256
+        size, hashes, nodes = self.size, list(self.hashes), list[Node]()
+        sha256, pop, push, emit = hashlib.sha256, hashes.pop, hashes.append, nodes.append
         for leaf in leaves:
-            nodes.append((0, size, leaf))
-            current, level = leaf, 0
-            while (size >> level) & 1:
-                current = sha256(b"\x01" + hashes.pop() + current).digest()
+            emit((0, size, leaf))
+            current, rest, level = leaf, size, 0
+            while rest & 1:  # each set low bit is a full left sibling to merge with
+                current = sha256(b"\x01" + pop() + current).digest()
+                rest >>= 1
                 level += 1
-                nodes.append((level, size >> level, current))
-            hashes.append(current)
+                emit((level, rest, current))  # index at `level` is size >> level == rest
+            push(current)
             size += 1
         return Frontier(size, tuple(hashes)), nodes
 

@@ -63,6 +63,23 @@ async def find_anchor(settings: Settings, wanted: str) -> StoredAnchor:
     raise NotFound(f"anchor {wanted} not found")
 
 
+def partition_heads(trees: MerkleStore, partitions: list[int]) -> tuple[PartitionHead, ...]:
+    """Each partition's tree size, root and last offset: O(partitions), whatever the history."""
+    applied = trees.applied()
+    out = []
+    for partition in partitions:
+        frontier = trees.frontier(partition)
+        out.append(
+            PartitionHead(
+                partition=partition,
+                tree_size=frontier.size,
+                root=frontier.root(),
+                last_offset=applied.get(partition, -1),
+            )
+        )
+    return tuple(out)
+
+
 class Anchorer:
     def __init__(
         self, settings: Settings, trees: MerkleStore, signer: signing.Signer, publisher: BatchPublisher
@@ -75,21 +92,6 @@ class Anchorer:
         self._lock = asyncio.Lock()
         self.last_sizes: dict[int, int] | None = None
         self.last_created: datetime | None = None
-
-    def heads(self, partitions: list[int]) -> tuple[PartitionHead, ...]:
-        applied = self.trees.applied()
-        out = []
-        for partition in partitions:
-            frontier = self.trees.frontier(partition)
-            out.append(
-                PartitionHead(
-                    partition=partition,
-                    tree_size=frontier.size,
-                    root=frontier.root(),
-                    last_offset=applied.get(partition, -1),
-                )
-            )
-        return tuple(out)
 
     def changed(self) -> bool:
         """True if some tree grew since the last anchor this writer made (or none was made)."""
@@ -106,7 +108,7 @@ class Anchorer:
             if continue_from and previous is not None and previous.id != continue_from:
                 previous = await find_anchor(self.settings, continue_from)
             partitions = await self.publisher.partitions(self.topics.events)
-            heads = self.heads(partitions)
+            heads = partition_heads(self.trees, partitions)
             body = self._body(previous, heads, new_chain_reason)
             anchor = anchors.sign(body, self.signer, correlation_id)
             await self.publisher.publish(
