@@ -345,6 +345,8 @@ def anchor_verify(
     else:
         verdict = "verified" if result["verified"] else "BROKEN"
         typer.echo(f"{verdict}: {result['anchors_checked']} anchor(s) checked, latest {result['latest']}")
+        for r in result["repaired"]:
+            typer.echo(f"  repaired at offset {r['offset']}: {r['damaged']} -> {r['recovered']}")
         for f in result["breaks"]:
             typer.echo(f"  break at sequence {f['sequence']} ({f['anchor']}): {f['check']}: {f['detail']}")
         if verbose or not result["verified"]:
@@ -368,6 +370,16 @@ def anchor_export(
     data = anchor_ops.export(settings(), anchor_id)
     output.write_text(json.dumps(data, indent=2) + "\n")
     emit({"anchor_id": data["anchor"]["anchor_id"], "output": str(output)}, fmt)
+
+
+@anchor_app.command("recover")
+def anchor_recover(
+    anchor_id: Annotated[str, typer.Option("--id", help="The anchor to restore.")],
+    source: Annotated[str, typer.Option("--source", help="Where the good copy is: backup.")] = "backup",
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Restore a damaged anchor record from its backup copy, after checking signature and links."""
+    emit(anchor_ops.recover(settings(), anchor_id, source), fmt)
 
 
 @anchor_app.command("consistency")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,11 +22,12 @@ from commands import queries
 from locker import anchors, merkle, requests, signing
 from locker.anchors import AnchorCreated, StoredAnchor
 from locker.config import Settings
-from locker.errors import InvalidInput, NotFound, TimedOut
+from locker.errors import IntegrityError, InvalidInput, NotFound, Refused, TimedOut, UsageError
 from locker.merkle import Frontier
 from projections import proofs
 from projections.merkle_store import MerkleStore
-from streams.anchoring import read_anchors
+from projections.proofs import b64
+from streams.anchoring import read_anchors, read_records
 from streams.kafka import assign_all, consumer, fetch_value, producer
 from streams.topics import Topics
 
@@ -42,7 +45,9 @@ def ensure_key(settings: Settings) -> bool:
     return True
 
 
-async def _request(settings: Settings, command: requests.CreateAnchor) -> tuple[StoredAnchor, AnchorCreated]:
+async def _request(
+    settings: Settings, command: requests.CreateAnchor | requests.RecoverAnchor
+) -> tuple[StoredAnchor, AnchorCreated | anchors.AnchorRecovered]:
     topics = Topics(settings.topic_prefix)
     tp = TopicPartition(topics.anchors, 0)
     async with consumer(settings) as watcher, producer(settings) as sender:
@@ -57,11 +62,11 @@ async def _request(settings: Settings, command: requests.CreateAnchor) -> tuple[
             for records in (await watcher.getmany(tp, timeout_ms=500)).values():
                 for record in records:
                     try:
-                        anchor = anchors.decode(record.value)
+                        reply = anchors.decode_record(record.value)
                     except InvalidInput:
                         continue
-                    if anchor.correlation_id == command.command_id:
-                        return StoredAnchor(record.offset, record.value), anchor
+                    if reply.correlation_id == command.command_id:
+                        return StoredAnchor(record.offset, record.value), reply
     raise TimedOut(
         f"anchor request {command.command_id} sent but not answered within {settings.timeout:.0f}s "
         "(queued; is the service running? `stella service status`)"
@@ -72,6 +77,7 @@ def create(settings: Settings, new_chain_reason: str = "") -> dict[str, Any]:
     verifier(settings)  # fail early, with a clear error, where there is no key
     continue_from = (last_good(settings) or "") if new_chain_reason else ""
     item, anchor = asyncio.run(_request(settings, requests.create_anchor(new_chain_reason, continue_from)))
+    assert isinstance(anchor, AnchorCreated)
     return anchors.full(item, anchor)
 
 
@@ -132,7 +138,7 @@ async def recompute_roots(settings: Settings, wanted: set[tuple[int, int]]) -> L
 
 
 def verify(settings: Settings, *, latest: bool) -> dict[str, Any]:
-    stored = asyncio.run(read_anchors(settings))
+    stored, repaired = anchors.effective_chain(asyncio.run(read_records(settings)))
     if not stored:
         raise NotFound("there is no anchor yet; run `stella evidence anchor create`")
     items = anchors.decoded(stored)
@@ -158,8 +164,65 @@ def verify(settings: Settings, *, latest: bool) -> dict[str, Any]:
         "anchors_checked": len(checked),
         "breaks": [f.as_dict() for f in breaks],
         "recorded_breaks": [f.as_dict() for f in recorded],
+        "repaired": repaired,
         "latest": stored[-1].id,
     }
+
+
+def recover(settings: Settings, anchor_id: str, source: str) -> dict[str, Any]:
+    """Replace a damaged anchor record by its backup copy, once its signature and links check out."""
+    if source != "backup":
+        raise UsageError("--source must be 'backup' (the copies the service keeps in Anchors:BackupPath)")
+    wanted = anchor_id.removeprefix("sha256:")
+    copies = sorted(settings.anchor_backup_path.glob(f"{wanted}*.json"))
+    if len(copies) != 1:
+        raise NotFound(f"{len(copies)} backup copies of anchor {anchor_id} in {settings.anchor_backup_path}")
+    raw = base64.b64decode(json.loads(copies[0].read_text())["record"])
+    rid = anchors.anchor_id(raw)
+    copy = anchors.decode(raw)
+    trusted = verifier(settings)
+    if found := anchors.check_anchor(copy, rid, trusted):
+        raise IntegrityError(f"backup copy {copies[0]}", "a validly signed anchor", found[0].detail)
+    stored = asyncio.run(read_anchors(settings))
+    if any(item.id == rid for item in stored):
+        raise Refused(f"anchor {rid} is intact in the log; there is nothing to recover")
+    damaged, before, after = _slot(stored, copy, raw)
+    expected_previous = b"" if before is None else hashlib.sha256(before.raw).digest()
+    if copy.body.previous != expected_previous:
+        raise IntegrityError("link to the anchor before", b64(expected_previous), b64(copy.body.previous))
+    reason = f"restored {rid} from {copies[0].name}"
+    item, _ = asyncio.run(_request(settings, requests.recover_anchor(raw, damaged.offset, reason)))
+    return {
+        "recovered": rid,
+        "replaced_offset": damaged.offset,
+        "damaged": damaged.id,
+        "next_anchor_links": after is not None,
+        "recovery_record_offset": item.offset,
+    }
+
+
+def _slot(
+    stored: list[StoredAnchor], copy: AnchorCreated, raw: bytes
+) -> tuple[StoredAnchor, StoredAnchor | None, StoredAnchor | None]:
+    """(damaged record, the chain's anchor before it, the anchor after it) for a backup copy.
+
+    The damaged record is the one just before the anchor that links to the copy's hash, or else
+    the record that claims the copy's chain and sequence.
+    """
+    digest = hashlib.sha256(raw).digest()
+    items = {item.offset: anchor for item, anchor in anchors.decoded(stored)}
+    chain = [
+        s for s in stored if s.offset not in items or items[s.offset].body.chain_id == copy.body.chain_id
+    ]
+    for index, item in enumerate(chain):
+        anchor = items.get(item.offset)
+        if anchor is not None and anchor.body.previous == digest and index > 0:
+            return chain[index - 1], (chain[index - 2] if index > 1 else None), item
+    for index, item in enumerate(chain):
+        anchor = items.get(item.offset)
+        if anchor is not None and anchor.body.sequence == copy.body.sequence:
+            return item, (chain[index - 1] if index > 0 else None), None
+    raise NotFound(f"no damaged record in the log for anchor sequence {copy.body.sequence}")
 
 
 def last_good(settings: Settings) -> str | None:
@@ -172,12 +235,7 @@ def last_good(settings: Settings) -> str | None:
 
 def export(settings: Settings, anchor_id: str | None) -> dict[str, Any]:
     item, anchor = anchors.find(asyncio.run(read_anchors(settings)), anchor_id)
-    return {
-        "anchor": anchors.full(item, anchor),
-        "record": base64.b64encode(item.raw).decode(),
-        "checkpoints": list(anchor.checkpoints),
-        "verifier_key": verifier(settings).vkey,
-    }
+    return anchors.export_document(item, anchor, verifier(settings).vkey)
 
 
 def consistency(settings: Settings, old_id: str, new_id: str) -> dict[str, Any]:

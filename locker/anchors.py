@@ -53,8 +53,62 @@ class AnchorCreated(msgspec.Struct, frozen=True, kw_only=True, tag="anchor.creat
     schema_version: int = 1
 
 
+class AnchorRecovered(msgspec.Struct, frozen=True, kw_only=True, tag="anchor.recovered", tag_field="type"):
+    """A damaged anchor record, replaced by its copy from a backup (checked before it was sent).
+
+    The log stays append-only: readers substitute `record` for the record at `replaces_offset`.
+    """
+
+    record: bytes
+    replaces_offset: int
+    reason: str
+    recovered_at: datetime
+    correlation_id: str = ""
+    schema_version: int = 1
+
+
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder = msgspec.json.Decoder(AnchorCreated)
+_any_decoder: msgspec.json.Decoder[AnchorCreated | AnchorRecovered] = msgspec.json.Decoder(
+    AnchorCreated | AnchorRecovered
+)
+
+
+def decode_record(raw: bytes) -> AnchorCreated | AnchorRecovered:
+    """Any record of `evidence.anchors`."""
+    try:
+        return _any_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("invalid-anchor", f"not an anchor record: {exc}") from None
+
+
+def encode_recovery(recovery: AnchorRecovered) -> bytes:
+    return _encoder.encode(recovery)
+
+
+def effective_chain(stored: Sequence[StoredAnchor]) -> tuple[list[StoredAnchor], list[dict[str, Any]]]:
+    """The anchor records with each recovered one substituted, and what was repaired.
+
+    Recovery records themselves are not anchors and are left out.
+    """
+    replaced: dict[int, StoredAnchor] = {}
+    anchors_only: list[StoredAnchor] = []
+    for item in stored:
+        try:
+            value = _any_decoder.decode(item.raw)
+        except msgspec.DecodeError:
+            anchors_only.append(item)  # not decodable: verification reports it
+            continue
+        if isinstance(value, AnchorRecovered):
+            replaced[value.replaces_offset] = StoredAnchor(value.replaces_offset, value.record)
+        else:
+            anchors_only.append(item)
+    repaired = [
+        {"offset": item.offset, "damaged": item.id, "recovered": replaced[item.offset].id}
+        for item in anchors_only
+        if item.offset in replaced
+    ]
+    return [replaced.get(item.offset, item) for item in anchors_only], repaired
 
 
 def encode(anchor: AnchorCreated) -> bytes:
@@ -335,3 +389,13 @@ def archived_ids(items: list[tuple[StoredAnchor, AnchorCreated]]) -> set[str]:
             if other.id == body.previous_chain_anchor:
                 seen_continuation = True
     return archived
+
+
+def export_document(item: StoredAnchor, anchor: AnchorCreated, vkey: str) -> dict[str, Any]:
+    """A self-contained anchor file: the anchor, its exact record, its checkpoints, the key."""
+    return {
+        "anchor": full(item, anchor),
+        "record": _b64(item.raw),
+        "checkpoints": list(anchor.checkpoints),
+        "verifier_key": vkey,
+    }

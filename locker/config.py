@@ -31,6 +31,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Commands:Timeout": (30, int),
     "Anchors:KeyFile": (None, str),
     "Anchors:Origin": ("stella.local/evidence-locker", str),
+    "Anchors:BackupPath": (None, str),
     "Anchors:Interval": (6 * 3600, int),
     "Anchors:EveryEvents": (0, int),
     "Broker:Port": (9092, int),
@@ -84,6 +85,11 @@ class Settings:
     @property
     def key_file(self) -> Path:
         return Path(str(self.values["Anchors:KeyFile"])).expanduser()
+
+    @property
+    def anchor_backup_path(self) -> Path:
+        """Where the service keeps a copy of every anchor it creates (`anchor recover` reads it)."""
+        return Path(str(self.values["Anchors:BackupPath"])).expanduser()
 
     @property
     def origin(self) -> str:
@@ -154,6 +160,9 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
     if values["Anchors:KeyFile"] is None:
         values["Anchors:KeyFile"] = str(home / "keys" / "anchor-signing.key")
         sources["Anchors:KeyFile"] = "default (STELLA_HOME/keys, outside the evidence path)"
+    if values["Anchors:BackupPath"] is None:
+        values["Anchors:BackupPath"] = str(home / "backups" / "anchors")
+        sources["Anchors:BackupPath"] = "default (STELLA_HOME/backups/anchors)"
     if values["EvidenceLocker:Path"] is None:
         values["EvidenceLocker:Path"] = str(home / "evidence")
         sources["EvidenceLocker:Path"] = "default (STELLA_HOME/evidence)"

@@ -30,9 +30,27 @@ class CreateAnchor(
     schema_version: int = 1
 
 
-Command = Union[CreateAnchor]  # noqa: UP007 - a runtime alias msgspec reads
+class RecoverAnchor(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="anchor.recover",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Replace the damaged anchor record at `replaces_offset` by `record`, a checked backup copy."""
+
+    command_id: str
+    requested_at: datetime
+    record: bytes
+    replaces_offset: int
+    reason: str
+    schema_version: int = 1
+
+
+Command = Union[CreateAnchor, RecoverAnchor]  # noqa: UP007 - a runtime alias msgspec reads
 _encoder = msgspec.json.Encoder(order="sorted")
-_decoder: msgspec.json.Decoder[CreateAnchor] = msgspec.json.Decoder(Command)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[CreateAnchor | RecoverAnchor] = msgspec.json.Decoder(Command)  # type: ignore[arg-type]
 
 
 def new_id() -> str:
@@ -48,11 +66,21 @@ def create_anchor(new_chain_reason: str = "", continue_from: str = "") -> Create
     )
 
 
-def encode(command: CreateAnchor) -> bytes:
+def recover_anchor(record: bytes, replaces_offset: int, reason: str) -> RecoverAnchor:
+    return RecoverAnchor(
+        command_id=new_id(),
+        requested_at=datetime.now(UTC),
+        record=record,
+        replaces_offset=replaces_offset,
+        reason=reason,
+    )
+
+
+def encode(command: CreateAnchor | RecoverAnchor) -> bytes:
     return _encoder.encode(command)
 
 
-def decode(raw: bytes) -> CreateAnchor:
+def decode(raw: bytes) -> CreateAnchor | RecoverAnchor:
     try:
         return _decoder.decode(raw)
     except msgspec.DecodeError as exc:

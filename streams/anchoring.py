@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -16,9 +17,11 @@ import structlog
 from aiokafka import TopicPartition
 
 from locker import anchors, signing
-from locker.anchors import AnchorBody, AnchorCreated, PartitionHead, StoredAnchor
+from locker.anchors import AnchorBody, AnchorCreated, AnchorRecovered, PartitionHead, StoredAnchor
 from locker.config import Settings
-from locker.errors import NotFound
+from locker.errors import InvalidInput, NotFound
+from locker.files import write_durably
+from locker.requests import RecoverAnchor
 from projections.merkle_store import MerkleStore
 from streams.kafka import consumer
 from streams.publisher import BatchPublisher
@@ -27,22 +30,8 @@ from streams.topics import Topics
 log = structlog.get_logger("stella.anchors")
 
 
-async def last_anchor(settings: Settings) -> StoredAnchor | None:
-    """The last record on `evidence.anchors`, or None if there is none."""
-    tp = TopicPartition(Topics(settings.topic_prefix).anchors, 0)
-    async with consumer(settings) as c:
-        c.assign([tp])
-        end = (await c.end_offsets([tp]))[tp]
-        start = (await c.beginning_offsets([tp]))[tp]
-        if end <= start:
-            return None
-        c.seek(tp, end - 1)
-        record = await c.getone()
-        return StoredAnchor(record.offset, record.value)
-
-
-async def read_anchors(settings: Settings) -> list[StoredAnchor]:
-    """Every record on `evidence.anchors`, in log order."""
+async def read_records(settings: Settings) -> list[StoredAnchor]:
+    """Every record on `evidence.anchors`, in log order, recovery records included."""
     tp = TopicPartition(Topics(settings.topic_prefix).anchors, 0)
     out: list[StoredAnchor] = []
     async with consumer(settings) as c:
@@ -53,6 +42,17 @@ async def read_anchors(settings: Settings) -> list[StoredAnchor]:
             for records in (await c.getmany(tp, timeout_ms=1000)).values():
                 out += [StoredAnchor(r.offset, r.value) for r in records if r.offset < end]
     return out
+
+
+async def read_anchors(settings: Settings) -> list[StoredAnchor]:
+    """The anchors, in log order, with recovered records substituted for damaged ones."""
+    return anchors.effective_chain(await read_records(settings))[0]
+
+
+async def last_anchor(settings: Settings) -> StoredAnchor | None:
+    """The chain's last anchor (recovery records are not anchors)."""
+    chain = await read_anchors(settings)
+    return chain[-1] if chain else None
 
 
 async def find_anchor(settings: Settings, wanted: str) -> StoredAnchor:
@@ -111,9 +111,9 @@ class Anchorer:
             heads = partition_heads(self.trees, partitions)
             body = self._body(previous, heads, new_chain_reason)
             anchor = anchors.sign(body, self.signer, correlation_id)
-            await self.publisher.publish(
-                self.topics.anchors, [(body.chain_id.encode(), anchors.encode(anchor), [])]
-            )
+            raw = anchors.encode(anchor)
+            await self.publisher.publish(self.topics.anchors, [(body.chain_id.encode(), raw, [])])
+            self._back_up(raw, anchor)
             self.last_sizes = {h.partition: h.tree_size for h in heads}
             self.last_created = body.created_at
             log.info(
@@ -123,6 +123,33 @@ class Anchorer:
                 sizes={h.partition: h.tree_size for h in heads},
             )
             return anchor
+
+    def _back_up(self, raw: bytes, anchor: AnchorCreated) -> None:
+        """Keep a copy of the anchor outside the log, for `stella evidence anchor recover`."""
+        item = StoredAnchor(-1, raw)
+        document = anchors.export_document(item, anchor, self.signer.verifier.vkey)
+        path = self.settings.anchor_backup_path / f"{item.id.removeprefix('sha256:')}.json"
+        write_durably(path, json.dumps(document, indent=2).encode() + b"\n")
+
+    async def recover(self, command: RecoverAnchor) -> AnchorRecovered:
+        """Append a recovery record after checking the copy's signature once more."""
+        anchor = anchors.decode(command.record)
+        found = anchors.check_anchor(anchor, anchors.anchor_id(command.record), self.signer.verifier)
+        if found:
+            raise InvalidInput("invalid-anchor", "; ".join(f"{f.check}: {f.detail}" for f in found))
+        recovery = AnchorRecovered(
+            record=command.record,
+            replaces_offset=command.replaces_offset,
+            reason=command.reason,
+            recovered_at=datetime.now(UTC),
+            correlation_id=command.command_id,
+        )
+        async with self._lock:
+            await self.publisher.publish(
+                self.topics.anchors, [(anchor.body.chain_id.encode(), anchors.encode_recovery(recovery), [])]
+            )
+        log.info("anchor recovered", offset=command.replaces_offset, anchor=anchors.anchor_id(command.record))
+        return recovery
 
     def _body(
         self, previous: StoredAnchor | None, heads: tuple[PartitionHead, ...], new_chain_reason: str

@@ -164,6 +164,15 @@ def create_app(
             if every_events and since_anchor >= every_events:
                 await anchor()
 
+    async def recover(record: Record, command: requests.RecoverAnchor) -> None:
+        if anchorer is None:
+            log.warning("anchoring is off: no signing key", key_file=str(settings.key_file))
+            return
+        try:
+            await anchorer.recover(command)
+        except InvalidInput as error:
+            await publish(Outbox(dead=[(record, dead_letter(record, error))]))
+
     @app.agent(commands_topic)
     async def run_commands(stream: faust.StreamT[bytes]) -> None:
         async for batch in batches(stream, 16):
@@ -173,7 +182,10 @@ def create_app(
                 except InvalidInput as error:
                     await publish(Outbox(dead=[(record, dead_letter(record, error))]))
                     continue
-                await anchor(command.command_id, command.new_chain_reason, command.continue_from)
+                if isinstance(command, requests.RecoverAnchor):
+                    await recover(record, command)
+                else:
+                    await anchor(command.command_id, command.new_chain_reason, command.continue_from)
 
     @app.timer(float(settings.integer("Anchors:Interval")))  # type: ignore[untyped-decorator]
     async def anchor_on_schedule() -> None:

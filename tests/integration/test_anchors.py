@@ -184,3 +184,56 @@ async def _delete_head(settings: Settings, partition: int, before: int) -> None:
     async with admin(settings) as client:
         tp = TopicPartition(Topics(settings.topic_prefix).events, partition)
         await client.delete_records({tp: RecordsToDelete(before)})
+
+
+def test_recover_a_damaged_anchor_from_its_backup(settings: Settings, running: Settings) -> None:
+    run_cli("init")
+    run_cli("service", "restart")
+    ingest(running, [b"r %d" % i for i in range(12)])
+    a1 = cli_json("evidence", "anchor", "create")
+    assert (running.anchor_backup_path / f"{a1['anchor_id'].removeprefix('sha256:')}.json").exists()
+
+    # The writer's good anchor 2 is in the backup, but what reached the log is damaged; anchor 3
+    # links to the good bytes.
+    real = signing.load_signer(running.key_file, running.origin)
+    raw1 = asyncio.run(_last_raw(running))
+    prev = anchors.decode(raw1)
+
+    def body(sequence: int, previous: bytes) -> anchors.AnchorBody:
+        return anchors.AnchorBody(
+            chain_id=prev.body.chain_id,
+            sequence=sequence,
+            previous=previous,
+            created_at=datetime.now(UTC),
+            origin=prev.body.origin,
+            partitions=prev.body.partitions,
+        )
+
+    good2 = anchors.sign(body(1, hashlib.sha256(raw1).digest()), real)
+    raw2 = anchors.encode(good2)
+    good2_id = anchors.anchor_id(raw2)
+    document = anchors.export_document(anchors.StoredAnchor(-1, raw2), good2, real.verifier.vkey)
+    (running.anchor_backup_path / f"{good2_id.removeprefix('sha256:')}.json").write_text(json.dumps(document))
+    damaged = raw2.replace(b'"signature":"', b'"signature":"AAAA', 1)
+    raw3 = anchors.encode(anchors.sign(body(2, hashlib.sha256(raw2).digest()), real))
+    asyncio.run(produce(running, Topics(running.topic_prefix).anchors, [(b"c", damaged), (b"c", raw3)]))
+
+    broken = run_cli("evidence", "anchor", "verify", "--all", check=False)
+    assert broken.returncode == 1 and anchors.anchor_id(damaged) in broken.stdout
+
+    refused = run_cli(
+        "evidence", "anchor", "recover", "--id", a1["anchor_id"], "--source", "backup", check=False
+    )
+    assert refused.returncode == 5 and "intact" in refused.stderr
+    result = cli_json("evidence", "anchor", "recover", "--id", good2_id, "--source", "backup")
+    assert result["recovered"] == good2_id and result["damaged"] == anchors.anchor_id(damaged)
+
+    healed = cli_json("evidence", "anchor", "verify", "--all")
+    assert healed["verified"] and healed["breaks"] == []
+    assert healed["repaired"] == [
+        {"offset": result["replaced_offset"], "damaged": anchors.anchor_id(damaged), "recovered": good2_id}
+    ]
+    # The writer carries on from the repaired chain.
+    a4 = cli_json("evidence", "anchor", "create")
+    assert a4["sequence"] == 3 and a4["chain_id"] == prev.body.chain_id
+    assert cli_json("evidence", "anchor", "verify", "--all")["verified"]

@@ -147,3 +147,19 @@ def test_a_new_chain_continues_from_the_last_good_anchor() -> None:
         chain[:-1], body("c2", 0, b"", (40, 25), previous_chain="c1", previous_chain_anchor="sha256:00")
     )
     assert any(f.check == "link" and f.anchor == wrong[-1].id for f in check(wrong))
+
+
+def test_a_recovery_record_substitutes_the_damaged_anchor() -> None:
+    chain = good_chain()
+    good = chain[1]
+    damaged = StoredAnchor(1, good.raw.replace(b'"signature":"', b'"signature":"AAAA', 1))
+    broken = [chain[0], damaged, chain[2]]
+    assert {f.check for f in check(broken)} >= {"signature", "link"}
+    recovery = anchors.AnchorRecovered(
+        record=good.raw, replaces_offset=1, reason="test", recovered_at=datetime(2026, 1, 2, tzinfo=UTC)
+    )
+    stored = [*broken, StoredAnchor(3, anchors.encode_recovery(recovery))]
+    effective, repaired = anchors.effective_chain(stored)
+    assert [s.raw for s in effective] == [s.raw for s in chain]
+    assert repaired == [{"offset": 1, "damaged": damaged.id, "recovered": good.id}]
+    assert check(effective) == []
