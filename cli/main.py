@@ -331,14 +331,24 @@ def anchor_inspect(anchor_id: str, fmt: FormatOpt = Format.table) -> None:
 def anchor_verify(
     latest: Annotated[bool, typer.Option("--latest", help="Check the latest anchor.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Check the whole chain.")] = False,
+    input_: Annotated[
+        Path | None, typer.Option("--input", help="Check an exported anchor file offline.")
+    ] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Verifier key to trust with --input.")] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also list breaks already recorded by new-chain.")
     ] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Check signatures, links, sizes, consistency and roots recomputed from the log. Exit 1 on a break."""
-    if latest == all_:
-        raise UsageError("give exactly one of --latest or --all")
+    if latest + all_ + (input_ is not None) != 1:
+        raise UsageError("give exactly one of --latest, --all or --input FILE")
+    if input_ is not None:
+        offline = anchor_ops.verify_file(input_, key)
+        emit(offline, fmt)
+        if not offline["verified"]:
+            raise typer.Exit(1)
+        return
     result = anchor_ops.verify(settings(), latest=latest)
     if fmt is Format.json:
         emit(result, fmt)

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -257,3 +258,34 @@ def proof(settings: Settings, artifact_id: str, anchor_id: str | None) -> dict[s
 
 def inspect(settings: Settings, anchor_id: str) -> dict[str, Any]:
     return anchors.full(*anchors.find(asyncio.run(read_anchors(settings)), anchor_id))
+
+
+def verify_file(path: Path, key: str | None) -> dict[str, Any]:
+    """Check an exported anchor file with no broker, service or store: signature, checkpoints,
+    and that the file's parts agree. `key` is the verifier key to trust (else the file's own)."""
+    try:
+        document = json.loads(path.read_text())
+        raw = base64.b64decode(document["record"], validate=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{path} is not an exported anchor file: {exc}") from None
+    trusted = signing.Verifier.from_vkey(key or document.get("verifier_key", ""))
+    aid = anchors.anchor_id(raw)
+    anchor = anchors.decode(raw)
+    found = [f.as_dict() for f in anchors.check_anchor(anchor, aid, trusted)]
+    if document.get("anchor", {}).get("anchor_id") != aid:
+        found.append(
+            {"anchor": aid, "check": "file", "detail": "the file's anchor_id is not the record's hash"}
+        )
+    if document.get("checkpoints") != list(anchor.checkpoints):
+        found.append(
+            {"anchor": aid, "check": "file", "detail": "the file's checkpoints differ from the record's"}
+        )
+    return {
+        "verified": not found,
+        "anchor_id": aid,
+        "sequence": anchor.body.sequence,
+        "tree_sizes": {str(h.partition): h.tree_size for h in anchor.body.partitions},
+        "verifier_key": trusted.vkey,
+        "key_source": "--key" if key else "the file (pass --key to trust a key you hold)",
+        "findings": found,
+    }

@@ -6,6 +6,9 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +105,63 @@ def test_anchor_lifecycle(settings: Settings, running: Settings, tmp_path: Path)
     record = base64.b64decode(exported["record"])
     assert anchors.anchor_id(record) == a2["anchor_id"]
     assert anchors.check_anchor(anchors.decode(record), a2["anchor_id"], verifier) == []
+    # ... and with the CLI on "another machine": another home, no broker, no key of its own.
+    elsewhere = {
+        **os.environ,
+        "STELLA_HOME": str(tmp_path / "auditor"),
+        "STELLA_KAFKA__BOOTSTRAP": "127.0.0.1:1",
+    }
+    trusted = exported["verifier_key"]
+    offline = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "evidence",
+            "anchor",
+            "verify",
+            "--input",
+            str(out),
+            "--key",
+            trusted,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=elsewhere,
+        timeout=60,
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(offline.stdout)["verified"]
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(
+        out.read_text().replace(
+            exported["record"],
+            base64.b64encode(
+                base64.b64decode(exported["record"]).replace(b'"sequence":1', b'"sequence":7')
+            ).decode(),
+        )
+    )
+    rejected = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "evidence",
+            "anchor",
+            "verify",
+            "--input",
+            str(tampered),
+            "--key",
+            trusted,
+        ],
+        capture_output=True,
+        text=True,
+        env=elsewhere,
+        timeout=60,
+    )
+    assert rejected.returncode == 1 and "signature" in rejected.stdout
     for note, head in zip(exported["checkpoints"], exported["anchor"]["partitions"], strict=True):
         _origin, size, root = signing.parse_checkpoint(signing.open_note(note, verifier))
         assert (size, base64.b64encode(root).decode()) == (head["tree_size"], head["root"])
@@ -237,3 +297,25 @@ def test_recover_a_damaged_anchor_from_its_backup(settings: Settings, running: S
     a4 = cli_json("evidence", "anchor", "create")
     assert a4["sequence"] == 3 and a4["chain_id"] == prev.body.chain_id
     assert cli_json("evidence", "anchor", "verify", "--all")["verified"]
+
+
+def test_the_service_anchors_by_itself_after_n_events(
+    settings: Settings, locker_env: dict[str, str], monkeypatch
+) -> None:
+    from commands import service
+    from locker import config
+
+    monkeypatch.setenv("STELLA_ANCHORS__EVERYEVENTS", "25")
+    run_cli("init")
+    s = config.load()
+    service.start(s)
+    try:
+        ingest(s, [b"auto %d" % i for i in range(40)])
+        wait_for(
+            lambda: len(json.loads(run_cli("evidence", "anchor", "list", "--format", "json").stdout)) >= 1,
+            timeout=60,
+            what="an automatic anchor",
+        )
+        assert cli_json("evidence", "anchor", "verify", "--all")["verified"]
+    finally:
+        service.stop(s)
