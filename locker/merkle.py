@@ -39,6 +39,23 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
+def root_of(leaves: Sequence[bytes]) -> bytes:
+    """MTH of a whole list of leaf hashes, level by level.
+
+    Pairing neighbours and carrying an odd last node up unchanged gives RFC 6962's tree: the
+    carried node is the right edge that MTH's split at the largest power of two leaves alone.
+    """
+    if not leaves:
+        return EMPTY_ROOT
+    sha256, level = hashlib.sha256, list(leaves)
+    while len(level) > 1:
+        paired = [sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
 class NodeReader(Protocol):
     def node(self, level: int, index: int) -> bytes:
         """The hash of the perfect subtree (level, index); raises KeyError if unknown."""

@@ -213,3 +213,14 @@ def test_extend_equals_repeated_append(first: list[bytes], second: list[bytes]) 
     assert batched == stepwise and batch_nodes == step_nodes
     assert batched.root() == ref.mth(first + second)
     assert merkle.leaf_hashes(second) == [merkle.leaf_hash(v) for v in second]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.binary(max_size=6), max_size=130))
+def test_root_of_equals_mth(leaves: list[bytes]) -> None:
+    assert merkle.root_of(merkle.leaf_hashes(leaves)) == ref.mth(leaves)
+
+
+@pytest.mark.parametrize("size", range(9))
+def test_root_of_matches_the_ct_vectors(size: int) -> None:
+    assert merkle.root_of(merkle.leaf_hashes(CT_LEAVES[:size])) == CT_ROOTS[size]
