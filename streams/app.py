@@ -19,13 +19,13 @@ from faust.types import EventT
 from faust.web import Request, Response, View
 
 from locker import anchors, requests, signing
-from locker.anchors import AnchorCreated, StoredAnchor
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
 from locker.errors import ArtifactNotFound, InvalidInput, LockerError
 from locker.events import KINDS, encode
 from projections import proofs
+from projections.index import ArtifactRecord
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams import metrics
@@ -195,13 +195,13 @@ def create_app(
     def not_found(view: View, what: str) -> Response:
         return view.json({"error": "not-found", "detail": what}, status=404)
 
-    def bad_id(view: View, artifact_id: str) -> Response | None:
-        if is_digest(artifact_id):
-            return None
-        return view.json(
-            {"error": "invalid-digest", "detail": f"{artifact_id!r} is not sha256:<64 hex>"},
-            status=400,
-        )
+    def indexed(view: View, artifact_id: str) -> ArtifactRecord | Response:
+        """The index record of `artifact_id`, or the 400/404 response that says why not."""
+        if not is_digest(artifact_id):
+            detail = f"{artifact_id!r} is not sha256:<64 hex>"
+            return view.json({"error": "invalid-digest", "detail": detail}, status=400)
+        record = index.get(artifact_id)
+        return record if record is not None else not_found(view, f"artifact {artifact_id} not found")
 
     @app.page("/healthz")
     class Health(View):
@@ -235,11 +235,9 @@ def create_app(
     @app.page("/artifacts/{artifact_id}")
     class Artifact(View):
         async def get(self, request: Request, artifact_id: str) -> Response:
-            if (error := bad_id(self, artifact_id)) is not None:
-                return error
-            record = index.get(artifact_id)
-            if record is None:
-                return not_found(self, f"artifact {artifact_id} not found")
+            record = indexed(self, artifact_id)
+            if not isinstance(record, ArtifactRecord):
+                return record
             try:
                 data = await asyncio.to_thread(blobs.read, artifact_id)
             except ArtifactNotFound:
@@ -252,15 +250,10 @@ def create_app(
     @app.page("/artifacts/{artifact_id}/meta")
     class ArtifactMeta(View):
         async def get(self, request: Request, artifact_id: str) -> Response:
-            if (error := bad_id(self, artifact_id)) is not None:
-                return error
-            record = index.get(artifact_id)
-            if record is None:
-                return not_found(self, f"artifact {artifact_id} not found")
+            record = indexed(self, artifact_id)
+            if not isinstance(record, ArtifactRecord):
+                return record
             return self.json(record.public())
-
-    async def chain() -> list[tuple[StoredAnchor, AnchorCreated]]:
-        return anchors.decoded(await read_anchors(settings))
 
     def locker_error(view: View, error: LockerError) -> Response:
         status = {1: 404, 2: 400, 4: 503, 5: 400}.get(error.exit_code, 500)
@@ -269,7 +262,8 @@ def create_app(
     @app.page("/anchors")
     class Anchors(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"anchors": [anchors.summary(i, a) for i, a in await chain()]})
+            chain = anchors.decoded(await read_anchors(settings))
+            return self.json({"anchors": [anchors.summary(i, a) for i, a in chain]})
 
     @app.page("/anchors/{anchor_id}")
     class Anchor(View):
@@ -285,11 +279,9 @@ def create_app(
     @app.page("/proofs/inclusion/{artifact_id}")
     class InclusionProof(View):
         async def get(self, request: Request, artifact_id: str) -> Response:
-            if (error := bad_id(self, artifact_id)) is not None:
-                return error
-            record = index.get(artifact_id)
-            if record is None:
-                return not_found(self, f"artifact {artifact_id} not found")
+            record = indexed(self, artifact_id)
+            if not isinstance(record, ArtifactRecord):
+                return record
             try:
                 item, anchor = anchors.find(await read_anchors(settings), request.query.get("anchor"))
                 value = await fetch_value(settings, topics.events, record.partition, record.offset)

@@ -112,55 +112,24 @@ def test_anchor_lifecycle(settings: Settings, running: Settings, tmp_path: Path)
         "STELLA_KAFKA__BOOTSTRAP": "127.0.0.1:1",
     }
     trusted = exported["verifier_key"]
-    offline = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "evidence",
-            "anchor",
-            "verify",
-            "--input",
-            str(out),
-            "--key",
-            trusted,
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        env=elsewhere,
-        timeout=60,
-    )
+
+    def verify_elsewhere(path: Path) -> subprocess.CompletedProcess[str]:
+        argv = ["evidence", "anchor", "verify", "--input", str(path), "--key", trusted, "--format", "json"]
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *argv],
+            capture_output=True,
+            text=True,
+            env=elsewhere,
+            timeout=60,
+        )
+
+    offline = verify_elsewhere(out)
     assert offline.returncode == 0, offline.stderr
     assert json.loads(offline.stdout)["verified"]
+    record = base64.b64decode(exported["record"]).replace(b'"sequence":1', b'"sequence":7')
     tampered = tmp_path / "tampered.json"
-    tampered.write_text(
-        out.read_text().replace(
-            exported["record"],
-            base64.b64encode(
-                base64.b64decode(exported["record"]).replace(b'"sequence":1', b'"sequence":7')
-            ).decode(),
-        )
-    )
-    rejected = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "evidence",
-            "anchor",
-            "verify",
-            "--input",
-            str(tampered),
-            "--key",
-            trusted,
-        ],
-        capture_output=True,
-        text=True,
-        env=elsewhere,
-        timeout=60,
-    )
+    tampered.write_text(out.read_text().replace(exported["record"], base64.b64encode(record).decode()))
+    rejected = verify_elsewhere(tampered)
     assert rejected.returncode == 1 and "signature" in rejected.stdout
     for note, head in zip(exported["checkpoints"], exported["anchor"]["partitions"], strict=True):
         _origin, size, root = signing.parse_checkpoint(signing.open_note(note, verifier))
