@@ -1,0 +1,173 @@
+"""The HTTP API served by the worker: artifacts, anchors, proofs, health and metrics.
+
+Views only read: the index and Merkle stores the worker writes, the blob store, and the anchors
+and events topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import faust
+from faust.web import Request, Response, View
+
+from locker import anchors
+from locker.cas import BlobStore
+from locker.config import Settings
+from locker.digests import is_digest
+from locker.errors import ArtifactNotFound, LockerError
+from locker.events import KINDS
+from projections import proofs
+from projections.index import ArtifactRecord
+from projections.merkle_store import MerkleStore
+from projections.store import IndexStore
+from streams import metrics
+from streams.anchoring import Anchorer, last_anchor, read_anchors
+from streams.kafka import fetch_value
+from streams.topics import Topics
+
+
+def install_api(
+    app: faust.App,
+    *,
+    settings: Settings,
+    blobs: BlobStore,
+    index: IndexStore,
+    trees: MerkleStore,
+    anchorer: Anchorer | None,
+) -> None:
+    topics = Topics(settings.topic_prefix)
+
+    def not_found(view: View, what: str) -> Response:
+        return view.json({"error": "not-found", "detail": what}, status=404)
+
+    def indexed(view: View, artifact_id: str) -> ArtifactRecord | Response:
+        """The index record of `artifact_id`, or the 400/404 response that says why not."""
+        if not is_digest(artifact_id):
+            detail = f"{artifact_id!r} is not sha256:<64 hex>"
+            return view.json({"error": "invalid-digest", "detail": detail}, status=400)
+        record = index.get(artifact_id)
+        return record if record is not None else not_found(view, f"artifact {artifact_id} not found")
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            assigned = bool(app.consumer.assignment()) if app.consumer else False
+            ready = assigned and not app.rebalancing
+            body = {"status": "ok" if ready else "starting", "assigned": assigned}
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/artifacts")
+    class Artifacts(View):
+        async def get(self, request: Request) -> Response:
+            subject = request.query.get("subject")
+            kind = request.query.get("kind")
+            if subject:
+                if not is_digest(subject):
+                    return self.json({"error": "invalid-digest", "detail": subject}, status=400)
+                ids = index.by_subject(subject)
+            elif kind:
+                if kind not in KINDS:
+                    return self.json({"error": "invalid-kind", "detail": kind}, status=400)
+                ids = index.by_kind(kind)
+            else:
+                return self.json(
+                    {"error": "missing-query", "detail": "give ?subject=sha256:... or ?kind=..."},
+                    status=400,
+                )
+            found = [index.get(artifact_id) for artifact_id in ids]
+            return self.json({"artifacts": [r.public() for r in found if r is not None]})
+
+    @app.page("/artifacts/{artifact_id}")
+    class Artifact(View):
+        async def get(self, request: Request, artifact_id: str) -> Response:
+            record = indexed(self, artifact_id)
+            if not isinstance(record, ArtifactRecord):
+                return record
+            try:
+                data = await asyncio.to_thread(blobs.read, artifact_id)
+            except ArtifactNotFound:
+                return self.json(
+                    {"error": "blob-missing", "detail": f"{artifact_id} is indexed but its blob is missing"},
+                    status=500,
+                )
+            return self.bytes(data, content_type=record.media_type or "application/octet-stream")
+
+    @app.page("/artifacts/{artifact_id}/meta")
+    class ArtifactMeta(View):
+        async def get(self, request: Request, artifact_id: str) -> Response:
+            record = indexed(self, artifact_id)
+            if not isinstance(record, ArtifactRecord):
+                return record
+            return self.json(record.public())
+
+    def locker_error(view: View, error: LockerError) -> Response:
+        status = {1: 404, 2: 400, 4: 503, 5: 400}.get(error.exit_code, 500)
+        return view.json({"error": type(error).__name__, "detail": str(error)}, status=status)
+
+    @app.page("/anchors")
+    class Anchors(View):
+        async def get(self, request: Request) -> Response:
+            chain = anchors.decoded(await read_anchors(settings))
+            return self.json({"anchors": [anchors.summary(i, a) for i, a in chain]})
+
+    @app.page("/anchors/{anchor_id}")
+    class Anchor(View):
+        async def get(self, request: Request, anchor_id: str) -> Response:
+            try:
+                found = anchors.find(
+                    await read_anchors(settings), None if anchor_id == "latest" else anchor_id
+                )
+            except LockerError as exc:
+                return locker_error(self, exc)
+            return self.json(anchors.full(*found))
+
+    @app.page("/proofs/inclusion/{artifact_id}")
+    class InclusionProof(View):
+        async def get(self, request: Request, artifact_id: str) -> Response:
+            record = indexed(self, artifact_id)
+            if not isinstance(record, ArtifactRecord):
+                return record
+            try:
+                item, anchor = anchors.find(await read_anchors(settings), request.query.get("anchor"))
+                value = await fetch_value(settings, topics.events, record.partition, record.offset)
+                out = proofs.inclusion(trees, item, anchor, record.partition, record.offset, value)
+            except LockerError as exc:
+                return locker_error(self, exc)
+            return self.json({"artifact_id": artifact_id, **out})
+
+    @app.page("/proofs/consistency")
+    class ConsistencyProof(View):
+        async def get(self, request: Request) -> Response:
+            old, new = request.query.get("old"), request.query.get("new")
+            if not old or not new:
+                return self.json(
+                    {"error": "missing-query", "detail": "give ?old=<anchor>&new=<anchor>"}, status=400
+                )
+            try:
+                stored = await read_anchors(settings)
+                out = proofs.consistency(trees, anchors.find(stored, old), anchors.find(stored, new))
+            except LockerError as exc:
+                return locker_error(self, exc)
+            return self.json(out)
+
+    latest_anchor_at: list[float] = []  # filled on first scrape, then by the writer
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            if anchorer is not None and anchorer.last_created is not None:
+                latest_anchor_at[:] = [anchorer.last_created.timestamp()]
+            elif not latest_anchor_at:
+                last = await last_anchor(settings)
+                if last is not None:
+                    latest_anchor_at.append(anchors.decode(last.raw).body.created_at.timestamp())
+            sizes = {p: trees.tree_size(p) for p in trees.applied()}
+            text = metrics.exposition(
+                artifacts=index.count(),
+                stored_bytes=index.total_bytes(),
+                tree_sizes=sizes,
+                anchor_age=(time.time() - latest_anchor_at[0]) if latest_anchor_at else None,
+            )
+            return self.text(text, content_type="text/plain; version=0.0.4")
