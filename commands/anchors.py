@@ -23,6 +23,7 @@ from commands import queries
 from locker import anchors, merkle, requests, signing
 from locker.anchors import AnchorCreated, StoredAnchor
 from locker.config import Settings
+from locker.dlq import DeadLetter
 from locker.errors import IntegrityError, InvalidInput, NotFound, Refused, TimedOut, UsageError
 from locker.merkle import Frontier
 from projections import proofs
@@ -49,19 +50,28 @@ def ensure_key(settings: Settings) -> bool:
 async def _request(
     settings: Settings, command: requests.CreateAnchor | requests.RecoverAnchor
 ) -> tuple[StoredAnchor, AnchorCreated | anchors.AnchorRecovered]:
+    """Send `command`; return the anchors record that answers it, or raise `Refused` with the
+    reason the service dead-lettered it for."""
     topics = Topics(settings.topic_prefix)
-    tp = TopicPartition(topics.anchors, 0)
+    answers, refusals = TopicPartition(topics.anchors, 0), TopicPartition(topics.dlq, 0)
+    value = requests.encode(command)
     async with consumer(settings) as watcher, producer(settings) as sender:
-        watcher.assign([tp])
-        await watcher.seek_to_end(tp)
-        await watcher.position(tp)
-        await sender.send_and_wait(
-            topics.commands, key=command.command_id.encode(), value=requests.encode(command)
-        )
+        watcher.assign([answers, refusals])
+        await watcher.seek_to_end(answers, refusals)
+        for tp in (answers, refusals):
+            await watcher.position(tp)
+        await sender.send_and_wait(topics.commands, key=command.command_id.encode(), value=value)
         deadline = time.monotonic() + settings.timeout
         while time.monotonic() < deadline:
-            for records in (await watcher.getmany(tp, timeout_ms=500)).values():
+            for tp, records in (await watcher.getmany(timeout_ms=500)).items():
                 for record in records:
+                    if tp == refusals:
+                        if record.value == value:
+                            letter = DeadLetter.from_headers(list(record.headers))
+                            raise Refused(
+                                f"the service refused the command: {letter.reason}: {letter.detail}"
+                            )
+                        continue
                     try:
                         reply = anchors.decode_record(record.value)
                     except InvalidInput:

@@ -38,6 +38,8 @@ def cli_json(*args: str, check: bool = True) -> dict:
 
 def test_anchor_lifecycle(settings: Settings, running: Settings, tmp_path: Path) -> None:
     run_cli("init")  # creates the signing key; the service was started before it existed
+    refused = run_cli("evidence", "anchor", "create", check=False)
+    assert refused.returncode == 5 and "anchoring is off" in refused.stderr, refused.stderr
     run_cli("service", "restart")
     first = [b"first %d" % i for i in range(30)]
     ingest(running, first)
