@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import faust
 from faust.web import Request, Response, View
@@ -36,6 +37,7 @@ def install_api(
     index: IndexStore,
     trees: MerkleStore,
     anchorer: Anchorer | None,
+    ingesting: Callable[[], bool],
 ) -> None:
     topics = Topics(settings.topic_prefix)
 
@@ -54,8 +56,8 @@ def install_api(
     class Health(View):
         async def get(self, request: Request) -> Response:
             assigned = bool(app.consumer.assignment()) if app.consumer else False
-            ready = assigned and not app.rebalancing
-            body = {"status": "ok" if ready else "starting", "assigned": assigned}
+            ready = assigned and not app.rebalancing and ingesting()
+            body = {"status": "ok" if ready else "starting", "assigned": assigned, "ingesting": ingesting()}
             return self.json(body, status=200 if ready else 503)
 
     @app.page("/artifacts")

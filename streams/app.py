@@ -1,9 +1,10 @@
-"""The faust worker: agents for submissions and events, and the HTTP API.
+"""The faust worker: the ingest loop, agents for events and commands, anchoring, the HTTP API.
 
-At-least-once processing: `take_events` acks a batch only after the loop body finished, i.e.
-after blobs are durable and the events they cause are acknowledged by the broker. Redelivered
-records are harmless: the index store skips positions it has applied, and a resubmitted digest
-becomes `ArtifactResubmitted`.
+At-least-once processing everywhere: the ingest loop commits a batch of submissions only after
+its blobs are durable and its events acknowledged (`streams/ingest_service.py`); the agents'
+`take_events` acks a batch only after the loop body finished. Redelivered records are harmless:
+the stores skip positions they have applied, and a resubmitted digest becomes
+`ArtifactResubmitted`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams.anchoring import Anchorer
 from streams.api import install_api
+from streams.ingest_service import IngestService
 from streams.processors import IndexProcessor, IngestProcessor, Outbox, Record, dead_letter
 from streams.publisher import BatchPublisher
 from streams.topics import Topics
@@ -88,7 +90,6 @@ def create_app(
         topic_disable_leader=True,
         stream_wait_empty=False,
     )
-    submissions_topic = raw_topic(app, topics.submissions)
     events_topic = raw_topic(app, topics.events)
     ingestor = IngestProcessor(blobs, index, settings.max_content_bytes)
     indexer = IndexProcessor(index)
@@ -128,20 +129,8 @@ def create_app(
             publisher.publish(topics.events, [(key, encode(event), []) for key, event in out.events]),
         )
 
-    @app.agent(submissions_topic)
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for batch in batches(stream, INGEST_BATCH):
-            out = await ingestor.process(_records(batch))
-            await publish(out)
-            ingestor.delivered(out)
-            for record, letter in out.dead:
-                log.warning(
-                    "submission rejected",
-                    reason=letter.reason,
-                    detail=letter.detail,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
+    ingest = IngestService(settings, ingestor, publish, INGEST_BATCH)
+    app.add_dependency(ingest)
 
     @app.agent(events_topic)
     async def project(stream: faust.StreamT[bytes]) -> None:
@@ -195,5 +184,13 @@ def create_app(
         if anchorer is not None and anchorer.changed():
             await anchor()
 
-    install_api(app, settings=settings, blobs=blobs, index=index, trees=trees, anchorer=anchorer)
+    install_api(
+        app,
+        settings=settings,
+        blobs=blobs,
+        index=index,
+        trees=trees,
+        anchorer=anchorer,
+        ingesting=lambda: ingest.assigned,
+    )
     return app
