@@ -160,7 +160,7 @@ def verify(settings: Settings, *, latest: bool) -> dict[str, Any]:
     log_roots = asyncio.run(recompute_roots(settings, wanted))
     with MerkleStore(settings.merkle_path, readonly=True) as trees:
         findings = anchors.verify_chain(
-            stored if not latest else stored[-2:],
+            stored,  # the whole chain even for --latest: its links may reach back to an older chain
             verifier(settings),
             consistency=lambda p, old, new: trees.consistency_proof(p, old, new),
             log_root=log_roots,

@@ -185,6 +185,7 @@ def test_anchor_lifecycle(settings: Settings, running: Settings, tmp_path: Path)
         assert new["sequence"] == 0 and new["previous_chain_anchor"] == last_good
         healed = cli_json("evidence", "anchor", "verify", "--all")
         assert healed["verified"], healed
+        assert cli_json("evidence", "anchor", "verify", "--latest")["verified"]
         assert anchors.anchor_id(forged) in {b["anchor"] for b in healed["recorded_breaks"]}
         assert check in {b["check"] for b in healed["recorded_breaks"]}
         last_good = new["anchor_id"]
