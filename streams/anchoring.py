@@ -50,9 +50,10 @@ async def read_anchors(settings: Settings) -> list[StoredAnchor]:
 
 
 async def last_anchor(settings: Settings) -> StoredAnchor | None:
-    """The chain's last anchor (recovery records are not anchors)."""
-    chain = await read_anchors(settings)
-    return chain[-1] if chain else None
+    """The last record that is an anchor: recovery records are not, and junk that does not decode
+    is skipped (verification reports it) so that the writer is never stuck behind it."""
+    decoded = anchors.decoded(await read_anchors(settings))
+    return decoded[-1][0] if decoded else None
 
 
 async def find_anchor(settings: Settings, wanted: str) -> StoredAnchor:
@@ -93,10 +94,15 @@ class Anchorer:
         self.last_sizes: dict[int, int] | None = None
         self.last_created: datetime | None = None
 
-    def changed(self) -> bool:
-        """True if some tree grew since the last anchor this writer made (or none was made)."""
+    async def changed(self) -> bool:
+        """True if some tree grew since the last anchor (read from the log after a restart)."""
+        if self.last_sizes is None:
+            last = await last_anchor(self.settings)
+            if last is None:
+                return True
+            self.last_sizes = {h.partition: h.tree_size for h in anchors.decode(last.raw).body.partitions}
         sizes = {p: self.trees.tree_size(p) for p in self.trees.applied()}
-        return self.last_sizes is None or sizes != {p: self.last_sizes.get(p, 0) for p in sizes}
+        return sizes != {p: self.last_sizes.get(p, 0) for p in sizes}
 
     async def create(
         self, correlation_id: str = "", new_chain_reason: str = "", continue_from: str = ""

@@ -181,8 +181,11 @@ def create_app(
 
     @app.timer(float(settings.integer("Anchors:Interval")))  # type: ignore[untyped-decorator]
     async def anchor_on_schedule() -> None:
-        if anchorer is not None and anchorer.changed():
-            await anchor()
+        try:
+            if anchorer is not None and await anchorer.changed():
+                await anchor()
+        except (LockerError, KafkaError) as exc:
+            log.error("scheduled anchoring failed", error=str(exc))
 
     install_api(
         app,

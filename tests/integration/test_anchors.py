@@ -291,3 +291,38 @@ def test_the_service_anchors_by_itself_after_n_events(
         assert cli_json("evidence", "anchor", "verify", "--all")["verified"]
     finally:
         service.stop(s)
+
+
+def test_scheduled_anchors_only_when_the_trees_grew(
+    settings: Settings, locker_env: dict[str, str], monkeypatch
+) -> None:
+    import time
+
+    from commands import service
+    from locker import config
+
+    monkeypatch.setenv("STELLA_ANCHORS__INTERVAL", "2")
+    run_cli("init")
+    s = config.load()
+    service.start(s)
+    try:
+        ingest(s, [b"tick %d" % i for i in range(5)])
+
+        def count() -> int:
+            return len(json.loads(run_cli("evidence", "anchor", "list", "--format", "json").stdout))
+
+        wait_for(lambda: count() == 1, timeout=30, what="a scheduled anchor")
+        time.sleep(5)  # two more ticks with nothing new: no new anchor
+        assert count() == 1
+        ingest(s, [b"tock"])
+        wait_for(lambda: count() == 2, timeout=30, what="the next scheduled anchor")
+    finally:
+        service.stop(s)
+    # After a restart the writer remembers the last anchor's sizes: still nothing new to anchor.
+    service.start(s)
+    try:
+        time.sleep(5)
+        assert count() == 2
+    finally:
+        service.stop(s)
+    assert cli_json("evidence", "anchor", "verify", "--all")["verified"]
