@@ -11,6 +11,7 @@ from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, LockerError
 from projections.index import ArtifactRecord, position_key
+from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams.kafka import end_offsets
 from streams.topics import Topics
@@ -64,6 +65,8 @@ def index_status(settings: Settings, *, checksum: bool = False) -> dict[str, Any
         entries = index.count()
         applied = index.applied()
         digest = index.checksum() if checksum else None
+    with MerkleStore(settings.merkle_path, readonly=True) as trees:
+        tree_sizes = {p: trees.tree_size(p) for p in trees.applied()}
     topic = Topics(settings.topic_prefix).events
     try:
         ends: dict[int, int] | None = asyncio.run(end_offsets(settings, topic))
@@ -80,6 +83,7 @@ def index_status(settings: Settings, *, checksum: bool = False) -> dict[str, Any
                 "applied_offset": applied_next,
                 "end_offset": end,
                 "lag": None if end is None else max(end - applied_next, 0),
+                "merkle_tree_size": tree_sizes.get(partition, 0),
             }
         )
     lags = [p["lag"] for p in partitions if p["lag"] is not None]

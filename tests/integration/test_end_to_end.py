@@ -69,6 +69,9 @@ def test_ingest_query_and_serve(running: Settings, tmp_path: Path) -> None:
     status = json.loads(run_cli("evidence", "index", "status", "--format", "json").stdout)
     assert status["entries"] == 2 and status["lag"] == 0
     assert {p["partition"] for p in status["partitions"]} == set(range(running.partitions))
+    assert sum(p["merkle_tree_size"] for p in status["partitions"]) == sum(
+        p["end_offset"] for p in status["partitions"]
+    )
     storage = json.loads(run_cli("evidence", "status", "--format", "json").stdout)
     assert storage["storage"]["blobs"] == 2 and storage["storage"]["temp_files"] == 0
 
