@@ -10,9 +10,10 @@ from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, LockerError
-from projections.index import ArtifactRecord, position_key
+from projections.index import ArtifactRecord
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
+from projections.tracking import position_key
 from streams.kafka import end_offsets
 from streams.topics import Topics
 

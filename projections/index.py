@@ -111,7 +111,6 @@ SUBJECT = b"s/"
 KIND = b"k/"
 COUNT = b"~count"
 TOTAL_BYTES = b"~bytes"
-POSITION = b"~pos/"
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _decoder = msgspec.json.Decoder(ArtifactRecord)
@@ -128,7 +127,3 @@ def rows(record: ArtifactRecord) -> dict[bytes, bytes]:
 
 def decode_record(raw: bytes) -> ArtifactRecord:
     return _decoder.decode(raw)
-
-
-def position_key(partition: int) -> bytes:
-    return POSITION + b"%05d" % partition

@@ -2,27 +2,28 @@
 
 Each partition's records, in offset order, are the leaves of an RFC 6962 tree (leaf =
 SHA-256(0x00 || record value), whatever the value holds). The store keeps every perfect subtree
-node that `Frontier.append` completes, the frontier itself, and which leaf each offset became,
-all in one write batch with the applied position, so proofs take O(log n) reads and never a
-rescan of the log. Tree sizes, not offsets, are the positions anchors record.
+node that `Frontier.extend` completes, the frontier itself, and which leaf each offset became,
+all in one write batch with the applied position (`projections.tracking`), so proofs take
+O(log n) reads and never a rescan of the log. Tree sizes, not offsets, are the positions
+anchors record.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 
 import msgspec
-from rocksdict import AccessType, Options, Rdict, WriteBatch
+from rocksdict import Rdict
 
 from locker import merkle
 from locker.errors import StorageUnavailable
 from locker.merkle import Frontier
+from projections.tracking import TrackedStore
 
 NODE = b"n/"
 FRONTIER = b"f/"
 LEAF = b"l/"
-POSITION = b"~pos/"
 
 # (partition, offset, record value)
 Leaf = tuple[int, int, bytes]
@@ -49,10 +50,6 @@ def _frontier_key(partition: int) -> bytes:
     return FRONTIER + b"%05d" % partition
 
 
-def _position_key(partition: int) -> bytes:
-    return POSITION + b"%05d" % partition
-
-
 class PartitionNodes:
     """A `merkle.NodeReader` over one partition's stored nodes."""
 
@@ -67,49 +64,12 @@ class PartitionNodes:
         return bytes(value)
 
 
-class MerkleStore:
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.path = path
-        self.readonly = readonly
-        options = Options(raw_mode=True)
-        try:
-            if readonly:
-                self._db: Rdict | None = None
-                if (path / "CURRENT").exists():
-                    self._db = Rdict(str(path), options, access_type=AccessType.read_only())
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                options.create_if_missing(True)
-                self._db = Rdict(str(path), options)
-        except Exception as exc:  # rocksdict raises plain Exception on lock/IO errors
-            raise StorageUnavailable(f"cannot open Merkle store at {path}: {exc}") from exc
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def __enter__(self) -> MerkleStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class MerkleStore(TrackedStore):
+    what = "Merkle store"
 
     # Queries.
-    def applied(self) -> dict[int, int]:
-        """partition -> last applied offset."""
-        if self._db is None:
-            return {}
-        out: dict[int, int] = {}
-        it = self._db.iter()
-        it.seek(POSITION)
-        while it.valid() and it.key().startswith(POSITION):
-            out[int(it.key()[len(POSITION) :])] = int(it.value())
-            it.next()
-        return out
-
     def frontier(self, partition: int) -> Frontier:
-        raw = None if self._db is None else self._db.get(_frontier_key(partition))
+        raw = self.get_raw(_frontier_key(partition))
         if raw is None:
             return Frontier()
         row = _frontier_decoder.decode(raw)
@@ -122,7 +82,7 @@ class MerkleStore:
         return self.frontier(partition).root()
 
     def leaf_index(self, partition: int, offset: int) -> int | None:
-        raw = None if self._db is None else self._db.get(_leaf_key(partition, offset))
+        raw = self.get_raw(_leaf_key(partition, offset))
         return None if raw is None else int(raw)
 
     def nodes(self, partition: int) -> PartitionNodes:
@@ -143,29 +103,27 @@ class MerkleStore:
     # The one writer.
     def apply(self, batch: Sequence[Leaf]) -> int:
         """Append the batch's records as leaves, in one write batch; returns leaves appended."""
-        if self._db is None or self.readonly:
-            raise StorageUnavailable("Merkle store is open read-only")
-        positions = self.applied()
-        frontiers: dict[int, Frontier] = {}
-        wb = WriteBatch(raw_mode=True)
-        done = 0
+        wb = self.new_batch()
+        fresh: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
         for partition, offset, value in batch:
-            if offset <= positions.get(partition, -1):
-                continue  # already a leaf: replay is a no-op
-            frontier = frontiers.get(partition) or self.frontier(partition)
-            wb.put(_leaf_key(partition, offset), b"%d" % frontier.size)
-            frontier, completed = frontier.append(merkle.leaf_hash(value))
+            last = fresh[partition][-1][0] if fresh[partition] else self._applied.get(partition, -1)
+            if offset > last:  # at or below: already a leaf, replay is a no-op
+                fresh[partition].append((offset, value))
+        positions: dict[int, int] = {}
+        for partition, items in fresh.items():
+            if not items:
+                continue
+            frontier = self.frontier(partition)
+            for index, (offset, _) in enumerate(items, start=frontier.size):
+                wb.put(_leaf_key(partition, offset), b"%d" % index)
+            frontier, completed = frontier.extend(merkle.leaf_hashes(value for _, value in items))
             for level, index, digest in completed:
                 wb.put(_node_key(partition, level, index), digest)
-            frontiers[partition] = frontier
-            positions[partition] = offset
-            done += 1
-        for partition, frontier in frontiers.items():
             wb.put(
                 _frontier_key(partition),
                 _frontier_encoder.encode(_FrontierRow(frontier.size, list(frontier.hashes))),
             )
-            wb.put(_position_key(partition), b"%d" % positions[partition])
-        if done:
-            self._db.write(wb)
-        return done
+            positions[partition] = items[-1][0]
+        if positions:
+            self.commit(wb, positions)
+        return sum(len(items) for items in fresh.values())

@@ -1,1 +1,1 @@
-"""The log: topic names, Kafka plumbing, and the faust worker with its processors."""
+"""The log: topic names, Kafka plumbing, the batch runtime and its loops, and the faust worker."""

@@ -7,8 +7,9 @@ and events topics.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import faust
 from faust.web import Request, Response, View
@@ -26,6 +27,7 @@ from projections.store import IndexStore
 from streams import metrics
 from streams.anchoring import Anchorer, last_anchor, read_anchors
 from streams.kafka import fetch_value
+from streams.runtime import Loop
 from streams.topics import Topics
 
 
@@ -37,7 +39,7 @@ def install_api(
     index: IndexStore,
     trees: MerkleStore,
     anchorer: Anchorer | None,
-    ingesting: Callable[[], bool],
+    loops: Sequence[Loop],
 ) -> None:
     topics = Topics(settings.topic_prefix)
 
@@ -55,10 +57,19 @@ def install_api(
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            assigned = bool(app.consumer.assignment()) if app.consumer else False
-            ready = assigned and not app.rebalancing and ingesting()
-            body = {"status": "ok" if ready else "starting", "assigned": assigned, "ingesting": ingesting()}
-            return self.json(body, status=200 if ready else 503)
+            states = {loop.name: loop.status() for loop in loops}
+            storage = storage_health(blobs, settings.max_content_bytes)
+            commands = bool(app.consumer.assignment()) if app.consumer else False
+            if any(s["state"] == "failed" for s in states.values()):
+                status = "failed"
+            elif not storage["writable"] or any(s["state"] == "retrying" for s in states.values()):
+                status = "degraded"
+            elif commands and all(s["state"] == "running" and s["assigned"] for s in states.values()):
+                status = "ok"
+            else:
+                status = "starting"
+            body = {"status": status, "loops": states, "commands_assigned": commands, "storage": storage}
+            return self.json(body, status=200 if status == "ok" else 503)
 
     @app.page("/artifacts")
     class Artifacts(View):
@@ -173,3 +184,17 @@ def install_api(
                 anchor_age=(time.time() - latest_anchor_at[0]) if latest_anchor_at else None,
             )
             return self.text(text, content_type="text/plain; version=0.0.4")
+
+
+def storage_health(blobs: BlobStore, max_content_bytes: int) -> dict[str, object]:
+    """Can the blob store take one more artifact of the largest size allowed?"""
+    try:
+        stat = os.statvfs(blobs.tmp)
+    except OSError as exc:
+        return {"writable": False, "detail": f"{blobs.root}: {exc.strerror}"}
+    free = stat.f_bavail * stat.f_frsize
+    if not os.access(blobs.tmp, os.W_OK):
+        return {"writable": False, "free_bytes": free, "detail": f"{blobs.tmp} is not writable"}
+    if free < max_content_bytes:
+        return {"writable": False, "free_bytes": free, "detail": f"{blobs.root}: less than one artifact free"}
+    return {"writable": True, "free_bytes": free}

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
-from aiokafka.structs import OffsetAndMetadata
 
 from locker.config import Settings, max_message_bytes
 from locker.errors import BrokerUnavailable
@@ -100,11 +99,6 @@ async def assign_all(client: AIOKafkaConsumer, topic: str) -> list[TopicPartitio
     return tps
 
 
-async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
-    async with consumer(settings) as client:
-        return await assign_all(client, topic)
-
-
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """partition -> offset of the next record to be written."""
     async with consumer(settings) as client:
@@ -126,10 +120,3 @@ async def fetch_value(settings: Settings, topic: str, partition: int, offset: in
         if record.offset != offset:
             raise BrokerUnavailable(f"record {topic}/{partition}/{offset} is gone (log starts later)")
         return bytes(record.value or b"")
-
-
-async def commit_group_offsets(settings: Settings, group: str, offsets: dict[TopicPartition, int]) -> None:
-    """Commit `offsets` for a consumer group that has no active member."""
-    async with consumer(settings, group_id=group) as client:
-        client.assign(list(offsets))
-        await client.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})

@@ -1,8 +1,9 @@
 """Entry point of the service process: `python -m streams.worker`.
 
-Before faust starts: create missing topics, remove leftovers of interrupted blob writes, and
-point the consumer group at the projections' applied positions (so a wiped store is rebuilt
-from offset 0). Then run the faust worker until SIGTERM.
+Before faust starts: create missing topics and remove leftovers of interrupted blob writes.
+Then run the faust worker until SIGTERM; the projection loop resumes from the stores' applied
+positions (a wiped store is rebuilt from offset 0). A loop that cannot go on ends the process
+with a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -15,32 +16,21 @@ import structlog
 
 from locker import config, signing
 from locker.cas import BlobStore
-from locker.errors import BrokerUnavailable, LockerError
+from locker.errors import LockerError
 from locker.logs import configure_logging
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams.app import create_app
-from streams.kafka import commit_group_offsets, create_topics, partitions_of
-from streams.topics import Topics
+from streams.kafka import create_topics
 
 log = structlog.get_logger("stella.worker")
 
 
-async def prepare(settings: config.Settings, *applied: dict[int, int]) -> None:
-    """Create missing topics; resume the events topic where the furthest-behind projection is."""
+async def prepare(settings: config.Settings) -> None:
+    """Create missing topics."""
     created = await create_topics(settings)
     if created:
         log.info("topics created", topics=created)
-    events = Topics(settings.topic_prefix).events
-    wanted = {
-        tp: min(positions.get(tp.partition, -1) for positions in applied) + 1
-        for tp in await partitions_of(settings, events)
-    }
-    try:
-        await commit_group_offsets(settings, settings.group_id, wanted)
-        log.info("index position restored", positions={tp.partition: o for tp, o in wanted.items()})
-    except BrokerUnavailable as exc:  # a member of the old generation may still be in the group
-        log.warning("could not align group offsets; replays are skipped by position", error=str(exc))
 
 
 def main() -> None:
@@ -53,7 +43,7 @@ def main() -> None:
         removed = blobs.clean_tmp()
         index = IndexStore(settings.index_path)
         trees = MerkleStore(settings.merkle_path)
-        asyncio.run(prepare(settings, index.applied(), trees.applied()))
+        asyncio.run(prepare(settings))
     except LockerError as exc:
         log.error("service cannot start", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)

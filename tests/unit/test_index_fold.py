@@ -20,9 +20,9 @@ from projections.index import (
     artifact_of,
     decode_record,
     fold,
-    position_key,
     rows,
 )
+from projections.tracking import position_key
 
 WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 A = "sha256:" + "a" * 64

@@ -1,0 +1,155 @@
+"""The base of every RocksDB projection: opening, applied positions, one-batch writes.
+
+A projection is a RocksDB folder (rocksdict, raw bytes) written by exactly one processor and read
+by anyone. Next to its rows it keeps a tracking record per source partition: the offset of the
+last record it applied (eventsourcing's tracking records). The rows a batch produces and the
+batch's positions go into ONE write batch, so a crash can never leave rows without their
+position or the reverse; a loop resumes at `applied() + 1` and a replayed record is skipped.
+Readers open the store read-only and never write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Self, cast
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+
+from locker.errors import StorageUnavailable
+
+POSITION = b"~pos/"
+
+
+def position_key(partition: int) -> bytes:
+    return POSITION + b"%05d" % partition
+
+
+class TrackedStore:
+    """A RocksDB projection with per-partition applied positions.
+
+    `readonly` opens the folder for queries (a missing folder reads as empty). `unlogged` skips
+    RocksDB's write-ahead log: for a rebuild into a fresh folder, flushed on `close` and swapped
+    in only then (a crash just means rebuilding again).
+    """
+
+    what = "projection"
+
+    def __init__(self, path: Path, *, readonly: bool = False, unlogged: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.unlogged = unlogged
+        self._db: Rdict | None = None
+        options = Options(raw_mode=True)
+        try:
+            if readonly:
+                if (path / "CURRENT").exists():
+                    self._db = Rdict(str(path), options, access_type=AccessType.read_only())
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                options.create_if_missing(True)
+                self._db = Rdict(str(path), options)
+                if unlogged:
+                    write_options = WriteOptions()
+                    write_options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property at runtime
+                    self._db.set_write_options(write_options)
+        except Exception as exc:  # rocksdict raises plain Exception on lock and I/O errors
+            raise StorageUnavailable(f"cannot open the {self.what} at {path}: {exc}") from exc
+        self._applied = self._read_applied()
+
+    def close(self) -> None:
+        if self._db is not None:
+            if self.unlogged:
+                self._db.flush()
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Reading.
+    def applied(self) -> dict[int, int]:
+        """partition -> offset of the last record applied (absent: nothing yet)."""
+        return dict(self._applied)
+
+    def resume_at(self, partition: int) -> int:
+        """The offset a loop reads next on `partition`."""
+        return self._applied.get(partition, -1) + 1
+
+    def _read_applied(self) -> dict[int, int]:
+        return {int(key[len(POSITION) :]): int(value) for key, value in self.scan(POSITION)}
+
+    def get_raw(self, key: bytes) -> bytes | None:
+        if self._db is None:
+            return None
+        try:
+            value = self._db.get(key)
+        except Exception as exc:  # rocksdict raises plain Exception on I/O errors
+            raise StorageUnavailable(f"cannot read the {self.what} at {self.path}: {exc}") from exc
+        return None if value is None else bytes(value)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        if self._db is None or not keys:
+            return [None] * len(keys)
+        try:
+            keys_any: Any = keys  # rocksdict's stub wants a list of its key union
+            values = cast(list[bytes | None], self._db.get(keys_any))
+        except Exception as exc:  # rocksdict raises plain Exception on I/O errors
+            raise StorageUnavailable(f"cannot read the {self.what} at {self.path}: {exc}") from exc
+        return values
+
+    def scan(
+        self, prefix: bytes, start: bytes = b"", *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Rows whose key starts with `prefix`, in key order (from `prefix + start`), or in reverse
+        key order (from the last key `<= prefix + start`, or the last of the prefix)."""
+        if self._db is None:
+            return
+        it = self._db.iter()
+        if reverse:
+            it.seek_for_prev(prefix + start if start else prefix + b"\xff" * 8)
+        else:
+            it.seek(prefix + start)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            yield key, it.value()
+            if reverse:
+                it.prev()
+            else:
+                it.next()
+
+    def checksum(self) -> str:
+        """SHA-256 over every row in key order: equal checksums mean identical projections."""
+        hasher = hashlib.sha256()
+        for key, value in self.scan(b""):
+            hasher.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+        return "sha256:" + hasher.hexdigest()
+
+    # Writing: the one processor.
+    def new_batch(self) -> WriteBatch:
+        if self._db is None or self.readonly:
+            raise StorageUnavailable(f"the {self.what} at {self.path} is open read-only")
+        return WriteBatch(raw_mode=True)
+
+    def commit(self, wb: WriteBatch, positions: Mapping[int, int]) -> None:
+        """Write `wb` together with the new applied `positions`, atomically."""
+        assert self._db is not None
+        for partition, offset in positions.items():
+            wb.put(position_key(partition), b"%d" % offset)
+        try:
+            self._db.write(wb)
+        except Exception as exc:  # rocksdict raises plain Exception on I/O errors (disk full, ...)
+            raise StorageUnavailable(f"cannot write the {self.what} at {self.path}: {exc}") from exc
+        self._applied.update(positions)
+
+
+def wipe(path: Path) -> None:
+    """Delete a store's files; the next writer starts from nothing."""
+    shutil.rmtree(path, ignore_errors=True)

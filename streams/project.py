@@ -1,0 +1,36 @@
+"""The projection handler: events -> the index and the per-partition Merkle trees.
+
+Every record of `evidence.events` is a Merkle leaf, whatever its bytes; records that are not
+valid events change no index row (their position is still applied) and are dead-lettered once.
+Both stores skip what they applied already, so a redelivered batch is a no-op.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from locker.errors import InvalidInput
+from locker.events import Event, decode
+from projections.store import Applied
+from streams.runtime import Outbox, Record, dead_letter
+from streams.services import Services
+
+
+def handle(services: Services, records: list[Record]) -> Outbox:
+    """Decode a batch of events into the two stores' writes."""
+    out = Outbox()
+    index = services.index
+    applied: list[Applied] = []
+    for record in records:
+        if record.offset < index.resume_at(record.partition):
+            continue  # redelivered: applied (or dead-lettered) already
+        event: Event | None
+        try:
+            event = decode(record.value)
+        except InvalidInput as error:
+            event = None
+            out.dead.append((record, dead_letter(record, error)))
+        applied.append((record.partition, record.offset, event))
+    leaves = [(r.partition, r.offset, r.value) for r in records]
+    out.writes += [partial(services.trees.apply, leaves), partial(index.apply, applied)]
+    return out

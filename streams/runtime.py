@@ -1,0 +1,290 @@
+"""One batch runtime for every high-volume loop (ingest, projections, and later ones).
+
+A loop repeats: `getmany` -> a handler decides from plain `Record`s and returns an `Outbox` ->
+the outbox's blobs are made durable -> its records are published (idempotent, acks=all) and
+acknowledged -> its store writes are applied -> the consumed offsets are committed (loops in a
+consumer group). Handlers and store writes run in a worker thread, so neither hashing nor RocksDB
+stalls the event loop that serves the HTTP API.
+
+Where a loop reads from: a loop with `tracked` stores seeks every partition it is given to the
+stores' applied position + 1 (eventsourcing's tracking records), on start and on every
+assignment; the stores, not the group's committed offsets, say what was applied. A loop without
+stores resumes from its group's committed offsets (at-least-once: nothing is committed before its
+outcome is durable and acknowledged).
+
+Failures: a broker or storage outage rewinds the loop to the start of the failed batch and retries
+with back-off (state `retrying`); anything else (a bug, a damaged store) is logged on one line
+with the loop's name and crashes the service, which exits non-zero. `status()` feeds `/healthz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from locker.dlq import DeadLetter
+from locker.errors import InvalidInput, Unreachable
+from projections.tracking import TrackedStore
+
+log = structlog.get_logger("stella.runtime")
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record. A null value (a Kafka tombstone) reads as empty bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One record to publish."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass
+class Outbox:
+    """What a handler decided for a batch; the runtime carries it out in this order.
+
+    `blobs` are made durable first, then `messages` and `dead` letters are published and
+    acknowledged, then `writes` run in order (each writes its rows and its applied position in
+    one batch), then the batch is committed.
+    """
+
+    blobs: list[tuple[str, bytes]] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    dead: list[tuple[Record, DeadLetter]] = field(default_factory=list)
+    writes: list[Callable[[], object]] = field(default_factory=list)
+
+
+def dead_letter(record: Record, error: InvalidInput) -> DeadLetter:
+    return DeadLetter(
+        reason=error.reason,
+        detail=error.detail,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        rejected_at=datetime.now(UTC),
+    )
+
+
+class Publisher(Protocol):
+    """What the runtime needs of a producer (`streams.publisher.BatchPublisher`)."""
+
+    async def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes, Headers]]) -> None:
+        """Send `records`; return once the broker acknowledged every one, else raise."""
+
+
+Handler = Callable[[list[Record]], Outbox]
+BlobSink = Callable[[list[tuple[str, bytes]]], None]
+
+
+class _SeekToTracked(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped here
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.seek_to_tracked(assigned)
+
+
+class Loop(Service):  # type: ignore[misc]  # mode is untyped here
+    """One batch loop, started and stopped with the faust app (`app.add_dependency`)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        topic: str,
+        handler: Handler,
+        publisher: Publisher,
+        dlq_topic: str,
+        consumer_options: dict[str, object],
+        group_id: str | None = None,
+        tracked: Sequence[TrackedStore] = (),
+        blob_sink: BlobSink | None = None,
+        on_batch: Callable[[list[Record]], Awaitable[None]] | None = None,
+        max_records: int = 2000,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.topic = topic
+        self.handler = handler
+        self.publisher = publisher
+        self.dlq_topic = dlq_topic
+        self.consumer_options = consumer_options
+        self.group_id = group_id
+        self.tracked = tuple(tracked)
+        self.blob_sink = blob_sink
+        self.on_batch = on_batch
+        self.max_records = max_records
+        self.consumer: AIOKafkaConsumer | None = None
+        self.condition = "starting"
+        self.error = ""
+        self.batches = 0
+        self.records = 0
+        self.last_batch_at: float | None = None
+        self._failures = 0
+
+    # Lifecycle.
+    async def on_start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            group_id=self.group_id, enable_auto_commit=False, **self.consumer_options
+        )
+        await self.consumer.start()
+        if self.group_id is None:
+            await self._assign_all()
+        else:
+            listener = {"listener": _SeekToTracked(self)} if self.tracked else {}
+            self.consumer.subscribe([self.topic], **listener)
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def _assign_all(self) -> None:
+        assert self.consumer is not None
+        await self.consumer._client.force_metadata_update()
+        partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        self.consumer.assign(tps)
+        self.seek_to_tracked(tps)
+
+    def seek_to_tracked(self, tps: Sequence[TopicPartition]) -> None:
+        """Position each partition right after what every tracked store has applied."""
+        assert self.consumer is not None
+        if not self.tracked:
+            return
+        for tp in tps:
+            offset = min(store.resume_at(tp.partition) for store in self.tracked)
+            self.consumer.seek(tp, offset)
+        log.info(
+            "loop positioned",
+            loop=self.name,
+            positions={tp.partition: min(s.resume_at(tp.partition) for s in self.tracked) for tp in tps},
+        )
+
+    # Health.
+    @property
+    def assigned(self) -> bool:
+        return self.consumer is not None and bool(self.consumer.assignment())
+
+    def status(self) -> dict[str, object]:
+        return {
+            "state": self.condition,
+            "error": self.error,
+            "assigned": self.assigned,
+            "batches": self.batches,
+            "records": self.records,
+            "last_batch_age_s": None
+            if self.last_batch_at is None
+            else round(time.monotonic() - self.last_batch_at, 3),
+        }
+
+    # The loop.
+    async def _run(self) -> None:
+        assert self.consumer is not None
+        consumer = self.consumer
+        while not self.should_stop:
+            fetched: dict[TopicPartition, list[Any]] = {}
+            try:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                if self.condition == "starting" and self.assigned:
+                    self.condition = "running"
+                batch = [
+                    Record(r.topic, r.partition, r.offset, r.key, r.value or b"")
+                    for records in fetched.values()
+                    for r in records
+                ]
+                if not batch:
+                    continue
+                await self._process(batch)
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, Unreachable) as exc:
+                await self._retry_later(exc, fetched)
+            except Exception as exc:  # noqa: BLE001 - anything else stops the service, loudly
+                await self._give_up(exc)
+                return
+
+    async def _process(self, batch: list[Record]) -> None:
+        out = await asyncio.to_thread(self.handler, batch)
+        if out.blobs and self.blob_sink is not None:
+            await asyncio.to_thread(self.blob_sink, out.blobs)
+        await self._publish(out)
+        if out.writes:
+            await asyncio.to_thread(_run_all, out.writes)
+        if self.group_id is not None:
+            assert self.consumer is not None
+            await self.consumer.commit()
+        for record, letter in out.dead:
+            log.warning(
+                "record rejected",
+                loop=self.name,
+                reason=letter.reason,
+                detail=letter.detail[:200],
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        self.batches += 1
+        self.records += len(batch)
+        self.last_batch_at = time.monotonic()
+        self.condition, self.error, self._failures = "running", "", 0
+        if self.on_batch is not None:
+            await self.on_batch(batch)
+
+    async def _publish(self, out: Outbox) -> None:
+        by_topic: dict[str, list[tuple[bytes | None, bytes, Headers]]] = {}
+        for m in out.messages:
+            by_topic.setdefault(m.topic, []).append((m.key, m.value, m.headers))
+        if out.dead:
+            by_topic.setdefault(self.dlq_topic, []).extend(
+                (record.key, record.value, letter.headers()) for record, letter in out.dead
+            )
+        await asyncio.gather(*(self.publisher.publish(topic, rs) for topic, rs in by_topic.items()))
+
+    async def _retry_later(self, exc: Exception, fetched: dict[TopicPartition, list[Any]]) -> None:
+        """Rewind to the failed batch's first records and try again after a pause."""
+        self._failures += 1
+        delay = min(0.5 * 2 ** (self._failures - 1), 30.0)
+        self.condition, self.error = "retrying", str(exc)
+        log.error("batch failed; retrying", loop=self.name, error=str(exc), retry_in=delay)
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        for tp, records in fetched.items():
+            if records and tp in assigned:
+                self.consumer.seek(tp, records[0].offset)
+        await asyncio.sleep(delay)
+
+    async def _give_up(self, exc: Exception) -> None:
+        self.condition, self.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.critical("loop cannot go on; the service stops", loop=self.name, error=self.error, exc_info=exc)
+        await self.crash(exc)
+
+
+def _run_all(writes: list[Callable[[], object]]) -> None:
+    for write in writes:
+        write()

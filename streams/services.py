@@ -1,0 +1,40 @@
+"""The small services object every loop handler takes: stores, storage, topics, limits."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from locker.cas import BlobStore
+from projections.merkle_store import MerkleStore
+from projections.store import IndexStore
+from streams.topics import Topics
+
+
+class RecentIds:
+    """Artifact ids this worker ingested lately, bounded: the index may not have applied their
+    events yet when the same content comes again."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, artifact_id: object) -> bool:
+        return artifact_id in self._ids
+
+    def add_all(self, artifact_ids: Iterable[str]) -> None:
+        for artifact_id in artifact_ids:
+            self._ids[artifact_id] = None
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
+@dataclass
+class Services:
+    topics: Topics
+    blobs: BlobStore
+    index: IndexStore
+    trees: MerkleStore
+    max_content_bytes: int
+    recent: RecentIds = field(default_factory=RecentIds)
