@@ -30,7 +30,7 @@ from projections import proofs
 from projections.merkle_store import MerkleStore
 from projections.proofs import b64
 from streams.anchoring import read_anchors, read_records
-from streams.kafka import assign_all, consumer, fetch_value, producer
+from streams.kafka import consumer, fetch_value, producer, read_to_end
 from streams.topics import Topics
 
 
@@ -122,29 +122,23 @@ class LogRoots:
 
 async def recompute_roots(settings: Settings, wanted: set[tuple[int, int]]) -> LogRoots:
     """Replay `evidence.events` from its start, folding each partition into a frontier."""
-    topic = Topics(settings.topic_prefix).events
     sizes: dict[int, set[int]] = {}
     for partition, size in wanted:
         sizes.setdefault(partition, set()).add(size)
     roots: dict[tuple[int, int], bytes] = {}
-    async with consumer(settings) as c:
-        tps = await assign_all(c, topic)
-        await c.seek_to_beginning(*tps)
-        ends = await c.end_offsets(tps)
-        frontiers = {tp.partition: Frontier() for tp in tps}
-        remaining = {tp for tp in tps if sizes.get(tp.partition) and await c.position(tp) < ends[tp]}
-        while remaining:
-            fetched = await c.getmany(*remaining, timeout_ms=1000, max_records=10000)
-            for tp, records in fetched.items():
-                frontier = frontiers[tp.partition]
-                want = sizes[tp.partition]
-                for record in records:
-                    frontier, _ = frontier.append(merkle.leaf_hash(record.value))
-                    if frontier.size in want:
-                        roots[(tp.partition, frontier.size)] = frontier.root()
-                frontiers[tp.partition] = frontier
-                if records[-1].offset >= ends[tp] - 1 or frontier.size >= max(want):
-                    remaining.discard(tp)
+    frontiers: dict[int, Frontier] = {}
+    async for records in read_to_end(settings, Topics(settings.topic_prefix).events, max_records=10000):
+        for record in records:
+            want = sizes.get(record.partition)
+            frontier = frontiers.get(record.partition, Frontier())
+            if not want or frontier.size >= max(want):
+                continue
+            frontier, _ = frontier.append(merkle.leaf_hash(record.value))
+            frontiers[record.partition] = frontier
+            if frontier.size in want:
+                roots[(record.partition, frontier.size)] = frontier.root()
+        if len(roots) == len(wanted):
+            break
     return LogRoots(roots)
 
 

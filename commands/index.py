@@ -11,49 +11,26 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Callable
 from typing import Any
 
 from commands import service
 from locker.config import Settings
 from locker.errors import InvalidInput
 from locker.events import Event, decode
-from projections.store import Applied, IndexStore, wipe
-from streams.kafka import assign_all, consumer
+from projections.store import IndexStore, wipe
+from streams.kafka import Progress, read_to_end
 from streams.topics import Topics
-
-Progress = Callable[[int, int], None]  # (events done, events total)
 
 
 async def replay(
     settings: Settings, store: IndexStore, *, batch: int = 5000, progress: Progress | None = None
 ) -> int:
     """Apply every event up to the current end of the topic; returns events read."""
+    done = 0
     topic = Topics(settings.topic_prefix).events
-    async with consumer(settings) as c:
-        tps = await assign_all(c, topic)
-        await c.seek_to_beginning(*tps)
-        ends = {tp: off for tp, off in (await c.end_offsets(tps)).items()}
-        starts = await c.beginning_offsets(tps)
-        total = sum(ends[tp] - starts[tp] for tp in tps)
-        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
-        done = 0
-        while remaining:
-            fetched = await c.getmany(*remaining, timeout_ms=1000, max_records=batch)
-            applied: list[Applied] = []
-            for tp, records in fetched.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break
-                    applied.append((tp.partition, record.offset, _decode(record.value)))
-                if records and records[-1].offset >= ends[tp] - 1:
-                    remaining.discard(tp)
-                    c.pause(tp)
-            if applied:
-                store.apply(applied)
-                done += len(applied)
-                if progress:
-                    progress(done, total)
+    async for records in read_to_end(settings, topic, max_records=batch, progress=progress):
+        store.apply([(r.partition, r.offset, _decode(r.value)) for r in records])
+        done += len(records)
     return done
 
 

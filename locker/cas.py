@@ -12,6 +12,7 @@ directory that received a rename is fsynced once (group fsync for the whole batc
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -86,11 +87,16 @@ class BlobStore:
         Raises `IntegrityError` if some data does not hash to its id and `StorageUnavailable` on
         I/O errors; in both cases no temp file of the batch is left behind.
         """
-        todo = [(self.path(artifact_id), artifact_id, data) for artifact_id, data in items]
-        todo = [item for item in todo if not os.path.exists(item[0])]
+        blobs = str(self.blobs)
+        todo: list[tuple[str, str, bytes]] = []
+        for artifact_id, data in items:
+            hexdigest = parse_digest(artifact_id, what="artifact id")[len("sha256:") :]
+            final = f"{blobs}/{hexdigest[:2]}/{hexdigest}"
+            if not os.path.exists(final):
+                todo.append((final, artifact_id, data))
         if not todo:
             return
-        tmps: list[Path] = []
+        tmps: list[str] = []
         try:
             for _, artifact_id, data in todo:
                 tmps.append(self._write_tmp(artifact_id, data, fsync=not self.group_sync))
@@ -102,17 +108,18 @@ class BlobStore:
             if self.group_sync:
                 _syncfs(self.root)  # ... and so is every rename, before anyone hears of them
             else:
-                for folder in {final.parent for final, _, _ in todo}:
-                    _fsync_dir(folder)
+                for folder in {os.path.dirname(final) for final, _, _ in todo}:
+                    _fsync_dir(Path(folder))
         except OSError as exc:
             raise StorageUnavailable(f"cannot write to {self.root}: {exc}") from exc
         finally:
             for tmp in tmps:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
-    def _write_tmp(self, artifact_id: str, data: bytes, *, fsync: bool) -> Path:
+    def _write_tmp(self, artifact_id: str, data: bytes, *, fsync: bool) -> str:
         """Write `data` to a new temp file, checking its digest on the way; fsync if asked."""
-        tmp = self.tmp / f"{artifact_id[7:]}.{os.urandom(8).hex()}.tmp"
+        tmp = f"{self.tmp}/{artifact_id[7:]}.{os.urandom(8).hex()}.tmp"
         hasher = hashlib.sha256()
         view = memoryview(data)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
@@ -129,7 +136,8 @@ class BlobStore:
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
         os.close(fd)
         return tmp

@@ -14,7 +14,6 @@ import uuid
 from datetime import UTC, datetime
 
 import structlog
-from aiokafka import TopicPartition
 
 from locker import anchors, signing
 from locker.anchors import AnchorBody, AnchorCreated, AnchorRecovered, PartitionHead, StoredAnchor
@@ -23,7 +22,7 @@ from locker.errors import InvalidInput, NotFound
 from locker.files import write_durably
 from locker.requests import RecoverAnchor
 from projections.merkle_store import MerkleStore
-from streams.kafka import consumer
+from streams.kafka import read_to_end
 from streams.publisher import BatchPublisher
 from streams.topics import Topics
 
@@ -32,15 +31,9 @@ log = structlog.get_logger("stella.anchors")
 
 async def read_records(settings: Settings) -> list[StoredAnchor]:
     """Every record on `evidence.anchors`, in log order, recovery records included."""
-    tp = TopicPartition(Topics(settings.topic_prefix).anchors, 0)
     out: list[StoredAnchor] = []
-    async with consumer(settings) as c:
-        c.assign([tp])
-        await c.seek_to_beginning(tp)
-        end = (await c.end_offsets([tp]))[tp]
-        while await c.position(tp) < end:
-            for records in (await c.getmany(tp, timeout_ms=1000)).values():
-                out += [StoredAnchor(r.offset, r.value) for r in records if r.offset < end]
+    async for records in read_to_end(settings, Topics(settings.topic_prefix).anchors):
+        out += [StoredAnchor(r.offset, r.value) for r in records]
     return out
 
 

@@ -30,8 +30,9 @@ from projections.store import IndexStore
 from streams import ingest, project
 from streams.anchoring import Anchorer
 from streams.api import install_api
+from streams.kafka import Record
 from streams.publisher import BatchPublisher
-from streams.runtime import Loop, Record, dead_letter
+from streams.runtime import Loop, dead_letter
 from streams.services import Services
 from streams.topics import Topics
 
@@ -87,6 +88,7 @@ def create_app(
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        max_batch_size=1 << 20,  # a batch of events is one produce request per partition, not 50
         max_request_size=max_message_bytes(settings.max_content_bytes),
     )
     app.add_dependency(publisher)

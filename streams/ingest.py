@@ -18,7 +18,8 @@ from locker import submissions
 from locker.dlq import DeadLetter
 from locker.errors import InvalidInput
 from locker.events import ArtifactIngested, ArtifactResubmitted, Event, IngestRejected, encode
-from streams.runtime import Message, Outbox, Record, dead_letter
+from streams.kafka import Record
+from streams.runtime import Message, Outbox, dead_letter
 from streams.services import Services
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -74,6 +75,60 @@ async def consumer(settings: Settings, **overrides: object) -> AsyncIterator[AIO
             yield client
         finally:
             await client.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record. A null value (a Kafka tombstone) reads as empty bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+Progress = Callable[[int, int], None]  # (records read, records in all)
+
+
+async def read_to_end(
+    settings: Settings,
+    topic: str,
+    *,
+    starts: Mapping[int, int] | None = None,
+    max_records: int = 5000,
+    progress: Progress | None = None,
+) -> AsyncIterator[list[Record]]:
+    """Every record of `topic` from `starts` (default: each partition's beginning) to the end
+    offsets as they are when called, in batches; each partition's records in offset order."""
+    async with consumer(settings) as c:
+        tps = await assign_all(c, topic)
+        if not tps:
+            return
+        firsts = await c.beginning_offsets(tps)
+        ends = await c.end_offsets(tps)
+        begin = {tp: max(firsts[tp], (starts or {}).get(tp.partition, 0)) for tp in tps}
+        for tp in tps:
+            c.seek(tp, begin[tp])
+        remaining = {tp for tp in tps if begin[tp] < ends[tp]}
+        total, done = sum(max(ends[tp] - begin[tp], 0) for tp in tps), 0
+        while remaining:
+            fetched = await c.getmany(*remaining, timeout_ms=1000, max_records=max_records)
+            batch: list[Record] = []
+            for tp, records in fetched.items():
+                batch += [
+                    Record(r.topic, r.partition, r.offset, r.key, r.value or b"")
+                    for r in records
+                    if r.offset < ends[tp]
+                ]
+                if records and records[-1].offset >= ends[tp] - 1:
+                    remaining.discard(tp)
+                    c.pause(tp)
+            if batch:
+                done += len(batch)
+                if progress is not None:
+                    progress(done, total)
+                yield batch
 
 
 async def create_topics(settings: Settings) -> list[str]:

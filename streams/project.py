@@ -12,7 +12,8 @@ from functools import partial
 from locker.errors import InvalidInput
 from locker.events import Event, decode
 from projections.store import Applied
-from streams.runtime import Outbox, Record, dead_letter
+from streams.kafka import Record
+from streams.runtime import Outbox, dead_letter
 from streams.services import Services
 
 

@@ -20,8 +20,10 @@ with the loop's name and crashes the service, which exits non-zero. `status()` f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -29,26 +31,17 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
 from locker.dlq import DeadLetter
 from locker.errors import InvalidInput, Unreachable
 from projections.tracking import TrackedStore
+from streams.kafka import Record
 
 log = structlog.get_logger("stella.runtime")
 
 Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed record. A null value (a Kafka tombstone) reads as empty bytes."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +86,11 @@ class Publisher(Protocol):
     async def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes, Headers]]) -> None:
         """Send `records`; return once the broker acknowledged every one, else raise."""
 
+
+# Batches carried out at once behind the one being decided.
+DEPTH = 2
+# The stages of a batch, timed (wall seconds) for /healthz and /metrics.
+STAGES = ("decide", "blobs", "publish", "writes", "commit")
 
 Handler = Callable[[list[Record]], Outbox]
 BlobSink = Callable[[list[tuple[str, bytes]]], None]
@@ -145,6 +143,8 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         self.batches = 0
         self.records = 0
         self.last_batch_at: float | None = None
+        self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self._blob_turn = asyncio.Lock()
         self._failures = 0
 
     # Lifecycle.
@@ -198,15 +198,19 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
             "assigned": self.assigned,
             "batches": self.batches,
             "records": self.records,
+            "stage_seconds": {stage: round(t, 3) for stage, t in self.seconds.items()},
             "last_batch_age_s": None
             if self.last_batch_at is None
             else round(time.monotonic() - self.last_batch_at, 3),
         }
 
-    # The loop.
+    # The loop as a pipeline: while batch N is published and applied, batch N+1's blobs are made
+    # durable and batch N+2 is fetched and decided, so disk, broker and CPU work overlap. Each
+    # stage keeps batch order: blobs one batch at a time, publishing only after the batch before.
     async def _run(self) -> None:
         assert self.consumer is not None
         consumer = self.consumer
+        in_flight: deque[_InFlight] = deque()
         while not self.should_stop:
             fetched: dict[TopicPartition, list[Any]] = {}
             try:
@@ -218,27 +222,55 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
                     for records in fetched.values()
                     for r in records
                 ]
+                while in_flight and (in_flight[0].task.done() or not batch or len(in_flight) >= DEPTH):
+                    await in_flight[0].task  # raises what carrying it out raised
+                    in_flight.popleft()
                 if not batch:
                     continue
-                await self._process(batch)
+                with self._timed("decide"):
+                    out = await asyncio.to_thread(self.handler, batch)
+                before = in_flight[-1].task if in_flight else None
+                task = asyncio.ensure_future(self._carry_out(batch, out, fetched, before))
+                in_flight.append(_InFlight(fetched, task))
             except asyncio.CancelledError:
                 raise
             except (KafkaError, Unreachable) as exc:
-                await self._retry_later(exc, fetched)
+                unsettled = [item.task for item in in_flight]
+                await asyncio.gather(*unsettled, return_exceptions=True)  # settle before rewinding
+                await self._retry_later(exc, [item.fetched for item in in_flight] + [fetched])
+                in_flight.clear()
             except Exception as exc:  # noqa: BLE001 - anything else stops the service, loudly
                 await self._give_up(exc)
                 return
 
-    async def _process(self, batch: list[Record]) -> None:
-        out = await asyncio.to_thread(self.handler, batch)
+    async def _carry_out(
+        self,
+        batch: list[Record],
+        out: Outbox,
+        fetched: dict[TopicPartition, list[Any]],
+        before: asyncio.Future[None] | None,
+    ) -> None:
         if out.blobs and self.blob_sink is not None:
-            await asyncio.to_thread(self.blob_sink, out.blobs)
-        await self._publish(out)
+            async with self._blob_turn:
+                with self._timed("blobs"):
+                    await asyncio.to_thread(self.blob_sink, out.blobs)
+        if before is not None:
+            await before  # publish, apply and commit in batch order; a failure before fails this too
+        with self._timed("publish"):
+            await self._publish(out)
         if out.writes:
-            await asyncio.to_thread(_run_all, out.writes)
+            with self._timed("writes"):
+                await asyncio.to_thread(_run_all, out.writes)
         if self.group_id is not None:
             assert self.consumer is not None
-            await self.consumer.commit()
+            with self._timed("commit"):
+                await self.consumer.commit(
+                    {
+                        tp: OffsetAndMetadata(records[-1].offset + 1, "")
+                        for tp, records in fetched.items()
+                        if records
+                    }
+                )
         for record, letter in out.dead:
             log.warning(
                 "record rejected",
@@ -256,6 +288,14 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         if self.on_batch is not None:
             await self.on_batch(batch)
 
+    @contextlib.contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
     async def _publish(self, out: Outbox) -> None:
         by_topic: dict[str, list[tuple[bytes | None, bytes, Headers]]] = {}
         for m in out.messages:
@@ -266,23 +306,36 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
             )
         await asyncio.gather(*(self.publisher.publish(topic, rs) for topic, rs in by_topic.items()))
 
-    async def _retry_later(self, exc: Exception, fetched: dict[TopicPartition, list[Any]]) -> None:
-        """Rewind to the failed batch's first records and try again after a pause."""
+    async def _retry_later(self, exc: Exception, in_flight: list[dict[TopicPartition, list[Any]]]) -> None:
+        """Rewind to the first record of every batch not carried out and try again after a pause."""
         self._failures += 1
         delay = min(0.5 * 2 ** (self._failures - 1), 30.0)
         self.condition, self.error = "retrying", str(exc)
         log.error("batch failed; retrying", loop=self.name, error=str(exc), retry_in=delay)
         assert self.consumer is not None
+        starts: dict[TopicPartition, int] = {}
+        for fetched in in_flight:
+            for tp, records in fetched.items():
+                if records:
+                    starts[tp] = min(records[0].offset, starts.get(tp, records[0].offset))
         assigned = self.consumer.assignment()
-        for tp, records in fetched.items():
-            if records and tp in assigned:
-                self.consumer.seek(tp, records[0].offset)
+        for tp, offset in starts.items():
+            if tp in assigned:
+                self.consumer.seek(tp, offset)
         await asyncio.sleep(delay)
 
     async def _give_up(self, exc: Exception) -> None:
         self.condition, self.error = "failed", f"{type(exc).__name__}: {exc}"
         log.critical("loop cannot go on; the service stops", loop=self.name, error=self.error, exc_info=exc)
         await self.crash(exc)
+
+
+@dataclass
+class _InFlight:
+    """A batch being carried out, and what was fetched for it (to rewind to on failure)."""
+
+    fetched: dict[TopicPartition, list[Any]]
+    task: asyncio.Future[None]
 
 
 def _run_all(writes: list[Callable[[], object]]) -> None:

@@ -70,7 +70,7 @@ def test_broker_restart_during_ingest(locker_env: dict[str, str], tmp_path, monk
         asyncio.run(create_topics(settings))
         service.start(settings)
         try:
-            data = payloads(4000, size=2048)
+            data = payloads(30000, size=1024)  # enough that the outage lands mid-ingest
             topic = Topics(settings.topic_prefix).submissions
             asyncio.run(produce(settings, topic, [(digest_of(d).encode(), submission(d)) for d in data]))
             wait_for(lambda: index_count(settings) >= 200, what="ingest to get going")
