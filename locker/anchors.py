@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from locker import merkle, signing
+from locker.decoding import Decoder
 from locker.errors import IntegrityError, InvalidInput, NotFound
 
 
@@ -68,18 +69,15 @@ class AnchorRecovered(msgspec.Struct, frozen=True, kw_only=True, tag="anchor.rec
 
 
 _encoder = msgspec.json.Encoder(order="sorted")
-_decoder = msgspec.json.Decoder(AnchorCreated)
-_any_decoder: msgspec.json.Decoder[AnchorCreated | AnchorRecovered] = msgspec.json.Decoder(
-    AnchorCreated | AnchorRecovered
+_decoder: Decoder[AnchorCreated] = Decoder(AnchorCreated, "anchor")
+_any_decoder: Decoder[AnchorCreated | AnchorRecovered] = Decoder(
+    AnchorCreated | AnchorRecovered, "anchor record"
 )
 
 
-def decode_record(raw: bytes) -> AnchorCreated | AnchorRecovered:
-    """Any record of `evidence.anchors`."""
-    try:
-        return _any_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("invalid-anchor", f"not an anchor record: {exc}") from None
+def decode_record(raw: bytes | None) -> AnchorCreated | AnchorRecovered:
+    """Any record of `evidence.anchors`. Raises `InvalidInput` (reasons: `locker.decoding`)."""
+    return _any_decoder.decode(raw)
 
 
 def encode_recovery(recovery: AnchorRecovered) -> bytes:
@@ -95,8 +93,8 @@ def effective_chain(stored: Sequence[StoredAnchor]) -> tuple[list[StoredAnchor],
     anchors_only: list[StoredAnchor] = []
     for item in stored:
         try:
-            value = _any_decoder.decode(item.raw)
-        except msgspec.DecodeError:
+            value = decode_record(item.raw)
+        except InvalidInput:
             anchors_only.append(item)  # not decodable: verification reports it
             continue
         if isinstance(value, AnchorRecovered):
@@ -115,11 +113,9 @@ def encode(anchor: AnchorCreated) -> bytes:
     return _encoder.encode(anchor)
 
 
-def decode(raw: bytes) -> AnchorCreated:
-    try:
-        return _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("invalid-anchor", f"not an anchor record: {exc}") from None
+def decode(raw: bytes | None) -> AnchorCreated:
+    """An `anchor.created` record. Raises `InvalidInput` (reasons: `locker.decoding`)."""
+    return _decoder.decode(raw)
 
 
 def anchor_id(raw: bytes) -> str:

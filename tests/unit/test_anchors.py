@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from locker import anchors, merkle, signing
 from locker.anchors import AnchorBody, PartitionHead, StoredAnchor
@@ -163,3 +167,67 @@ def test_a_recovery_record_substitutes_the_damaged_anchor() -> None:
     assert [s.raw for s in effective] == [s.raw for s in chain]
     assert repaired == [{"offset": 1, "damaged": damaged.id, "recovered": good.id}]
     assert check(effective) == []
+
+
+def test_a_checkpoint_note_that_is_not_base64_is_a_finding() -> None:
+    chain = good_chain()
+    record = json.loads(chain[-1].raw)
+    record["checkpoints"][0] = record["checkpoints"][0].rsplit(" ", 1)[0] + " !not-base64!\n"
+    chain[-1] = StoredAnchor(2, json.dumps(record).encode())
+    found = check(chain)
+    assert ("checkpoint", 2) in {(f.check, f.sequence) for f in found}
+    assert all(f.check in {"checkpoint", "link"} for f in found)
+
+
+b64 = st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode())
+heads = st.fixed_dictionaries(
+    {
+        "partition": st.integers(0, 1),
+        "tree_size": st.integers(-2, 50) | st.integers(min_value=0, max_value=10**30),
+        "root": b64,
+        "last_offset": st.integers(),
+    }
+)
+bodies = st.fixed_dictionaries(
+    {
+        "chain_id": st.sampled_from(["c1", "c2"]),
+        "sequence": st.integers(-1, 4),
+        "previous": b64,
+        "created_at": st.just("2026-01-01T00:00:00Z"),
+        "origin": st.sampled_from(["stella.test/events", ""]),
+        "partitions": st.lists(heads, max_size=3),
+    },
+    optional={"previous_chain": st.sampled_from(["c1", "x"]), "previous_chain_anchor": st.text(max_size=8)},
+)
+notes = st.one_of(
+    st.text(max_size=30),
+    st.builds(
+        lambda text, sig: f"{text}\n\n\u2014 {KEY.name} {sig}\n",
+        st.text(max_size=20),
+        st.text(max_size=12) | b64,
+    ),
+)
+hostile_records = st.one_of(
+    st.binary(max_size=40),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["anchor.created", "anchor.recovered"]),
+            "body": bodies,
+            "key_name": st.sampled_from([KEY.name, "other"]),
+            "signature": b64,
+            "checkpoints": st.lists(notes, max_size=3),
+        }
+    ).map(lambda record: json.dumps(record).encode()),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(hostile_records, max_size=3), st.data())
+def test_verifying_hostile_records_only_ever_gives_findings(
+    records: list[bytes], data: st.DataObject
+) -> None:
+    good = [item.raw for item in good_chain()]
+    mixed = data.draw(st.permutations([*records, *good]))
+    found = check([StoredAnchor(offset, raw) for offset, raw in enumerate(mixed)])
+    checks = {"signature", "checkpoint", "link", "sequence", "monotonic", "consistency", "root", "decode"}
+    assert {f.check for f in found} <= checks
