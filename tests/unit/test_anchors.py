@@ -7,12 +7,15 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
+import msgspec
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from locker import anchors, merkle, signing
 from locker.anchors import AnchorBody, PartitionHead, StoredAnchor
+from locker.errors import InvalidInput
 from locker.merkle import Frontier
 
 KEY = signing.Signer("stella.test/anchors", Ed25519PrivateKey.generate())
@@ -171,12 +174,10 @@ def test_a_recovery_record_substitutes_the_damaged_anchor() -> None:
 
 def test_a_checkpoint_note_that_is_not_base64_is_a_finding() -> None:
     chain = good_chain()
-    record = json.loads(chain[-1].raw)
-    record["checkpoints"][0] = record["checkpoints"][0].rsplit(" ", 1)[0] + " !not-base64!\n"
-    chain[-1] = StoredAnchor(2, json.dumps(record).encode())
-    found = check(chain)
-    assert ("checkpoint", 2) in {(f.check, f.sequence) for f in found}
-    assert all(f.check in {"checkpoint", "link"} for f in found)
+    signature = anchors.decode(chain[-1].raw).checkpoints[0].rsplit(" ", 1)[1].strip()
+    chain[-1] = StoredAnchor(2, chain[-1].raw.replace(signature.encode(), b"!not-base64!", 1))
+    [finding] = check(chain)
+    assert (finding.check, finding.sequence) == ("checkpoint", 2) and "not base64" in finding.detail
 
 
 b64 = st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode())
@@ -231,3 +232,54 @@ def test_verifying_hostile_records_only_ever_gives_findings(
     found = check([StoredAnchor(offset, raw) for offset, raw in enumerate(mixed)])
     checks = {"signature", "checkpoint", "link", "sequence", "monotonic", "consistency", "root", "decode"}
     assert {f.check for f in found} <= checks
+
+
+def test_a_body_is_encoded_once_and_stored_as_signed() -> None:
+    b = body("c1", 0, b"", (10, 5))
+    anchor = anchors.sign(b, KEY)
+    signed = msgspec.json.Encoder(order="sorted").encode(b)
+    assert bytes(anchor.signed) == signed and KEY.verifier.verify(signed, anchor.signature)
+    raw = anchors.encode(anchor)
+    assert raw.startswith(b'{"body":' + signed + b',"checkpoints":')
+    assert anchor.body == b and anchors.decode(raw).body == b
+    assert anchors.encode(anchors.decode(raw)) == raw
+
+
+def test_the_signature_covers_the_body_bytes_as_stored_not_what_they_decode_to() -> None:
+    chain = good_chain()
+    reformatted = chain[-1].raw.replace(b'{"body":{"chain_id":', b'{"body":{ "chain_id":', 1)
+    assert anchors.decode(reformatted).body == anchors.decode(chain[-1].raw).body
+    [finding] = anchors.check_anchor(anchors.decode(reformatted), "x", KEY.verifier)
+    assert finding.check == "signature"
+
+
+@pytest.mark.parametrize(
+    "body_json", [b"5", b"{}", b'{"chain_id":"c1"}', b'{"chain_id":5,"sequence":0}', b"[1]"]
+)
+def test_a_body_that_is_not_an_anchor_body_is_schema_invalid(body_json: bytes) -> None:
+    raw = anchors.encode(anchors.sign(body("c1", 0, b"", (10, 5)), KEY))
+    broken = b'{"body":' + body_json + raw[raw.index(b',"checkpoints":') :]
+    for decode in (anchors.decode, anchors.decode_record):
+        with pytest.raises(InvalidInput) as info:
+            decode(broken)
+        assert info.value.reason == "schema-invalid"
+    assert anchors.decoded([StoredAnchor(0, broken)]) == []
+    assert [f.check for f in check([StoredAnchor(0, broken)])] == ["decode"]
+
+
+def test_a_previous_hash_of_the_wrong_size_is_named() -> None:
+    chain = good_chain()
+    chain = append(chain, body("c1", 3, link(chain)[:5], (40, 25)))
+    found = check(chain)
+    assert ("link", "previous is 5 bytes, a SHA-256 hash is 32") in {(f.check, f.detail) for f in found}
+    assert {(f.check, f.sequence) for f in found} == {("link", 3)}
+
+
+def test_a_root_of_the_wrong_size_is_named() -> None:
+    chain = good_chain()
+    good = body("c1", 3, link(chain), (40, 25))
+    short = PartitionHead(partition=0, tree_size=40, root=TREES.head(0, 40).root[:31], last_offset=39)
+    chain = append(chain, msgspec.structs.replace(good, partitions=(short, TREES.head(1, 25))))
+    found = {(f.check, f.detail) for f in check(chain)}
+    assert ("root", "partition 0: root is 31 bytes, a SHA-256 hash is 32") in found
+    assert ("consistency", "partition 0: invalid-proof: new root is 31 bytes, a SHA-256 hash is 32") in found
