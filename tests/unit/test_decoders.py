@@ -127,22 +127,37 @@ tagged_texts = st.builds(
     st.sampled_from(TAGS),
     st.lists(st.tuples(json_keys, json_texts), max_size=6),
 )
+CLOSERS = {"[": "]", '{"a":': "}"}
 deep_texts = st.builds(
-    lambda depth, opener, where: where.replace("DEEP", opener * depth + "1" + _closer(opener) * depth),
+    lambda depth, opener, where: where.replace("DEEP", opener * depth + "1" + CLOSERS[opener] * depth),
     st.integers(min_value=500, max_value=5000),
-    st.sampled_from(["[", '{"a":']),
+    st.sampled_from(sorted(CLOSERS)),
     st.sampled_from(
         ["DEEP", '{"type":"artifact","content":"","x":DEEP}', '{"x":DEEP,"type":"anchor.create"}']
     ),
 )
+# Arbitrary JSON values as an encoder writes them (NaN and Infinity included, which are not JSON).
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=-(10**450), max_value=10**450),
+        st.floats(),
+        st.text(max_size=12),
+    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
 
 
-def _closer(opener: str) -> str:
-    return "]" if opener == "[" else "}"
+def encoded(value: object, ascii_only: bool) -> bytes:
+    return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
 
 
 any_bytes = st.one_of(
     st.binary(max_size=64),
+    st.builds(encoded, json_values, st.booleans()),
     json_texts.map(str.encode),
     tagged_texts.map(str.encode),
     deep_texts.map(str.encode),
