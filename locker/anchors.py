@@ -5,6 +5,10 @@ offset of its RFC 6962 tree; the SHA-256 of the anchor record before it (`previo
 sequence number and the creation time. The body is signed (Ed25519 over its canonical bytes),
 and each partition head is also a C2SP checkpoint note signed by the same key. The anchor id is
 `sha256:` + SHA-256 of the whole record value as stored on `evidence.anchors`.
+
+The record keeps the signed body's bytes exactly as they were signed, and the signature is
+checked over those bytes, never over a re-encoding of the decoded body: a body written by a
+newer schema (more fields) still verifies, and so does every old one after `AnchorBody` grows.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import msgspec
 
 from locker import merkle, signing
+from locker.decoding import Decoder
 from locker.errors import IntegrityError, InvalidInput, NotFound
 
 
@@ -44,13 +50,26 @@ class AnchorBody(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: int = 1
 
 
-class AnchorCreated(msgspec.Struct, frozen=True, kw_only=True, tag="anchor.created", tag_field="type"):
-    body: AnchorBody
+_bodies: Decoder[AnchorBody] = Decoder(AnchorBody, "anchor body")
+
+
+class AnchorCreated(
+    msgspec.Struct, frozen=True, kw_only=True, tag="anchor.created", tag_field="type", dict=True
+):
+    """A signed anchor. `signed` is its body as stored (JSON field `body`): the exact bytes that
+    `signature` covers; `body` is what they decode to."""
+
+    signed: msgspec.Raw = msgspec.field(name="body")
     key_name: str
     signature: bytes
     checkpoints: tuple[str, ...]
     correlation_id: str = ""
     schema_version: int = 1
+
+    @cached_property
+    def body(self) -> AnchorBody:
+        """The signed body, decoded (`decode` checks that it decodes). Raises `InvalidInput`."""
+        return _bodies.decode(bytes(self.signed))
 
 
 class AnchorRecovered(msgspec.Struct, frozen=True, kw_only=True, tag="anchor.recovered", tag_field="type"):
@@ -68,18 +87,16 @@ class AnchorRecovered(msgspec.Struct, frozen=True, kw_only=True, tag="anchor.rec
 
 
 _encoder = msgspec.json.Encoder(order="sorted")
-_decoder = msgspec.json.Decoder(AnchorCreated)
-_any_decoder: msgspec.json.Decoder[AnchorCreated | AnchorRecovered] = msgspec.json.Decoder(
-    AnchorCreated | AnchorRecovered
+_decoder: Decoder[AnchorCreated] = Decoder(AnchorCreated, "anchor")
+_any_decoder: Decoder[AnchorCreated | AnchorRecovered] = Decoder(
+    AnchorCreated | AnchorRecovered, "anchor record"
 )
 
 
-def decode_record(raw: bytes) -> AnchorCreated | AnchorRecovered:
-    """Any record of `evidence.anchors`."""
-    try:
-        return _any_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("invalid-anchor", f"not an anchor record: {exc}") from None
+def decode_record(raw: bytes | None) -> AnchorCreated | AnchorRecovered:
+    """Any record of `evidence.anchors`. Raises `InvalidInput` (reasons: `locker.decoding`)."""
+    record = _any_decoder.decode(raw)
+    return _with_body(record) if isinstance(record, AnchorCreated) else record
 
 
 def encode_recovery(recovery: AnchorRecovered) -> bytes:
@@ -95,8 +112,8 @@ def effective_chain(stored: Sequence[StoredAnchor]) -> tuple[list[StoredAnchor],
     anchors_only: list[StoredAnchor] = []
     for item in stored:
         try:
-            value = _any_decoder.decode(item.raw)
-        except msgspec.DecodeError:
+            value = decode_record(item.raw)
+        except InvalidInput:
             anchors_only.append(item)  # not decodable: verification reports it
             continue
         if isinstance(value, AnchorRecovered):
@@ -115,11 +132,15 @@ def encode(anchor: AnchorCreated) -> bytes:
     return _encoder.encode(anchor)
 
 
-def decode(raw: bytes) -> AnchorCreated:
-    try:
-        return _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("invalid-anchor", f"not an anchor record: {exc}") from None
+def decode(raw: bytes | None) -> AnchorCreated:
+    """An `anchor.created` record. Raises `InvalidInput` (reasons: `locker.decoding`)."""
+    return _with_body(_decoder.decode(raw))
+
+
+def _with_body(anchor: AnchorCreated) -> AnchorCreated:
+    """`anchor`, once its signed body has decoded (and is cached as `anchor.body`)."""
+    _ = anchor.body
+    return anchor
 
 
 def anchor_id(raw: bytes) -> str:
@@ -132,6 +153,9 @@ def origin_of(origin: str, partition: int) -> str:
 
 
 def sign(body: AnchorBody, signer: signing.Signer, correlation_id: str = "") -> AnchorCreated:
+    """`body` signed by `signer`: its canonical bytes, the signature over them, and a signed
+    checkpoint per partition."""
+    signed = _encoder.encode(body)
     checkpoints = tuple(
         signing.sign_note(
             signing.checkpoint_text(origin_of(body.origin, head.partition), head.tree_size, head.root), signer
@@ -139,9 +163,9 @@ def sign(body: AnchorBody, signer: signing.Signer, correlation_id: str = "") -> 
         for head in body.partitions
     )
     return AnchorCreated(
-        body=body,
+        signed=msgspec.Raw(signed),
         key_name=signer.name,
-        signature=signer.sign(_encoder.encode(body)),
+        signature=signer.sign(signed),
         checkpoints=checkpoints,
         correlation_id=correlation_id,
     )
@@ -177,12 +201,13 @@ class StoredAnchor:
 
 
 def check_anchor(anchor: AnchorCreated, aid: str, verifier: signing.Verifier) -> list[Finding]:
-    """Signature and checkpoint checks of one anchor on its own."""
+    """Signature, checkpoint and hash-size checks of one anchor on its own.
+
+    The signature is checked over the body's bytes as stored.
+    """
     seq = anchor.body.sequence
-    found = []
-    if anchor.key_name != verifier.name or not verifier.verify(
-        _encoder.encode(anchor.body), anchor.signature
-    ):
+    found = _malformed_hashes(aid, anchor.body)
+    if anchor.key_name != verifier.name or not verifier.verify(bytes(anchor.signed), anchor.signature):
         found.append(Finding(aid, seq, "signature", f"not signed by {verifier.vkey}"))
     if len(anchor.checkpoints) != len(anchor.body.partitions):
         found.append(Finding(aid, seq, "checkpoint", "one checkpoint per partition expected"))
@@ -199,6 +224,19 @@ def check_anchor(anchor: AnchorCreated, aid: str, verifier: signing.Verifier) ->
             found.append(
                 Finding(aid, seq, "checkpoint", f"partition {head.partition}: note differs from the anchor")
             )
+    return found
+
+
+def _malformed_hashes(aid: str, body: AnchorBody) -> list[Finding]:
+    """A finding for `previous` (unless empty) and each root that is not a SHA-256 hash."""
+    named = [("link", "previous", body.previous)] if body.previous else []
+    named += [("root", f"partition {head.partition}: root", head.root) for head in body.partitions]
+    found = []
+    for check, what, value in named:
+        try:
+            merkle.require_hash(value, what)
+        except merkle.ProofError as exc:
+            found.append(Finding(aid, body.sequence, check, exc.detail))
     return found
 
 

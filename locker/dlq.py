@@ -6,11 +6,25 @@ Headers (UTF-8): `stella.reason`, `stella.detail`, `stella.source.topic`,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
 
+from locker.decoding import Decoder
+from locker.errors import InvalidInput
+
 Headers = list[tuple[str, bytes]]
+
+# Header name -> DeadLetter field.
+_FIELD_OF = {
+    "stella.reason": "reason",
+    "stella.detail": "detail",
+    "stella.source.topic": "source_topic",
+    "stella.source.partition": "source_partition",
+    "stella.source.offset": "source_offset",
+    "stella.rejected_at": "rejected_at",
+}
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,23 +36,29 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     rejected_at: datetime
 
     def headers(self) -> Headers:
-        return [
-            ("stella.reason", self.reason.encode()),
-            ("stella.detail", self.detail.encode()),
-            ("stella.source.topic", self.source_topic.encode()),
-            ("stella.source.partition", str(self.source_partition).encode()),
-            ("stella.source.offset", str(self.source_offset).encode()),
-            ("stella.rejected_at", self.rejected_at.isoformat().encode()),
-        ]
+        return [(name, _header_value(getattr(self, field))) for name, field in _FIELD_OF.items()]
 
     @classmethod
-    def from_headers(cls, headers: Headers) -> DeadLetter:
-        h = {name: value.decode() for name, value in headers}
-        return cls(
-            reason=h["stella.reason"],
-            detail=h["stella.detail"],
-            source_topic=h["stella.source.topic"],
-            source_partition=int(h["stella.source.partition"]),
-            source_offset=int(h["stella.source.offset"]),
-            rejected_at=datetime.fromisoformat(h["stella.rejected_at"]),
-        )
+    def from_headers(cls, headers: Sequence[tuple[str, bytes | None]]) -> DeadLetter:
+        """The dead letter that a record's headers describe (anyone who may write to the topic
+        may have written them). Raises `InvalidInput`: `undecodable` for a header that is not
+        UTF-8, `schema-invalid` for one that is missing or malformed.
+        """
+        fields: dict[str, str] = {}
+        for name, value in headers:
+            if name not in _FIELD_OF or value is None:
+                continue
+            try:
+                fields[_FIELD_OF[name]] = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(
+                    "undecodable", f"header {name} is not UTF-8 (at byte {exc.start})"
+                ) from None
+        return _letters.convert(fields, strict=False)
+
+
+_letters: Decoder[DeadLetter] = Decoder(DeadLetter, "dead letter")
+
+
+def _header_value(value: object) -> bytes:
+    return (value.isoformat() if isinstance(value, datetime) else str(value)).encode()

@@ -7,7 +7,8 @@ O(log n) of them; verification needs nothing but the proof.
 
 Computing a root from a proof is kept apart from comparing it: `root_from_inclusion_proof` and
 `roots_from_consistency_proof` compute, `verify_inclusion` and `verify_consistency` compare and
-raise `RootMismatch` carrying the expected and the calculated hash.
+raise `RootMismatch` carrying the expected and the calculated hash. All four refuse a hash that
+is not `HASH_SIZE` bytes with `ProofError` rather than hashing or comparing it.
 """
 
 from __future__ import annotations
@@ -72,10 +73,22 @@ class RootMismatch(IntegrityError):
 
 
 class ProofError(InvalidInput):
-    """A proof that is malformed for the sizes it claims (wrong length, bad indices)."""
+    """A proof that is malformed for the sizes it claims (wrong length, bad indices), or a hash
+    given to a verifier that is not `HASH_SIZE` bytes."""
 
     def __init__(self, detail: str) -> None:
         super().__init__("invalid-proof", detail)
+
+
+def require_hash(value: bytes, what: str) -> None:
+    """Raise `ProofError` unless `value` is a SHA-256 hash (`HASH_SIZE` bytes); `what` names it."""
+    if len(value) != HASH_SIZE:
+        raise ProofError(f"{what} is {len(value)} bytes, a SHA-256 hash is {HASH_SIZE}")
+
+
+def _require_hashes(proof: Sequence[bytes], what: str) -> None:
+    for position, value in enumerate(proof):
+        require_hash(value, f"{what} element {position}")
 
 
 def split_point(size: int) -> int:
@@ -152,10 +165,13 @@ def consistency_proof(nodes: NodeReader, old_size: int, new_size: int) -> list[b
 def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """The root that `proof` implies for leaf hash `leaf` at `index` in a tree of `size`.
 
-    RFC 9162 §2.1.3.2. Raises `ProofError` if the proof has the wrong shape.
+    RFC 9162 §2.1.3.2. Preconditions: 0 <= index < size, `leaf` and every proof element are
+    `HASH_SIZE` bytes. Raises `ProofError` if they do not hold or the proof has the wrong shape.
     """
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is outside a tree of size {size}")
+    require_hash(leaf, "leaf hash")
+    _require_hashes(proof, "inclusion proof")
     fn, sn, root = index, size - 1, leaf
     for sibling in proof:
         if sn == 0:
@@ -173,7 +189,11 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
-    """Raise `RootMismatch` (or `ProofError`) unless `proof` proves `leaf` in `root`."""
+    """Raise `RootMismatch` (or `ProofError`) unless `proof` proves `leaf` in `root`.
+
+    Preconditions as `root_from_inclusion_proof`, and `root` is `HASH_SIZE` bytes.
+    """
+    require_hash(root, "root")
     calculated = root_from_inclusion_proof(index, size, leaf, proof)
     if calculated != root:
         raise RootMismatch(f"inclusion of leaf {index} in tree of size {size}", root, calculated)
@@ -184,10 +204,13 @@ def roots_from_consistency_proof(
 ) -> tuple[bytes, bytes]:
     """(old root, new root) as implied by `proof` (RFC 9162 §2.1.4.2).
 
-    Precondition: 0 < old_size <= new_size. Raises `ProofError` if the proof has the wrong shape.
+    Preconditions: 0 < old_size <= new_size, `old_root` and every proof element are `HASH_SIZE`
+    bytes. Raises `ProofError` if they do not hold or the proof has the wrong shape.
     """
     if not 0 < old_size <= new_size:
         raise ProofError(f"no consistency proof from size {old_size} to size {new_size}")
+    require_hash(old_root, "old root")
+    _require_hashes(proof, "consistency proof")
     if old_size == new_size:
         if proof:
             raise ProofError("a proof between equal sizes must be empty")
@@ -217,7 +240,11 @@ def roots_from_consistency_proof(
 def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> None:
-    """Raise `RootMismatch` (or `ProofError`) unless the tree of `new_size` extends the old one."""
+    """Raise `RootMismatch` (or `ProofError`) unless the tree of `new_size` extends the old one.
+
+    Preconditions as `roots_from_consistency_proof`, and `new_root` is `HASH_SIZE` bytes.
+    """
+    require_hash(new_root, "new root")
     calc_old, calc_new = roots_from_consistency_proof(old_size, new_size, old_root, proof)
     if calc_old != old_root:
         raise RootMismatch(f"old root of size {old_size}", old_root, calc_old)

@@ -12,7 +12,7 @@ from typing import Union
 
 import msgspec
 
-from locker.errors import InvalidInput
+from locker.decoding import Decoder
 
 
 class CreateAnchor(
@@ -50,7 +50,7 @@ class RecoverAnchor(
 
 Command = Union[CreateAnchor, RecoverAnchor]  # noqa: UP007 - a runtime alias msgspec reads
 _encoder = msgspec.json.Encoder(order="sorted")
-_decoder: msgspec.json.Decoder[CreateAnchor | RecoverAnchor] = msgspec.json.Decoder(Command)  # type: ignore[arg-type]
+_decoder: Decoder[CreateAnchor | RecoverAnchor] = Decoder(Command, "command")
 
 
 def new_id() -> str:
@@ -80,8 +80,9 @@ def encode(command: CreateAnchor | RecoverAnchor) -> bytes:
     return _encoder.encode(command)
 
 
-def decode(raw: bytes) -> CreateAnchor | RecoverAnchor:
-    try:
-        return _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("invalid-command", str(exc)) from None
+def decode(raw: bytes | None) -> CreateAnchor | RecoverAnchor:
+    """A command record value (None for a null value).
+
+    Raises `InvalidInput` with a reason from `locker.decoding.REASONS`.
+    """
+    return _decoder.decode(raw)

@@ -100,7 +100,10 @@ def open_note(note: str, verifier: Verifier) -> str:
         prefix = f"{EM_DASH} {verifier.name} "
         if not line.startswith(prefix):
             continue
-        raw = base64.b64decode(line[len(prefix) :])
+        try:
+            raw = base64.b64decode(line[len(prefix) :], validate=True)
+        except ValueError:
+            raise InvalidInput("invalid-note", f"the signature of {verifier.name} is not base64") from None
         if raw[:4] == verifier.key_id and verifier.verify(text.encode(), raw[4:]):
             return text
         raise IntegrityError(f"signature of {verifier.name}", "a valid Ed25519 signature", "an invalid one")
@@ -112,10 +115,18 @@ def checkpoint_text(origin: str, tree_size: int, root: bytes) -> str:
 
 
 def parse_checkpoint(text: str) -> tuple[str, int, bytes]:
+    """(origin, tree size, root) of a checkpoint's text. Raises `InvalidInput`."""
     lines = text.split("\n")
-    if len(lines) < 4:
-        raise InvalidInput("invalid-checkpoint", "a checkpoint has an origin, a size and a root")
-    return lines[0], int(lines[1]), base64.b64decode(lines[2])
+    size = lines[1] if len(lines) >= 4 else ""
+    malformed = InvalidInput(
+        "invalid-checkpoint", "a checkpoint has an origin, a decimal size and a base64 root"
+    )
+    if not (size.isascii() and size.isdigit()):
+        raise malformed
+    try:
+        return lines[0], int(size), base64.b64decode(lines[2], validate=True)
+    except ValueError:  # a root that is not base64, or a size of more than 4300 digits
+        raise malformed from None
 
 
 def create_key(path: Path) -> None:

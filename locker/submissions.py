@@ -1,8 +1,10 @@
 """What producers send to `evidence.submissions`, and the check every submission passes.
 
-A submission is a JSON object (schema in README, "Submitting evidence"). `check` is pure: it
-either returns an `Accepted` or raises `InvalidInput` with a stable reason code, which the
-service records in an `IngestRejected` event and a dead-letter record.
+A submission is a JSON object (schema in README, "Submitting evidence"). `check` is pure and
+total: whatever the record holds, it either returns an `Accepted` or raises `InvalidInput` with a
+stable reason code (`locker.decoding.REASONS` for what does not decode, then `too-large`,
+`invalid-digest`, `digest-mismatch`, `key-mismatch`), which the service records in an
+`IngestRejected` event and a dead-letter record.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Union
 
 import msgspec
 
+from locker.decoding import Decoder, json_string, shorten
 from locker.digests import is_digest
 from locker.errors import InvalidInput
 from locker.events.ingest import Kind
@@ -41,8 +44,16 @@ class ArtifactSubmission(
     schema_version: int = 1
 
 
+class _Echoed(msgspec.Struct):
+    """The fields a rejection echoes, read from any JSON object however invalid the rest is."""
+
+    digest: msgspec.Raw = msgspec.Raw()
+    submission_id: msgspec.Raw = msgspec.Raw()
+
+
 Submission = Union[ArtifactSubmission]  # noqa: UP007 - more submission types will join
-_decoder: msgspec.json.Decoder[ArtifactSubmission] = msgspec.json.Decoder(Submission)  # type: ignore[arg-type]
+_decoder: Decoder[ArtifactSubmission] = Decoder(Submission, "submission")
+_echoes: Decoder[_Echoed] = Decoder(_Echoed, "submission")
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
@@ -65,9 +76,9 @@ def new_submission_id() -> str:
     return str(uuid.uuid4())
 
 
-def check(raw: bytes, key: bytes | None, *, max_content_bytes: int) -> Accepted:
-    """Decode and validate one submission record. Raises `InvalidInput`."""
-    submission = _decode(raw)
+def check(raw: bytes | None, key: bytes | None, *, max_content_bytes: int) -> Accepted:
+    """Decode and validate one submission record value (None for a null value). Raises `InvalidInput`."""
+    submission = _decoder.decode(raw)
     if len(submission.content) > max_content_bytes:
         raise InvalidInput(
             "too-large",
@@ -82,12 +93,12 @@ def check(raw: bytes, key: bytes | None, *, max_content_bytes: int) -> Accepted:
         raise InvalidInput("schema-invalid", f"more than {MAX_SUBJECTS} subjects")
     for subject in submission.subjects:
         if not is_digest(subject):
-            raise InvalidInput("invalid-digest", f"subject {_short(subject)!r} is not sha256:<hex>")
+            raise InvalidInput("invalid-digest", f"subject {shorten(subject, 80)!r} is not sha256:<hex>")
     artifact_id = "sha256:" + hashlib.sha256(submission.content).hexdigest()
     if submission.digest:
         if not is_digest(submission.digest):
             raise InvalidInput(
-                "invalid-digest", f"claimed digest {_short(submission.digest)!r} is not sha256:<hex>"
+                "invalid-digest", f"claimed digest {shorten(submission.digest, 80)!r} is not sha256:<hex>"
             )
         if submission.digest != artifact_id:
             raise InvalidInput(
@@ -95,49 +106,25 @@ def check(raw: bytes, key: bytes | None, *, max_content_bytes: int) -> Accepted:
                 f"claimed digest {submission.digest}, content hashes to {artifact_id}",
             )
     if key is not None and key != artifact_id.encode():
-        raise InvalidInput(
-            "key-mismatch",
-            f"record key {_short(key.decode(errors='replace'))!r} is not the content digest {artifact_id}",
-        )
+        shown = shorten(key.decode(errors="replace"), 80)
+        raise InvalidInput("key-mismatch", f"record key {shown!r} is not the content digest {artifact_id}")
     return Accepted(artifact_id=artifact_id, submission=submission)
 
 
-def claimed_digest(raw: bytes) -> str:
-    """Best-effort digest a rejected submission claimed, for the rejection record."""
+def claimed_digest(raw: bytes | None) -> str:
+    """The digest a (possibly invalid) submission claims, if it is a well-formed one; else ""."""
+    digest = _echoed(raw, "digest")
+    return digest if is_digest(digest) else ""
+
+
+def correlation_of(raw: bytes | None) -> str:
+    """The submission id of a (possibly invalid) submission, cut to 128 characters; else ""."""
+    return _echoed(raw, "submission_id")[:128]
+
+
+def _echoed(raw: bytes | None, name: str) -> str:
     try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        field: msgspec.Raw = getattr(_echoes.decode(raw), name)
+    except InvalidInput:
         return ""
-    digest = value.get("digest", "") if isinstance(value, dict) else ""
-    return digest if isinstance(digest, str) and is_digest(digest) else ""
-
-
-def correlation_of(raw: bytes) -> str:
-    """Best-effort submission id of a (possibly invalid) submission."""
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return ""
-    sid = value.get("submission_id", "") if isinstance(value, dict) else ""
-    return sid[:128] if isinstance(sid, str) else ""
-
-
-def _decode(raw: bytes) -> ArtifactSubmission:
-    try:
-        return _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        if isinstance(exc, msgspec.ValidationError):
-            return _explain(raw, exc)
-        raise InvalidInput("undecodable", f"not a JSON submission: {exc}") from None
-
-
-def _explain(raw: bytes, exc: msgspec.ValidationError) -> ArtifactSubmission:
-    value = msgspec.json.decode(raw)
-    tag = value.get("type") if isinstance(value, dict) else None
-    if isinstance(value, dict) and tag != "artifact":
-        raise InvalidInput("unknown-type", f"unknown submission type {tag!r}") from None
-    raise InvalidInput("schema-invalid", str(exc)) from None
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
+    return json_string(field) or ""

@@ -9,10 +9,11 @@ payloads with their hashes live in tests/contract.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union, cast
+from typing import Any, Union
 
 import msgspec
 
+from locker.decoding import Decoder, shorten
 from locker.errors import InvalidInput
 from locker.events.ingest import ArtifactIngested, ArtifactResubmitted, IngestRejected
 
@@ -28,7 +29,8 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
 _encoder = msgspec.json.Encoder(order="sorted")
-_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+_decoder: Decoder[Event] = Decoder(Event, "event")
+_payloads: Decoder[dict[str, Any]] = Decoder(dict[str, Any], "event")
 
 
 def encode(event: Event) -> bytes:
@@ -36,41 +38,41 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def decode(raw: bytes) -> Event:
-    """Decode an event record value, upcasting old schema versions.
+def decode(raw: bytes | None) -> Event:
+    """Decode an event record value (None for a null value), upcasting old schema versions.
 
-    Raises `InvalidInput` with reason `undecodable`, `unknown-type` or `schema-invalid`.
+    Raises `InvalidInput` with a reason from `locker.decoding.REASONS`.
     """
     try:
         event = _decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        return _decode_slow(raw, exc)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("undecodable", f"not a JSON event: {exc}") from None
-    tag = str(type(event).__struct_config__.tag)
-    if event.schema_version != CURRENT_VERSION[tag]:
-        return _decode_slow(raw, None)
-    return event
+    except InvalidInput as error:
+        if error.reason != "schema-invalid":
+            raise
+        refused: InvalidInput | None = error
+    else:
+        if event.schema_version == CURRENT_VERSION[str(type(event).__struct_config__.tag)]:
+            return event
+        refused = None
+    return _upcast(_payloads.decode(raw), refused)
 
 
-def _decode_slow(raw: bytes, error: msgspec.ValidationError | None) -> Event:
-    try:
-        payload = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("undecodable", f"not a JSON event: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidInput("schema-invalid", "an event must be a JSON object")
-    tag = payload.get("type")
+def _upcast(payload: dict[str, Any], refused: InvalidInput | None) -> Event:
+    """The event of `payload` at its type's current schema version.
+
+    `refused` is why the payload did not decode as it is; that stands if it is current already.
+    """
+    tag, version = payload.get("type"), payload.get("schema_version", 1)
     if not isinstance(tag, str) or tag not in CURRENT_VERSION:
-        raise InvalidInput("unknown-type", f"unknown event type {tag!r}")
-    version = payload.get("schema_version", 1)
-    if not isinstance(version, int) or not 1 <= version <= CURRENT_VERSION[tag]:
-        raise InvalidInput("schema-invalid", f"unsupported schema_version {version!r} for {tag}")
-    while version < CURRENT_VERSION[tag]:
+        raise InvalidInput("unknown-type", f"unknown event type {shorten(repr(tag), 80)}")
+    current = CURRENT_VERSION[tag]
+    if not isinstance(version, int) or not 1 <= version <= current:
+        raise InvalidInput(
+            "schema-invalid", f"unsupported schema_version {shorten(repr(version), 80)} for {tag}"
+        )
+    if refused is not None and version == current:
+        raise refused
+    while version < current:
         payload = UPCASTERS[(tag, version)](payload)
         version += 1
         payload["schema_version"] = version
-    try:
-        return cast(Event, msgspec.convert(payload, Event))  # type: ignore[arg-type]
-    except msgspec.ValidationError as exc:
-        raise InvalidInput("schema-invalid", str(error or exc)) from None
+    return _decoder.convert(payload)

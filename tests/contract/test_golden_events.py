@@ -12,14 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from locker.events import ArtifactIngested, ArtifactResubmitted, Event, IngestRejected, decode, encode
+from locker.events import (
+    EVENT_TYPES,
+    ArtifactIngested,
+    ArtifactResubmitted,
+    Event,
+    IngestRejected,
+    decode,
+    encode,
+)
 from locker.submissions import check
-
-GOLDEN = Path(__file__).parent / "golden"
+from tests.contract.goldens import GOLDEN, golden, golden_bytes
 
 FIXED: dict[str, Event] = {
     "artifact.ingested": ArtifactIngested(
@@ -60,17 +66,9 @@ SUBMISSION_ARTIFACT_ID = "sha256:97cae4f1ea9cc233d84855d1aba67bf4453d74d11f54651
 SUBMISSION_CONTENT_SHA256 = SUBMISSION_ARTIFACT_ID.removeprefix("sha256:")
 
 
-def golden(tag: str) -> dict[str, str]:
-    data: dict[str, str] = json.loads((GOLDEN / f"{tag}.json").read_text(encoding="utf-8"))
-    return data
-
-
-def golden_bytes(tag: str) -> bytes:
-    return golden(tag)["canonical"].encode("utf-8")
-
-
 def test_every_event_type_has_a_golden_file() -> None:
-    assert {p.stem for p in GOLDEN.glob("*.json")} - {SUBMISSION_FILE.stem} == set(FIXED)
+    assert set(FIXED) == {t.__struct_config__.tag for t in EVENT_TYPES}
+    assert set(FIXED) <= {p.stem for p in GOLDEN.glob("*.json")}
 
 
 @pytest.mark.parametrize("tag", sorted(FIXED))

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from datetime import UTC, datetime
 
+import msgspec
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from locker import anchors, merkle, signing
 from locker.anchors import AnchorBody, PartitionHead, StoredAnchor
+from locker.errors import InvalidInput
 from locker.merkle import Frontier
 
 KEY = signing.Signer("stella.test/anchors", Ed25519PrivateKey.generate())
@@ -163,3 +170,116 @@ def test_a_recovery_record_substitutes_the_damaged_anchor() -> None:
     assert [s.raw for s in effective] == [s.raw for s in chain]
     assert repaired == [{"offset": 1, "damaged": damaged.id, "recovered": good.id}]
     assert check(effective) == []
+
+
+def test_a_checkpoint_note_that_is_not_base64_is_a_finding() -> None:
+    chain = good_chain()
+    signature = anchors.decode(chain[-1].raw).checkpoints[0].rsplit(" ", 1)[1].strip()
+    chain[-1] = StoredAnchor(2, chain[-1].raw.replace(signature.encode(), b"!not-base64!", 1))
+    [finding] = check(chain)
+    assert (finding.check, finding.sequence) == ("checkpoint", 2) and "not base64" in finding.detail
+
+
+b64 = st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode())
+heads = st.fixed_dictionaries(
+    {
+        "partition": st.integers(0, 1),
+        "tree_size": st.integers(-2, 50) | st.integers(min_value=0, max_value=10**30),
+        "root": b64,
+        "last_offset": st.integers(),
+    }
+)
+bodies = st.fixed_dictionaries(
+    {
+        "chain_id": st.sampled_from(["c1", "c2"]),
+        "sequence": st.integers(-1, 4),
+        "previous": b64,
+        "created_at": st.just("2026-01-01T00:00:00Z"),
+        "origin": st.sampled_from(["stella.test/events", ""]),
+        "partitions": st.lists(heads, max_size=3),
+    },
+    optional={"previous_chain": st.sampled_from(["c1", "x"]), "previous_chain_anchor": st.text(max_size=8)},
+)
+notes = st.one_of(
+    st.text(max_size=30),
+    st.builds(
+        lambda text, sig: f"{text}\n\n\u2014 {KEY.name} {sig}\n",
+        st.text(max_size=20),
+        st.text(max_size=12) | b64,
+    ),
+)
+hostile_records = st.one_of(
+    st.binary(max_size=40),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["anchor.created", "anchor.recovered"]),
+            "body": bodies,
+            "key_name": st.sampled_from([KEY.name, "other"]),
+            "signature": b64,
+            "checkpoints": st.lists(notes, max_size=3),
+        }
+    ).map(lambda record: json.dumps(record).encode()),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(hostile_records, max_size=3), st.data())
+def test_verifying_hostile_records_only_ever_gives_findings(
+    records: list[bytes], data: st.DataObject
+) -> None:
+    good = [item.raw for item in good_chain()]
+    mixed = data.draw(st.permutations([*records, *good]))
+    found = check([StoredAnchor(offset, raw) for offset, raw in enumerate(mixed)])
+    checks = {"signature", "checkpoint", "link", "sequence", "monotonic", "consistency", "root", "decode"}
+    assert {f.check for f in found} <= checks
+
+
+def test_a_body_is_encoded_once_and_stored_as_signed() -> None:
+    b = body("c1", 0, b"", (10, 5))
+    anchor = anchors.sign(b, KEY)
+    signed = msgspec.json.Encoder(order="sorted").encode(b)
+    assert bytes(anchor.signed) == signed and KEY.verifier.verify(signed, anchor.signature)
+    raw = anchors.encode(anchor)
+    assert raw.startswith(b'{"body":' + signed + b',"checkpoints":')
+    assert anchor.body == b and anchors.decode(raw).body == b
+    assert anchors.encode(anchors.decode(raw)) == raw
+
+
+def test_the_signature_covers_the_body_bytes_as_stored_not_what_they_decode_to() -> None:
+    chain = good_chain()
+    reformatted = chain[-1].raw.replace(b'{"body":{"chain_id":', b'{"body":{ "chain_id":', 1)
+    assert anchors.decode(reformatted).body == anchors.decode(chain[-1].raw).body
+    [finding] = anchors.check_anchor(anchors.decode(reformatted), "x", KEY.verifier)
+    assert finding.check == "signature"
+
+
+@pytest.mark.parametrize(
+    "body_json", [b"5", b"{}", b'{"chain_id":"c1"}', b'{"chain_id":5,"sequence":0}', b"[1]"]
+)
+def test_a_body_that_is_not_an_anchor_body_is_schema_invalid(body_json: bytes) -> None:
+    raw = anchors.encode(anchors.sign(body("c1", 0, b"", (10, 5)), KEY))
+    broken = b'{"body":' + body_json + raw[raw.index(b',"checkpoints":') :]
+    for decode in (anchors.decode, anchors.decode_record):
+        with pytest.raises(InvalidInput) as info:
+            decode(broken)
+        assert info.value.reason == "schema-invalid"
+    assert anchors.decoded([StoredAnchor(0, broken)]) == []
+    assert [f.check for f in check([StoredAnchor(0, broken)])] == ["decode"]
+
+
+def test_a_previous_hash_of_the_wrong_size_is_named() -> None:
+    chain = good_chain()
+    chain = append(chain, body("c1", 3, link(chain)[:5], (40, 25)))
+    found = check(chain)
+    assert ("link", "previous is 5 bytes, a SHA-256 hash is 32") in {(f.check, f.detail) for f in found}
+    assert {(f.check, f.sequence) for f in found} == {("link", 3)}
+
+
+def test_a_root_of_the_wrong_size_is_named() -> None:
+    chain = good_chain()
+    good = body("c1", 3, link(chain), (40, 25))
+    short = PartitionHead(partition=0, tree_size=40, root=TREES.head(0, 40).root[:31], last_offset=39)
+    chain = append(chain, msgspec.structs.replace(good, partitions=(short, TREES.head(1, 25))))
+    found = {(f.check, f.detail) for f in check(chain)}
+    assert ("root", "partition 0: root is 31 bytes, a SHA-256 hash is 32") in found
+    assert ("consistency", "partition 0: invalid-proof: new root is 31 bytes, a SHA-256 hash is 32") in found

@@ -224,3 +224,34 @@ def test_root_of_equals_mth(leaves: list[bytes]) -> None:
 @pytest.mark.parametrize("size", range(9))
 def test_root_of_matches_the_ct_vectors(size: int) -> None:
     assert merkle.root_of(merkle.leaf_hashes(CT_LEAVES[:size])) == CT_ROOTS[size]
+
+
+def _wrong_sizes(value: bytes) -> list[bytes]:
+    return [b"", value[:31], value + b"\x00", value + value]
+
+
+@pytest.mark.parametrize("which", ["leaf", "root", "element"])
+def test_inclusion_verification_refuses_hashes_that_are_not_32_bytes(which: str) -> None:
+    proof, leaf, root = CT_INCLUSION_0_OF_8, merkle.leaf_hash(CT_LEAVES[0]), CT_ROOTS[8]
+    named = {"leaf": "leaf hash", "root": "root", "element": "inclusion proof element 1"}
+    for wrong in _wrong_sizes({"leaf": leaf, "root": root, "element": proof[1]}[which]):
+        args = {
+            "leaf": leaf if which != "leaf" else wrong,
+            "proof": proof if which != "element" else [proof[0], wrong, proof[2]],
+            "root": root if which != "root" else wrong,
+        }
+        with pytest.raises(ProofError) as info:
+            merkle.verify_inclusion(0, 8, args["leaf"], args["proof"], args["root"])
+        assert info.value.detail == f"{named[which]} is {len(wrong)} bytes, a SHA-256 hash is 32"
+
+
+@pytest.mark.parametrize("which", ["old root", "new root", "consistency proof element 0"])
+def test_consistency_verification_refuses_hashes_that_are_not_32_bytes(which: str) -> None:
+    proof = CT_CONSISTENCY[(6, 8)]
+    for wrong in _wrong_sizes(bytes(32)):
+        old = wrong if which == "old root" else CT_ROOTS[6]
+        new = wrong if which == "new root" else CT_ROOTS[8]
+        elements = [wrong, *proof[1:]] if which.startswith("consistency") else proof
+        with pytest.raises(ProofError) as info:
+            merkle.verify_consistency(6, 8, old, new, elements)
+        assert info.value.detail == f"{which} is {len(wrong)} bytes, a SHA-256 hash is 32"

@@ -62,3 +62,28 @@ def test_key_file_is_private_and_loads(tmp_path: Path) -> None:
         signing.load_signer(path, "n")
     with pytest.raises(StorageUnavailable):
         signing.load_signer(tmp_path / "absent.key", "n")
+
+
+@pytest.mark.parametrize("encoded", ["A", "!!!!", "AAAA\u00e9", "AAAA AAAA"])
+def test_a_signature_line_that_is_not_base64_is_invalid_input(encoded: str) -> None:
+    s = signer()
+    with pytest.raises(InvalidInput) as info:
+        signing.open_note(f"origin\n5\nAAAA\n\n\u2014 {s.name} {encoded}\n", s.verifier)
+    assert info.value.reason == "invalid-note"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "origin\n5\n",
+        "origin\nfive\nAAAA\n",
+        "origin\n\u0665\nAAAA\n",
+        "origin\n-5\nAAAA\n",
+        "o\n5\n!!\n",
+        "o\n" + "9" * 5000 + "\nAAAA\n",
+    ],
+)
+def test_a_malformed_checkpoint_is_invalid_input(text: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        signing.parse_checkpoint(text)
+    assert info.value.reason == "invalid-checkpoint"
