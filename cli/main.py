@@ -24,7 +24,7 @@ from commands import index as index_ops
 from commands import ingest as ingest_ops
 from commands import queries
 from commands import service as service_ops
-from locker import anchors, config
+from locker import config
 from locker.cas import BlobStore
 from locker.errors import LockerError, UsageError
 from streams.kafka import create_topics
@@ -304,12 +304,10 @@ def anchor_list(
     s = settings()
     if before is not None and before.tzinfo is None:
         before = before.replace(tzinfo=UTC)
-    items = anchor_ops.listing(s, before=before)
-    rows = [anchors.summary(i, a) for i, a in items]
-    if show_links:
-        verdicts = anchor_ops.links(s, anchor_ops.listing(s))
+    rows = anchor_ops.listing(s, before=before)
+    if not show_links:
         for row in rows:
-            row["link"] = verdicts[row["anchor_id"]]
+            row.pop("link")
     cols = [
         "sequence",
         "anchor_id",

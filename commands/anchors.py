@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,19 +22,48 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from commands import queries
+from commands import queries, service
 from locker import anchors, merkle, requests, signing
 from locker.anchors import AnchorCreated, StoredAnchor
 from locker.config import Settings
 from locker.dlq import DeadLetter
 from locker.errors import IntegrityError, InvalidInput, NotFound, Refused, TimedOut, UsageError
 from locker.merkle import Frontier
-from projections import proofs
+from projections import anchor_chain, proofs
+from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.proofs import b64
 from streams.anchoring import read_anchors, read_records
-from streams.kafka import consumer, fetch_value, producer, read_to_end
+from streams.kafka import consumer, end_offsets, fetch_value, producer, read_to_end
 from streams.topics import Topics
+
+
+@contextlib.contextmanager
+def chain_view(settings: Settings) -> Iterator[AnchorStore]:
+    """The anchor chain projection holding every record now on `evidence.anchors`.
+
+    That is the service's store, read-only, once it has caught up (waiting up to
+    `Commands:Timeout` while the service runs). With no service to bring it up to date, the
+    chain is folded here from the whole topic into a temporary store instead: O(anchors), once.
+    """
+    end = asyncio.run(end_offsets(settings, Topics(settings.topic_prefix).anchors)).get(0, 0)
+    deadline = time.monotonic() + settings.timeout
+    while True:
+        with AnchorStore(settings.chain_path, readonly=True) as store:
+            if store.caught_up_to(end):
+                yield store
+                return
+        if service.daemon(settings).pid() is None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    trusted = verifier(settings) if settings.key_file.exists() else None
+    with (
+        tempfile.TemporaryDirectory(prefix="stella-chain-") as tmp,
+        AnchorStore(Path(tmp) / "chain", unlogged=True) as copy,
+    ):
+        for stored in asyncio.run(read_records(settings)):
+            copy.apply(stored.offset, stored.raw, trusted)
+        yield copy
 
 
 def verifier(settings: Settings) -> signing.Verifier:
@@ -92,22 +124,13 @@ def create(settings: Settings, new_chain_reason: str = "") -> dict[str, Any]:
     return anchors.full(item, anchor)
 
 
-def listing(
-    settings: Settings, *, before: datetime | None = None
-) -> list[tuple[StoredAnchor, AnchorCreated]]:
-    items = anchors.decoded(asyncio.run(read_anchors(settings)))
-    if before is not None:
-        items = [(i, a) for i, a in items if a.body.created_at < before]
-    return items
-
-
-def links(settings: Settings, items: list[tuple[StoredAnchor, AnchorCreated]]) -> dict[str, str]:
-    """anchor id -> "ok" or the first finding about it."""
-    findings = anchors.verify_chain([i for i, _ in items], verifier(settings))
-    first: dict[str, str] = {}
-    for f in findings:
-        first.setdefault(f.anchor, f"{f.check}: {f.detail}")
-    return {item.id: first.get(item.id, "ok") for item, _ in items}
+def listing(settings: Settings, *, before: datetime | None = None) -> list[dict[str, Any]]:
+    """Anchors in log order, each summary with its `link`: "ok" or the first finding about it."""
+    with chain_view(settings) as chain:
+        return [
+            {**anchors.summary(entry.stored, entry.anchor()), "link": entry.status}
+            for entry in chain.anchors(before=before)
+        ]
 
 
 @dataclass
@@ -142,31 +165,64 @@ async def recompute_roots(settings: Settings, wanted: set[tuple[int, int]]) -> L
     return LogRoots(roots)
 
 
+def verify_latest(settings: Settings) -> dict[str, Any]:
+    """The latest anchor, from the chain projection: its signature, its link to the anchor before
+    it, a consistency proof from that one and its roots, both from the Merkle store. O(log n)."""
+    trusted = verifier(settings)
+    with chain_view(settings) as chain:
+        entry = chain.latest()
+        if entry is None:
+            raise NotFound("there is no anchor yet; run `stella evidence anchor create`")
+        anchor, aid = entry.anchor(), entry.anchor_id
+        findings = anchors.check_anchor(anchor, aid, trusted)
+        previous = chain.neighbour(anchor.body.chain_id, entry.offset, after=False)
+        before = None if previous is None else chain.entry(previous)
+        link = None if before is None else (before.anchor(), before.stored)
+        findings += anchors.check_link(aid, anchor, link, anchor_chain.continues(chain, anchor, entry.offset))
+        with MerkleStore(settings.merkle_path, readonly=True) as trees:
+            if link is not None:
+                findings += anchors.check_consistency(aid, anchor, link[0], trees.consistency_proof)
+            findings += anchors.check_roots(aid, anchor, _stored_root(trees))
+    return {
+        "verified": not findings,
+        "anchors_checked": 1,
+        "breaks": [f.as_dict() for f in findings],
+        "recorded_breaks": [],
+        "repaired": [],
+        "latest": aid,
+    }
+
+
+def _stored_root(trees: MerkleStore) -> anchors.RootSource:
+    def root(partition: int, size: int) -> bytes | None:
+        return trees.root_at(partition, size) if size <= trees.tree_size(partition) else None
+
+    return root
+
+
 def verify(settings: Settings, *, latest: bool) -> dict[str, Any]:
+    """`--latest`: see `verify_latest`. `--all`: every anchor against the log itself."""
+    if latest:
+        return verify_latest(settings)
     stored, repaired = anchors.effective_chain(asyncio.run(read_records(settings)))
     if not stored:
         raise NotFound("there is no anchor yet; run `stella evidence anchor create`")
     items = anchors.decoded(stored)
-    checked = stored[-1:] if latest else stored
-    wanted = {
-        (h.partition, h.tree_size) for i, a in items if i in checked for h in a.body.partitions if h.tree_size
-    }
+    wanted = {(h.partition, h.tree_size) for _, a in items for h in a.body.partitions if h.tree_size}
     log_roots = asyncio.run(recompute_roots(settings, wanted))
     with MerkleStore(settings.merkle_path, readonly=True) as trees:
         findings = anchors.verify_chain(
-            stored,  # the whole chain even for --latest: its links may reach back to an older chain
+            stored,
             verifier(settings),
             consistency=lambda p, old, new: trees.consistency_proof(p, old, new),
             log_root=log_roots,
         )
-    if latest:
-        findings = [f for f in findings if f.anchor == stored[-1].id]
     archived = anchors.archived_ids(items)
     breaks = [f for f in findings if f.anchor not in archived]
     recorded = [f for f in findings if f.anchor in archived]
     return {
         "verified": not breaks,
-        "anchors_checked": len(checked),
+        "anchors_checked": len(stored),
         "breaks": [f.as_dict() for f in breaks],
         "recorded_breaks": [f.as_dict() for f in recorded],
         "repaired": repaired,
@@ -239,20 +295,21 @@ def last_good(settings: Settings) -> str | None:
 
 
 def export(settings: Settings, anchor_id: str | None) -> dict[str, Any]:
-    item, anchor = anchors.find(asyncio.run(read_anchors(settings)), anchor_id)
+    with chain_view(settings) as chain:
+        item, anchor = chain.find(anchor_id)
     return anchors.export_document(item, anchor, verifier(settings).vkey)
 
 
 def consistency(settings: Settings, old_id: str, new_id: str) -> dict[str, Any]:
-    stored = asyncio.run(read_anchors(settings))
-    with MerkleStore(settings.merkle_path, readonly=True) as trees:
-        return proofs.consistency(trees, anchors.find(stored, old_id), anchors.find(stored, new_id))
+    with chain_view(settings) as chain, MerkleStore(settings.merkle_path, readonly=True) as trees:
+        return proofs.consistency(trees, chain.find(old_id), chain.find(new_id))
 
 
 def proof(settings: Settings, artifact_id: str, anchor_id: str | None) -> dict[str, Any]:
     """The inclusion proof of an artifact's ingest event in an anchor's tree of its partition."""
     record = queries.find(settings, artifact_id)
-    item, anchor = anchors.find(asyncio.run(read_anchors(settings)), anchor_id)
+    with chain_view(settings) as chain:
+        item, anchor = chain.find(anchor_id)
     events = Topics(settings.topic_prefix).events
     value = asyncio.run(fetch_value(settings, events, record.partition, record.offset))
     with MerkleStore(settings.merkle_path, readonly=True) as trees:
@@ -261,7 +318,8 @@ def proof(settings: Settings, artifact_id: str, anchor_id: str | None) -> dict[s
 
 
 def inspect(settings: Settings, anchor_id: str) -> dict[str, Any]:
-    return anchors.full(*anchors.find(asyncio.run(read_anchors(settings)), anchor_id))
+    with chain_view(settings) as chain:
+        return anchors.full(*chain.find(anchor_id))
 
 
 def verify_file(path: Path, key: str | None) -> dict[str, Any]:

@@ -240,6 +240,94 @@ def _malformed_hashes(aid: str, body: AnchorBody) -> list[Finding]:
     return found
 
 
+def check_link(
+    aid: str,
+    anchor: AnchorCreated,
+    before: tuple[AnchorCreated, StoredAnchor] | None,
+    continues: bool = True,
+) -> list[Finding]:
+    """How `anchor` links to `before`, the anchor before it in its chain (None: it is its chain's
+    first): the previous hash, the sequence, tree sizes that never shrink. A chain's first anchor
+    names no previous anchor, and if it continues another chain, `continues` says whether the
+    anchor it names (`previous_chain_anchor`) is one of that chain's."""
+    body, seq = anchor.body, anchor.body.sequence
+    found = []
+    if before is None:
+        if body.previous:
+            found.append(Finding(aid, seq, "link", "first anchor of its chain names a previous anchor"))
+        if body.previous_chain and not continues:
+            found.append(Finding(aid, seq, "link", f"continues no anchor of chain {body.previous_chain}"))
+        return found
+    prev, prev_item = before
+    expected = hashlib.sha256(prev_item.raw).digest()
+    if body.previous != expected:
+        found.append(
+            Finding(
+                aid,
+                seq,
+                "link",
+                f"previous is {_b64(body.previous)}, the anchor before it ({prev_item.id}) hashes to "
+                f"{_b64(expected)}",
+            )
+        )
+    if seq != prev.body.sequence + 1:
+        found.append(Finding(aid, seq, "sequence", f"follows sequence {prev.body.sequence}"))
+    old = {h.partition: h for h in prev.body.partitions}
+    for head in body.partitions:
+        was = old.get(head.partition)
+        if was is not None and head.tree_size < was.tree_size:
+            found.append(
+                Finding(
+                    aid,
+                    seq,
+                    "monotonic",
+                    f"partition {head.partition} shrank from {was.tree_size} to {head.tree_size}",
+                )
+            )
+    return found
+
+
+def check_consistency(
+    aid: str, anchor: AnchorCreated, prev: AnchorCreated, consistency: ConsistencySource
+) -> list[Finding]:
+    """A consistency proof from each partition's tree in `prev` to the same tree in `anchor`."""
+    found = []
+    old = {h.partition: h for h in prev.body.partitions}
+    for head in anchor.body.partitions:
+        was = old.get(head.partition)
+        if was is None or was.tree_size == 0 or head.tree_size < was.tree_size:
+            continue
+        try:
+            proof = consistency(head.partition, was.tree_size, head.tree_size)
+            merkle.verify_consistency(was.tree_size, head.tree_size, was.root, head.root, proof)
+        except (IntegrityError, InvalidInput, KeyError) as exc:
+            found.append(
+                Finding(aid, anchor.body.sequence, "consistency", f"partition {head.partition}: {exc}")
+            )
+    return found
+
+
+def check_roots(aid: str, anchor: AnchorCreated, root_of: RootSource) -> list[Finding]:
+    """Each partition's root in `anchor` against the root `root_of` computes at its size."""
+    found = []
+    for head in anchor.body.partitions:
+        if head.tree_size == 0:
+            continue
+        actual = root_of(head.partition, head.tree_size)
+        if actual != head.root:
+            shown = "missing (the log is shorter)" if actual is None else _b64(actual)
+            found.append(
+                Finding(
+                    aid,
+                    anchor.body.sequence,
+                    "root",
+                    f"partition {head.partition} at size {head.tree_size}: anchor has "
+                    f"{_b64(head.root)}, the log gives {shown}",
+                )
+            )
+    return found
+
+
 def verify_chain(
     stored: Sequence[StoredAnchor],
     verifier: signing.Verifier,
@@ -263,80 +351,15 @@ def verify_chain(
         except InvalidInput as exc:
             findings.append(Finding(aid, -1, "decode", str(exc)))
             continue
-        body, seq = anchor.body, anchor.body.sequence
-        findings += check_anchor(anchor, aid, verifier)
+        body = anchor.body
         before = last.get(body.chain_id)
-        if before is None:
-            if body.previous:
-                findings.append(
-                    Finding(aid, seq, "link", "first anchor of its chain names a previous anchor")
-                )
-            if body.previous_chain and body.previous_chain_anchor not in members.get(body.previous_chain, ()):
-                findings.append(
-                    Finding(
-                        aid,
-                        seq,
-                        "link",
-                        f"continues no anchor of chain {body.previous_chain}",
-                    )
-                )
-        else:
-            prev, prev_item = before
-            if body.previous != hashlib.sha256(prev_item.raw).digest():
-                findings.append(
-                    Finding(
-                        aid,
-                        seq,
-                        "link",
-                        f"previous is {base64.b64encode(body.previous).decode()}, the anchor before it "
-                        f"({prev_item.id}) hashes to "
-                        f"{base64.b64encode(hashlib.sha256(prev_item.raw).digest()).decode()}",
-                    )
-                )
-            if seq != prev.body.sequence + 1:
-                findings.append(Finding(aid, seq, "sequence", f"follows sequence {prev.body.sequence}"))
-            old = {h.partition: h for h in prev.body.partitions}
-            for head in body.partitions:
-                was = old.get(head.partition)
-                if was is None:
-                    continue
-                if head.tree_size < was.tree_size:
-                    findings.append(
-                        Finding(
-                            aid,
-                            seq,
-                            "monotonic",
-                            f"partition {head.partition} shrank from {was.tree_size} to {head.tree_size}",
-                        )
-                    )
-                elif consistency is not None and was.tree_size > 0:
-                    try:
-                        proof = consistency(head.partition, was.tree_size, head.tree_size)
-                        merkle.verify_consistency(was.tree_size, head.tree_size, was.root, head.root, proof)
-                    except (IntegrityError, InvalidInput, KeyError) as exc:
-                        findings.append(
-                            Finding(aid, seq, "consistency", f"partition {head.partition}: {exc}")
-                        )
+        continues = body.previous_chain_anchor in members.get(body.previous_chain, ())
+        findings += check_anchor(anchor, aid, verifier)
+        findings += check_link(aid, anchor, before, continues)
+        if before is not None and consistency is not None:
+            findings += check_consistency(aid, anchor, before[0], consistency)
         if log_root is not None:
-            for head in body.partitions:
-                if head.tree_size == 0:
-                    continue
-                actual = log_root(head.partition, head.tree_size)
-                if actual != head.root:
-                    shown = (
-                        "missing (the log is shorter)"
-                        if actual is None
-                        else base64.b64encode(actual).decode()
-                    )
-                    findings.append(
-                        Finding(
-                            aid,
-                            seq,
-                            "root",
-                            f"partition {head.partition} at size {head.tree_size}: anchor has "
-                            f"{base64.b64encode(head.root).decode()}, the log gives {shown}",
-                        )
-                    )
+            findings += check_roots(aid, anchor, log_root)
         last[body.chain_id] = (anchor, item)
         members.setdefault(body.chain_id, set()).add(aid)
     return findings

@@ -83,6 +83,11 @@ class Settings:
         return self.state_path / "merkle"
 
     @property
+    def chain_path(self) -> Path:
+        """The anchor chain projection's RocksDB folder."""
+        return self.state_path / "anchors"
+
+    @property
     def key_file(self) -> Path:
         return Path(str(self.values["Anchors:KeyFile"])).expanduser()
 

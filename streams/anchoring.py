@@ -1,8 +1,9 @@
 """The single anchor writer: runs inside the worker, serialised by a lock.
 
-It reads the chain's last record from `evidence.anchors` (one partition), takes every events
-partition's head from the Merkle store, signs, and appends; the next anchor links to the bytes
-that the broker acknowledged.
+It waits until the chain projection holds every record on `evidence.anchors` (one partition),
+takes the latest anchor from it and every events partition's head from the Merkle store, signs,
+and appends; the next anchor links to the bytes of the one before. O(partitions), whatever the
+history. `read_records` and `read_anchors` read the whole topic, for full verification only.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import structlog
 from locker import anchors, signing
 from locker.anchors import AnchorBody, AnchorCreated, AnchorRecovered, PartitionHead, StoredAnchor
 from locker.config import Settings
-from locker.errors import InvalidInput, NotFound
+from locker.errors import InvalidInput
 from locker.files import write_durably
 from locker.requests import RecoverAnchor
+from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from streams.kafka import read_to_end
 from streams.publisher import BatchPublisher
+from streams.runtime import Loop
 from streams.topics import Topics
 
 log = structlog.get_logger("stella.anchors")
@@ -40,21 +43,6 @@ async def read_records(settings: Settings) -> list[StoredAnchor]:
 async def read_anchors(settings: Settings) -> list[StoredAnchor]:
     """The anchors, in log order, with recovered records substituted for damaged ones."""
     return anchors.effective_chain(await read_records(settings))[0]
-
-
-async def last_anchor(settings: Settings) -> StoredAnchor | None:
-    """The last record that is an anchor: recovery records are not, and junk that does not decode
-    is skipped (verification reports it) so that the writer is never stuck behind it."""
-    decoded = anchors.decoded(await read_anchors(settings))
-    return decoded[-1][0] if decoded else None
-
-
-async def find_anchor(settings: Settings, wanted: str) -> StoredAnchor:
-    """The record on `evidence.anchors` whose id is `wanted`."""
-    for item in await read_anchors(settings):
-        if item.id == wanted:
-            return item
-    raise NotFound(f"anchor {wanted} not found")
 
 
 def partition_heads(trees: MerkleStore, partitions: list[int]) -> tuple[PartitionHead, ...]:
@@ -76,10 +64,18 @@ def partition_heads(trees: MerkleStore, partitions: list[int]) -> tuple[Partitio
 
 class Anchorer:
     def __init__(
-        self, settings: Settings, trees: MerkleStore, signer: signing.Signer, publisher: BatchPublisher
+        self,
+        settings: Settings,
+        trees: MerkleStore,
+        chain: AnchorStore,
+        chain_loop: Loop,
+        signer: signing.Signer,
+        publisher: BatchPublisher,
     ) -> None:
         self.settings = settings
         self.trees = trees
+        self.chain = chain
+        self.chain_loop = chain_loop
         self.signer = signer
         self.publisher = publisher
         self.topics = Topics(settings.topic_prefix)
@@ -90,10 +86,11 @@ class Anchorer:
     async def changed(self) -> bool:
         """True if some tree grew since the last anchor (read from the log after a restart)."""
         if self.last_sizes is None:
-            last = await last_anchor(self.settings)
+            await self.chain_loop.wait_caught_up(self.settings.timeout)
+            last = self.chain.latest()
             if last is None:
                 return True
-            self.last_sizes = {h.partition: h.tree_size for h in anchors.decode(last.raw).body.partitions}
+            self.last_sizes = {h.partition: h.tree_size for h in last.anchor().body.partitions}
         sizes = {p: self.trees.tree_size(p) for p in self.trees.applied()}
         return sizes != {p: self.last_sizes.get(p, 0) for p in sizes}
 
@@ -103,9 +100,11 @@ class Anchorer:
         """Sign and append an anchor; with `new_chain_reason`, the first of a new chain that
         continues anchor `continue_from` (default: the last record)."""
         async with self._lock:
-            previous = await last_anchor(self.settings)
+            await self.chain_loop.wait_caught_up(self.settings.timeout)
+            latest = self.chain.latest()
+            previous = None if latest is None else latest.stored
             if continue_from and previous is not None and previous.id != continue_from:
-                previous = await find_anchor(self.settings, continue_from)
+                previous = self.chain.find(continue_from)[0]
             partitions = await self.publisher.partitions(self.topics.events)
             heads = partition_heads(self.trees, partitions)
             body = self._body(previous, heads, new_chain_reason)

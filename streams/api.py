@@ -21,11 +21,11 @@ from locker.digests import is_digest
 from locker.errors import ArtifactNotFound, LockerError
 from locker.events import KINDS
 from projections import proofs
+from projections.anchor_store import AnchorStore
 from projections.index import ArtifactRecord
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams import metrics
-from streams.anchoring import Anchorer, last_anchor, read_anchors
 from streams.kafka import fetch_value
 from streams.runtime import Loop
 from streams.topics import Topics
@@ -38,7 +38,8 @@ def install_api(
     blobs: BlobStore,
     index: IndexStore,
     trees: MerkleStore,
-    anchorer: Anchorer | None,
+    chain: AnchorStore,
+    verifier_key: str,
     loops: Sequence[Loop],
 ) -> None:
     topics = Topics(settings.topic_prefix)
@@ -122,16 +123,17 @@ def install_api(
     @app.page("/anchors")
     class Anchors(View):
         async def get(self, request: Request) -> Response:
-            chain = anchors.decoded(await read_anchors(settings))
-            return self.json({"anchors": [anchors.summary(i, a) for i, a in chain]})
+            limit = request.query.get("limit", "")
+            if limit and not limit.isdigit():
+                return self.json({"error": "invalid-limit", "detail": limit}, status=400)
+            found = chain.anchors(limit=int(limit) if limit else None)
+            return self.json({"anchors": [anchors.summary(e.stored, e.anchor()) for e in found]})
 
     @app.page("/anchors/{anchor_id}")
     class Anchor(View):
         async def get(self, request: Request, anchor_id: str) -> Response:
             try:
-                found = anchors.find(
-                    await read_anchors(settings), None if anchor_id == "latest" else anchor_id
-                )
+                found = chain.find(None if anchor_id == "latest" else anchor_id)
             except LockerError as exc:
                 return locker_error(self, exc)
             return self.json(anchors.full(*found))
@@ -143,12 +145,12 @@ def install_api(
             if not isinstance(record, ArtifactRecord):
                 return record
             try:
-                item, anchor = anchors.find(await read_anchors(settings), request.query.get("anchor"))
+                item, anchor = chain.find(request.query.get("anchor"))
                 value = await fetch_value(settings, topics.events, record.partition, record.offset)
                 out = proofs.inclusion(trees, item, anchor, record.partition, record.offset, value)
             except LockerError as exc:
                 return locker_error(self, exc)
-            return self.json({"artifact_id": artifact_id, **out})
+            return self.json({"artifact_id": artifact_id, **out, "verifier_key": verifier_key})
 
     @app.page("/proofs/consistency")
     class ConsistencyProof(View):
@@ -159,29 +161,23 @@ def install_api(
                     {"error": "missing-query", "detail": "give ?old=<anchor>&new=<anchor>"}, status=400
                 )
             try:
-                stored = await read_anchors(settings)
-                out = proofs.consistency(trees, anchors.find(stored, old), anchors.find(stored, new))
+                out = proofs.consistency(trees, chain.find(old), chain.find(new))
             except LockerError as exc:
                 return locker_error(self, exc)
             return self.json(out)
 
-    latest_anchor_at: list[float] = []  # filled on first scrape, then by the writer
-
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            if anchorer is not None and anchorer.last_created is not None:
-                latest_anchor_at[:] = [anchorer.last_created.timestamp()]
-            elif not latest_anchor_at:
-                last = await last_anchor(settings)
-                if last is not None:
-                    latest_anchor_at.append(anchors.decode(last.raw).body.created_at.timestamp())
+            latest = chain.latest()
+            created = None if latest is None or latest.created_at is None else latest.created_at.timestamp()
             sizes = {p: trees.tree_size(p) for p in trees.applied()}
             text = metrics.exposition(
                 artifacts=index.count(),
                 stored_bytes=index.total_bytes(),
                 tree_sizes=sizes,
-                anchor_age=(time.time() - latest_anchor_at[0]) if latest_anchor_at else None,
+                anchor_age=None if created is None else time.time() - created,
+                loops={loop.name: loop.seconds for loop in loops},
             )
             return self.text(text, content_type="text/plain; version=0.0.4")
 

@@ -5,7 +5,8 @@ with it:
 - ingest: `evidence.submissions` -> durable blobs -> `evidence.events` (`streams.ingest`), in the
   consumer group `Kafka:GroupId` + `-ingest`, committed after its events are acknowledged;
 - projections: every partition of `evidence.events` -> the index and the Merkle trees
-  (`streams.project`), positioned by the stores' applied offsets, never by a group.
+  (`streams.project`), positioned by the stores' applied offsets, never by a group;
+- anchors: `evidence.anchors` -> the anchor chain projection (`streams.chain`), likewise.
 faust keeps what it is good at and what is low volume: service supervision, the anchor timer,
 the web server, and an agent for `evidence.commands`. README, "How it works", says why.
 """
@@ -25,8 +26,10 @@ from locker import requests, signing
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.errors import InvalidInput, LockerError
+from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
+from streams import chain as anchor_chain
 from streams import ingest, project
 from streams.anchoring import Anchorer
 from streams.api import install_api
@@ -63,6 +66,7 @@ def create_app(
     blobs: BlobStore,
     index: IndexStore,
     trees: MerkleStore,
+    chain: AnchorStore,
     signer: signing.Signer | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
@@ -92,8 +96,8 @@ def create_app(
         max_request_size=max_message_bytes(settings.max_content_bytes),
     )
     app.add_dependency(publisher)
-    services = Services(topics, blobs, index, trees, settings.max_content_bytes)
-    anchorer = None if signer is None else Anchorer(settings, trees, signer, publisher)
+    verifier = None if signer is None else signer.verifier
+    services = Services(topics, blobs, index, trees, chain, verifier, settings.max_content_bytes)
     every_events = settings.integer("Anchors:EveryEvents")
     since_anchor = 0
 
@@ -118,7 +122,19 @@ def create_app(
         if every_events and since_anchor >= every_events:
             await anchor()
 
+    chain_loop = Loop(
+        "anchors",
+        topic=topics.anchors,
+        handler=partial(anchor_chain.handle, services),
+        publisher=publisher,
+        dlq_topic=topics.dlq,
+        consumer_options=consumer_options(settings),
+        tracked=(chain,),
+        max_records=100,
+    )
+    anchorer = None if signer is None else Anchorer(settings, trees, chain, chain_loop, signer, publisher)
     loops = [
+        chain_loop,
         Loop(
             "ingest",
             topic=topics.submissions,
@@ -183,7 +199,16 @@ def create_app(
         except (LockerError, KafkaError) as exc:
             log.error("scheduled anchoring failed", error=str(exc))
 
-    install_api(app, settings=settings, blobs=blobs, index=index, trees=trees, anchorer=anchorer, loops=loops)
+    install_api(
+        app,
+        settings=settings,
+        blobs=blobs,
+        index=index,
+        trees=trees,
+        chain=chain,
+        verifier_key="" if verifier is None else verifier.vkey,
+        loops=loops,
+    )
     return app
 
 

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 
 
 def exposition(
-    *, artifacts: int, stored_bytes: int, tree_sizes: Mapping[int, int], anchor_age: float | None
+    *,
+    artifacts: int,
+    stored_bytes: int,
+    tree_sizes: Mapping[int, int],
+    anchor_age: float | None,
+    loops: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     lines = [
         "# HELP stella_evidence_artifacts_total Artifacts in the index.",
@@ -23,4 +28,13 @@ def exposition(
     ]
     if anchor_age is not None:
         lines.append(f"stella_merkle_anchor_age_seconds {anchor_age:.3f}")
+    lines += [
+        "# HELP stella_loop_stage_seconds_total Wall seconds each batch loop spent in each stage.",
+        "# TYPE stella_loop_stage_seconds_total counter",
+        *(
+            f'stella_loop_stage_seconds_total{{loop="{loop}",stage="{stage}"}} {seconds:.3f}'
+            for loop, stages in sorted((loops or {}).items())
+            for stage, seconds in stages.items()
+        ),
+    ]
     return "\n".join(lines) + "\n"

@@ -35,7 +35,7 @@ from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
 from locker.dlq import DeadLetter
-from locker.errors import InvalidInput, Unreachable
+from locker.errors import InvalidInput, TimedOut, Unreachable
 from projections.tracking import TrackedStore
 from streams.kafka import Record
 
@@ -185,6 +185,16 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
             loop=self.name,
             positions={tp.partition: min(s.resume_at(tp.partition) for s in self.tracked) for tp in tps},
         )
+
+    async def wait_caught_up(self, within: float) -> None:
+        """Return once the tracked stores hold every record on the topic now; else `TimedOut`."""
+        assert self.consumer is not None
+        ends = await self.consumer.end_offsets(sorted(self.consumer.assignment()))
+        deadline = time.monotonic() + within
+        while any(s.resume_at(tp.partition) < end for tp, end in ends.items() for s in self.tracked):
+            if self.condition == "failed" or time.monotonic() > deadline:
+                raise TimedOut(f"the {self.name} loop is not caught up with {self.topic} ({self.condition})")
+            await asyncio.sleep(0.005)
 
     # Health.
     @property

@@ -6,7 +6,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from locker import signing
 from locker.cas import BlobStore
+from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams.topics import Topics
@@ -36,5 +38,7 @@ class Services:
     blobs: BlobStore
     index: IndexStore
     trees: MerkleStore
+    chain: AnchorStore
+    verifier: signing.Verifier | None
     max_content_bytes: int
     recent: RecentIds = field(default_factory=RecentIds)

@@ -18,6 +18,7 @@ from locker import config, signing
 from locker.cas import BlobStore
 from locker.errors import LockerError
 from locker.logs import configure_logging
+from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams.app import create_app
@@ -43,6 +44,7 @@ def main() -> None:
         removed = blobs.clean_tmp()
         index = IndexStore(settings.index_path)
         trees = MerkleStore(settings.merkle_path)
+        chain = AnchorStore(settings.chain_path)
         asyncio.run(prepare(settings))
     except LockerError as exc:
         log.error("service cannot start", error=str(exc))
@@ -55,7 +57,7 @@ def main() -> None:
     except LockerError as exc:
         signer = None
         log.warning("anchoring is off", error=str(exc))
-    app = create_app(settings, blobs, index, trees, signer)
+    app = create_app(settings, blobs, index, trees, chain, signer)
     worker = faust.Worker(
         app,
         loglevel="warning",
@@ -70,6 +72,7 @@ def main() -> None:
     finally:
         index.close()
         trees.close()
+        chain.close()
 
 
 if __name__ == "__main__":
