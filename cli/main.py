@@ -6,9 +6,9 @@ exceptions) become one line and exit 2 the same way.
 
 Each command imports the operations it needs in its body, so that a quick query never loads
 aiokafka, faust or rich (README, "Performance"; guarded by tests/unit/test_cli_imports.py).
+No `from __future__ import annotations` here: typer reads every command's annotations at each
+start, and real objects are cheaper for it than strings to evaluate.
 """
-
-from __future__ import annotations
 
 import json
 import sys
