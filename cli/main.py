@@ -1,46 +1,46 @@
 """`stella`: one typer sub-app per noun. Commands parse, call a handler, render.
 
 Every expected failure is a `LockerError`; `main` catches it once and maps it to one line on
-stderr and the exit code it carries (README, "Exit codes").
+stderr and the exit code it carries (README, "Exit codes"). Command-line mistakes (typer's own
+exceptions) become one line and exit 2 the same way.
+
+Each command imports the operations it needs in its body, so that a quick query never loads
+aiokafka, faust or rich (README, "Performance"; guarded by tests/unit/test_cli_imports.py).
+No `from __future__ import annotations` here: typer reads every command's annotations at each
+start, and real objects are cheaper for it than strings to evaluate.
 """
 
-from __future__ import annotations
-
-import asyncio
 import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
-import click
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from cli.render import Format, emit, errors
-from commands import anchors as anchor_ops
-from commands import broker as broker_ops
-from commands import index as index_ops
-from commands import ingest as ingest_ops
-from commands import queries
-from commands import service as service_ops
+from cli.render import Format, emit, progress
 from locker import config
-from locker.cas import BlobStore
 from locker.errors import LockerError, UsageError
-from streams.kafka import create_topics
+
+
+def noun(help_text: str) -> typer.Typer:
+    """A sub-app. Help is plain text: typer's rich help costs more start-up time than a query."""
+    return typer.Typer(no_args_is_help=True, rich_markup_mode=None, help=help_text)
+
 
 app = typer.Typer(
     no_args_is_help=True,
+    rich_markup_mode=None,
     add_completion=False,
     pretty_exceptions_show_locals=False,
     help="Evidence Locker operations.",
 )
-evidence = typer.Typer(no_args_is_help=True, help="Evidence: ingest, query, verify.")
-index_app = typer.Typer(no_args_is_help=True, help="The artifact index projection.")
-broker = typer.Typer(no_args_is_help=True, help="A local single-node Kafka broker.")
-service = typer.Typer(no_args_is_help=True, help="The locker service (faust worker + HTTP API).")
-config_app = typer.Typer(no_args_is_help=True, help="Read and write the config file.")
-anchor_app = typer.Typer(no_args_is_help=True, help="Signed Merkle anchors of the event log.")
+evidence = noun("Evidence: ingest, query, verify.")
+index_app = noun("The artifact index projection.")
+broker = noun("A local single-node Kafka broker.")
+service = noun("The locker service (faust worker + HTTP API).")
+config_app = noun("Read and write the config file.")
+anchor_app = noun("Signed Merkle anchors of the event log.")
 app.add_typer(evidence, name="evidence")
 evidence.add_typer(index_app, name="index")
 evidence.add_typer(anchor_app, name="anchor")
@@ -52,15 +52,25 @@ FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 IdArg = Annotated[str, typer.Argument(help="Artifact id (sha256:<hex>).")]
 
 
-def settings() -> config.Settings:
-    return config.load()
+def settings(*, writes: bool = False) -> config.Settings:
+    """The effective settings; `writes` also makes sure the home is a writable folder."""
+    s = config.load()
+    if writes:
+        config.ensure_home(s.home)
+    return s
 
 
 # init ---------------------------------------------------------------------------------------
 @app.command()
 def init(fmt: FormatOpt = Format.table) -> None:
     """Create the locker's folders and its Kafka topics (idempotent)."""
-    s = settings()
+    import asyncio
+
+    from commands import anchors as anchor_ops
+    from locker.cas import BlobStore
+    from streams.kafka import create_topics
+
+    s = settings(writes=True)
     BlobStore(s.evidence_path).ensure()
     for folder in (s.state_path, s.run_path, s.log_path):
         folder.mkdir(parents=True, exist_ok=True)
@@ -83,7 +93,9 @@ def init(fmt: FormatOpt = Format.table) -> None:
 @broker.command("start")
 def broker_start(fmt: FormatOpt = Format.table) -> None:
     """Start the local broker (formats its storage on first start)."""
-    b = broker_ops.LocalBroker.from_settings(settings())
+    from commands import broker as broker_ops
+
+    b = broker_ops.LocalBroker.from_settings(settings(writes=True))
     started = b.start()
     emit({"started": started, **b.status()}, fmt)
 
@@ -91,6 +103,8 @@ def broker_start(fmt: FormatOpt = Format.table) -> None:
 @broker.command("stop")
 def broker_stop(fmt: FormatOpt = Format.table) -> None:
     """Stop the local broker cleanly."""
+    from commands import broker as broker_ops
+
     b = broker_ops.LocalBroker.from_settings(settings())
     emit({"stopped": b.stop()}, fmt)
 
@@ -98,6 +112,8 @@ def broker_stop(fmt: FormatOpt = Format.table) -> None:
 @broker.command("status")
 def broker_status(fmt: FormatOpt = Format.table) -> None:
     """Is the local broker running and answering? Exit 1 if not."""
+    from commands import broker as broker_ops
+
     st = broker_ops.LocalBroker.from_settings(settings()).status()
     emit(st, fmt)
     if not st["answers"]:
@@ -108,7 +124,9 @@ def broker_status(fmt: FormatOpt = Format.table) -> None:
 @service.command("start")
 def service_start(fmt: FormatOpt = Format.table) -> None:
     """Start the service in the background and wait until it is consuming."""
-    s = settings()
+    from commands import service as service_ops
+
+    s = settings(writes=True)
     started = service_ops.start(s)
     emit({"started": started, **service_ops.status(s)}, fmt)
 
@@ -116,13 +134,17 @@ def service_start(fmt: FormatOpt = Format.table) -> None:
 @service.command("stop")
 def service_stop(fmt: FormatOpt = Format.table) -> None:
     """Stop the service (SIGTERM, then SIGKILL after 60 s)."""
+    from commands import service as service_ops
+
     emit({"stopped": service_ops.stop(settings())}, fmt)
 
 
 @service.command("restart")
 def service_restart(fmt: FormatOpt = Format.table) -> None:
     """Stop the service if it runs, then start it."""
-    s = settings()
+    from commands import service as service_ops
+
+    s = settings(writes=True)
     service_ops.stop(s)
     service_ops.start(s)
     emit({"restarted": True, **service_ops.status(s)}, fmt)
@@ -131,6 +153,8 @@ def service_restart(fmt: FormatOpt = Format.table) -> None:
 @service.command("status")
 def service_status(fmt: FormatOpt = Format.table) -> None:
     """Is the service running and healthy? Exit 1 if not."""
+    from commands import service as service_ops
+
     st = service_ops.status(settings())
     emit(st, fmt)
     if not st["healthy"]:
@@ -183,11 +207,13 @@ def evidence_ingest(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Send files as submissions; print each artifact id. Exit 5 if any was rejected."""
+    import asyncio
+
+    from commands import ingest as ingest_ops
+
     s = settings()
     show_progress = fmt is Format.table and len(files) > 1 and sys.stderr.isatty()
-    with Progress(
-        TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=errors, disable=not show_progress
-    ) as bar:
+    with progress("ingesting", show=show_progress) as bar:
         task = bar.add_task("ingest", total=len(files))
         results = asyncio.run(
             ingest_ops.ingest(
@@ -213,6 +239,8 @@ def evidence_ingest(
 @evidence.command("exists")
 def evidence_exists(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
     """Exit 0 if the artifact is in the locker, 1 if not."""
+    from commands import queries
+
     answer = queries.exists(settings(), artifact_id)
     if fmt is Format.json:
         emit(answer, fmt)
@@ -225,18 +253,24 @@ def evidence_exists(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
 @evidence.command("inspect")
 def evidence_inspect(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
     """Show an artifact's metadata."""
+    from commands import queries
+
     emit(queries.inspect(settings(), artifact_id), fmt)
 
 
 @evidence.command("status")
 def evidence_status(fmt: FormatOpt = Format.table) -> None:
     """Storage, index and service at a glance."""
+    from commands import queries
+
     emit(queries.evidence_status(settings()), fmt)
 
 
 @index_app.command("lookup")
 def index_lookup(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
     """Show the index entry of an artifact. Exit 1 if it is not indexed."""
+    from commands import queries
+
     emit(queries.lookup(settings(), artifact_id), fmt)
 
 
@@ -246,6 +280,8 @@ def index_status(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Entries, applied vs end offsets per partition, lag."""
+    from commands import queries
+
     st = queries.index_status(settings(), checksum=checksum)
     if fmt is Format.json:
         emit(st, fmt)
@@ -257,16 +293,13 @@ def index_status(
 @index_app.command("rebuild")
 def index_rebuild(fmt: FormatOpt = Format.table) -> None:
     """Rebuild the index from offset 0 (a running service is stopped for the swap, then restarted)."""
-    with Progress(
-        TextColumn("replaying events"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=errors,
-        disable=fmt is Format.json or not sys.stderr.isatty(),
-    ) as bar:
+    from commands import index as index_ops
+
+    s = settings(writes=True)
+    with progress("replaying events", show=fmt is Format.table and sys.stderr.isatty()) as bar:
         task = bar.add_task("rebuild", total=None)
         result = index_ops.rebuild(
-            settings(), progress=lambda done, total: bar.update(task, completed=done, total=total)
+            s, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
     emit(result, fmt)
 
@@ -275,6 +308,8 @@ def index_rebuild(fmt: FormatOpt = Format.table) -> None:
 @anchor_app.command("create")
 def anchor_create(fmt: FormatOpt = Format.table) -> None:
     """Ask the service to sign and append an anchor of every partition's tree now."""
+    from commands import anchors as anchor_ops
+
     result = anchor_ops.create(settings())
     emit({k: v for k, v in result.items() if k != "checkpoints"} if fmt is Format.table else result, fmt)
 
@@ -285,6 +320,8 @@ def anchor_new_chain(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Start a new chain segment; its first anchor names the old chain's last good anchor."""
+    from commands import anchors as anchor_ops
+
     s = settings()
     if not reason.strip():
         raise UsageError("--reason must not be empty")
@@ -301,6 +338,8 @@ def anchor_list(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List anchors, oldest first."""
+    from commands import anchors as anchor_ops
+
     s = settings()
     if before is not None and before.tzinfo is None:
         before = before.replace(tzinfo=UTC)
@@ -322,6 +361,8 @@ def anchor_list(
 @anchor_app.command("inspect")
 def anchor_inspect(anchor_id: str, fmt: FormatOpt = Format.table) -> None:
     """Show one anchor in full."""
+    from commands import anchors as anchor_ops
+
     emit(anchor_ops.inspect(settings(), anchor_id), fmt)
 
 
@@ -339,6 +380,8 @@ def anchor_verify(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Check signatures, links, sizes, consistency and roots recomputed from the log. Exit 1 on a break."""
+    from commands import anchors as anchor_ops
+
     if latest + all_ + (input_ is not None) != 1:
         raise UsageError("give exactly one of --latest, --all or --input FILE")
     if input_ is not None:
@@ -373,6 +416,8 @@ def anchor_export(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Write a self-contained anchor file: the anchor, its signed checkpoints and the verifier key."""
+    from commands import anchors as anchor_ops
+
     if latest == (anchor_id is not None):
         raise UsageError("give exactly one of --latest or --id")
     data = anchor_ops.export(settings(), anchor_id)
@@ -387,12 +432,16 @@ def anchor_recover(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Restore a damaged anchor record from its backup copy, after checking signature and links."""
+    from commands import anchors as anchor_ops
+
     emit(anchor_ops.recover(settings(), anchor_id, source), fmt)
 
 
 @anchor_app.command("consistency")
 def anchor_consistency(old_id: str, new_id: str, fmt: FormatOpt = Format.table) -> None:
     """Print and check the consistency proof between two anchors. Exit 1 if it fails."""
+    from commands import anchors as anchor_ops
+
     result = anchor_ops.consistency(settings(), old_id, new_id)
     emit(result if fmt is Format.json else {k: v for k, v in result.items() if k != "partitions"}, fmt)
     if fmt is Format.table:
@@ -410,24 +459,36 @@ def evidence_proof(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """The inclusion proof of an artifact's ingest event in an anchor."""
+    from commands import anchors as anchor_ops
+
     emit(anchor_ops.proof(settings(), artifact_id, anchor_id), fmt)
 
 
+def fail(message: str, code: int) -> NoReturn:
+    """Print `message` as one line on stderr and exit with `code`."""
+    sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    sys.exit(code)
+
+
+def usage_message(exc: typer.TyperException) -> str:
+    """typer's message for a command-line mistake, and where to find help."""
+    ctx = getattr(exc, "ctx", None)
+    return exc.format_message() + (f" Try '{ctx.command_path} --help'." if ctx is not None else "")
+
+
 def main() -> None:
-    """Run the CLI; map every `LockerError` to one line on stderr and its exit code."""
+    """Run the CLI; map every expected failure to one line on stderr and its exit code."""
     try:
         code = app(standalone_mode=False)  # returns the code of a `typer.Exit`
     except LockerError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        errors.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(UsageError.exit_code)
+        fail(str(exc), exc.exit_code)
+    except typer.TyperException as exc:  # typer's (vendored) click: bad command, option or argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its command (typer checks so too)
+            typer.echo(exc.format_message())  # the group's help
+            fail("Missing command.", UsageError.exit_code)
+        fail(usage_message(exc), UsageError.exit_code)
+    except typer.Abort:
+        fail("aborted", 130)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -1,18 +1,38 @@
-"""Output: `--format table` for people, `--format json` for scripts."""
+"""Output: `--format table` for people, `--format json` for scripts.
+
+rich is imported only when a table or a progress bar is drawn, so that `--format json` and plain
+answers start fast (README, "Performance").
+"""
 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
-console = Console()
-errors = Console(stderr=True)
+
+@functools.cache
+def console(*, stderr: bool = False) -> Console:
+    """The rich console on stdout (or stderr), made on first use."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def progress(label: str, *, show: bool) -> Progress:
+    """A progress bar on stderr (`label`, bar, done/total); drawn only if `show`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), console=console(stderr=True), disable=not show
+    )
 
 
 class Format(enum.StrEnum):
@@ -25,13 +45,15 @@ def emit(data: Any, fmt: Format, *, columns: Sequence[str] | None = None, title:
     if fmt is Format.json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return
+    from rich.table import Table
+
     if isinstance(data, Mapping):
         table = Table(show_header=False, title=title, box=None)
         table.add_column(style="bold")
         table.add_column()
         for key, value in data.items():
             table.add_row(str(key), _cell(value))
-        console.print(table)
+        console().print(table)
         return
     rows = list(data)
     cols = list(columns or (rows[0].keys() if rows else []))
@@ -40,7 +62,7 @@ def emit(data: Any, fmt: Format, *, columns: Sequence[str] | None = None, title:
         table.add_column(col)
     for row in rows:
         table.add_row(*(_cell(row.get(col, "")) for col in cols))
-    console.print(table)
+    console().print(table)
 
 
 def _cell(value: Any) -> str:

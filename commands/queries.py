@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from commands import service
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, LockerError
 from projections.index import ArtifactRecord
-from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from projections.tracking import position_key
-from streams.kafka import end_offsets
 from streams.topics import Topics
 
 
@@ -62,6 +58,11 @@ def lookup(settings: Settings, artifact_id: str) -> dict[str, Any]:
 
 
 def index_status(settings: Settings, *, checksum: bool = False) -> dict[str, Any]:
+    import asyncio
+
+    from projections.merkle_store import MerkleStore
+    from streams.kafka import end_offsets
+
     with index_store(settings) as index:
         entries = index.count()
         applied = index.applied()
@@ -103,6 +104,8 @@ def index_status(settings: Settings, *, checksum: bool = False) -> dict[str, Any
 
 
 def evidence_status(settings: Settings) -> dict[str, Any]:
+    from commands import service
+
     blobs = BlobStore(settings.evidence_path)
     storage: dict[str, Any] = {"path": str(settings.evidence_path)}
     if blobs.blobs.is_dir():

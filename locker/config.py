@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from locker.errors import UsageError
+from locker.errors import StorageUnavailable, UsageError
 
 # key -> (default, type). A default of None means "derived" (see `Settings`).
 KEYS: dict[str, tuple[object, type]] = {
@@ -146,8 +147,37 @@ def max_message_bytes(max_content_bytes: int) -> int:
     return 4 * -(-max_content_bytes // 3) + 64 * 1024
 
 
+def check_home(home: Path) -> None:
+    """Raise `StorageUnavailable` unless `home` is a folder or does not exist yet. Creates nothing."""
+    try:
+        mode = home.stat().st_mode
+    except FileNotFoundError:
+        return  # the first command that writes creates it
+    except OSError as exc:
+        raise StorageUnavailable(f"locker home {home} is unusable: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise StorageUnavailable(f"locker home {home} is not a folder")
+
+
+def ensure_home(home: Path) -> None:
+    """Create `home` if it is missing; raise `StorageUnavailable` unless it is a writable folder.
+
+    For commands that write into the home; read-only queries call only `check_home`.
+    """
+    check_home(home)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot create locker home {home}: {exc.strerror}") from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise StorageUnavailable(f"locker home {home} is not writable")
+
+
 def load(home: Path | None = None, flags: Mapping[str, object] | None = None) -> Settings:
+    """The effective settings; raises `UsageError` for a bad config file, `StorageUnavailable` for a
+    home that is not a folder."""
     home = home or default_home()
+    check_home(home)
     values: dict[str, object] = {key: default for key, (default, _) in KEYS.items()}
     sources = dict.fromkeys(KEYS, "default")
     for key, value in read_file(home / "config.toml").items():
@@ -175,12 +205,21 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
 
 
 def read_file(path: Path) -> dict[str, object]:
-    if not path.exists():
-        return {}
+    """The keys set in the config file at `path` ({} if there is none); `UsageError` if it is bad."""
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}") from None
+        text = path.read_bytes().decode()
+    except FileNotFoundError:
+        return {}
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a folder, not a file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config file {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, object] = {}
     for section, table in data.items():
         if not isinstance(table, dict):
@@ -195,6 +234,7 @@ def write_value(home: Path, key: str, raw: str) -> object:
     """Set `key` in the config file, keeping the other keys; returns the stored value."""
     key = _canonical(key)
     value = _coerce(key, raw)
+    ensure_home(home)
     path = home / "config.toml"
     current = read_file(path)
     current[key] = value
@@ -207,9 +247,8 @@ def write_value(home: Path, key: str, raw: str) -> object:
         lines.append(f"[{section}]")
         lines += [f"{name} = {json.dumps(val, ensure_ascii=False)}" for name, val in table.items()]
         lines.append("")
-    home.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text("\n".join(lines))
+    tmp.write_text("\n".join(lines), encoding="utf-8")
     os.replace(tmp, path)
     return value
 

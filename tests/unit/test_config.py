@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from locker import config
-from locker.errors import UsageError
+from locker.errors import StorageUnavailable, UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +130,48 @@ def test_bad_file_is_a_usage_error(tmp_path: Path, text: str) -> None:
     write_config(tmp_path, text)
     with pytest.raises(UsageError):
         config.load(tmp_path)
+
+
+def test_bad_file_errors_name_the_file_and_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[Kafka\n")
+    with pytest.raises(UsageError, match=re.escape(f"config file {path} is not valid TOML: ") + ".*line 1"):
+        config.load(tmp_path)
+    path.write_bytes(b"[Kafka]\nBootstrap = '\xff'\n")
+    with pytest.raises(UsageError, match=re.escape(f"config file {path} is not UTF-8 text")):
+        config.load(tmp_path)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(UsageError, match=re.escape(f"config file {path} is a folder")):
+        config.load(tmp_path)
+    with pytest.raises(UsageError, match="is a folder"):
+        config.write_value(tmp_path, "Kafka:Bootstrap", "x")
+
+
+def test_a_missing_home_is_fine_for_reading_and_is_not_created(tmp_path: Path) -> None:
+    home = tmp_path / "a" / "home"
+    assert config.load(home).home == home
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_home_that_is_not_a_folder_is_unusable(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("")
+    for bad in (home, home / "below"):
+        with pytest.raises(StorageUnavailable, match=re.escape(f"locker home {bad}")):
+            config.load(bad)
+        with pytest.raises(StorageUnavailable, match=re.escape(f"locker home {bad}")):
+            config.ensure_home(bad)
+        with pytest.raises(StorageUnavailable):
+            config.write_value(bad, "Kafka:Bootstrap", "x")
+    assert StorageUnavailable.exit_code == 4
+
+
+def test_ensure_home_creates_the_folder(tmp_path: Path) -> None:
+    home = tmp_path / "a" / "home"
+    config.ensure_home(home)
+    config.ensure_home(home)
+    assert home.is_dir()
 
 
 def test_write_value_round_trips_and_keeps_other_keys(tmp_path: Path) -> None:
