@@ -33,6 +33,7 @@ from streams import chain as anchor_chain
 from streams import ingest, project
 from streams.anchoring import Anchorer
 from streams.api import install_api
+from streams.blob_writer import BlobWriter
 from streams.kafka import Record
 from streams.publisher import BatchPublisher
 from streams.runtime import Loop, dead_letter
@@ -96,6 +97,8 @@ def create_app(
         max_request_size=max_message_bytes(settings.max_content_bytes),
     )
     app.add_dependency(publisher)
+    blob_writer = BlobWriter(blobs)
+    app.add_dependency(blob_writer)
     verifier = None if signer is None else signer.verifier
     services = Services(topics, blobs, index, trees, chain, verifier, settings.max_content_bytes)
     every_events = settings.integer("Anchors:EveryEvents")
@@ -143,7 +146,7 @@ def create_app(
             dlq_topic=topics.dlq,
             consumer_options=consumer_options(settings),
             group_id=f"{settings.group_id}-ingest",
-            blob_sink=blobs.put_many,
+            blob_sink=blob_writer.put_many,
             max_records=INGEST_BATCH,
         ),
         Loop(
@@ -152,7 +155,10 @@ def create_app(
             handler=partial(project.handle, services),
             publisher=publisher,
             dlq_topic=topics.dlq,
-            consumer_options=consumer_options(settings),
+            # Bigger batches under load (the broker waits up to 100 ms for 256 KiB): fewer, larger
+            # RocksDB write batches; an idle log still answers within 100 ms.
+            consumer_options=consumer_options(settings)
+            | {"fetch_min_bytes": 256 * 1024, "fetch_max_wait_ms": 100},
             tracked=(index, trees),
             on_batch=count_for_anchoring,
             max_records=PROJECTION_BATCH,

@@ -2,7 +2,8 @@
 
 `Topic.send` in faust costs a channel hop, a future and a partitioner call per record; a batch
 of events costs one `BatchBuilder` per partition here. Keys are partitioned with Kafka's default
-(murmur2) partitioner, so a record lands where any Kafka client would put it.
+(murmur2) partitioner, computed for the whole batch at once (`streams.partitioning`), so a
+record lands where any Kafka client would put it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
+
+from streams.partitioning import partitions_for
 
 Headers = list[tuple[str, bytes]]
 OutRecord = tuple[bytes | None, bytes, Headers]  # key, value, headers
@@ -25,7 +27,6 @@ class BatchPublisher(Service):  # type: ignore[misc]  # mode is untyped here
     def __init__(self, **producer_options: object) -> None:
         super().__init__()
         self._options = producer_options
-        self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
 
     async def on_start(self) -> None:
@@ -47,9 +48,7 @@ class BatchPublisher(Service):  # type: ignore[misc]  # mode is untyped here
             return
         partitions = await self.partitions(topic)
         by_partition: dict[int, list[OutRecord]] = defaultdict(list)
-        for record in records:
-            key = record[0]
-            part = partitions[0] if key is None else self._partitioner(key, partitions, partitions)
+        for record, part in zip(records, partitions_for([r[0] for r in records], partitions), strict=True):
             by_partition[part].append(record)
         pending = []
         for partition, items in by_partition.items():

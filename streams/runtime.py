@@ -93,7 +93,7 @@ DEPTH = 2
 STAGES = ("decide", "blobs", "publish", "writes", "commit")
 
 Handler = Callable[[list[Record]], Outbox]
-BlobSink = Callable[[list[tuple[str, bytes]]], None]
+BlobSink = Callable[[list[tuple[str, bytes]]], Awaitable[None]]
 
 
 class _SeekToTracked(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped here
@@ -263,7 +263,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         if out.blobs and self.blob_sink is not None:
             async with self._blob_turn:
                 with self._timed("blobs"):
-                    await asyncio.to_thread(self.blob_sink, out.blobs)
+                    await self.blob_sink(out.blobs)
         if before is not None:
             await before  # publish, apply and commit in batch order; a failure before fails this too
         with self._timed("publish"):
