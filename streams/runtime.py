@@ -120,6 +120,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         dlq_topic: str,
         consumer_options: dict[str, object],
         group_id: str | None = None,
+        group_instance_id: str | None = None,
         tracked: Sequence[TrackedStore] = (),
         blob_sink: BlobSink | None = None,
         on_batch: Callable[[list[Record]], Awaitable[None]] | None = None,
@@ -133,6 +134,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         self.dlq_topic = dlq_topic
         self.consumer_options = consumer_options
         self.group_id = group_id
+        self.group_instance_id = group_instance_id
         self.tracked = tuple(tracked)
         self.blob_sink = blob_sink
         self.on_batch = on_batch
@@ -150,7 +152,10 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
     # Lifecycle.
     async def on_start(self) -> None:
         self.consumer = AIOKafkaConsumer(
-            group_id=self.group_id, enable_auto_commit=False, **self.consumer_options
+            group_id=self.group_id,
+            group_instance_id=self.group_instance_id,
+            enable_auto_commit=False,
+            **self.consumer_options,
         )
         await self.consumer.start()
         if self.group_id is None:
