@@ -97,25 +97,29 @@ class IndexStore(TrackedStore):
         """Put the row changes of `fresh` into `wb`; returns the change in records and in bytes."""
         ids = list(dict.fromkeys(artifact_id for _, _, artifact_id in fresh))
         stored = self.get_many([ARTIFACT + artifact_id.encode() for artifact_id in ids])
-        current: dict[str, ArtifactRecord | None] = {
+        before: dict[str, ArtifactRecord | None] = {
             artifact_id: None if raw is None else decode_record(raw)
             for artifact_id, raw in zip(ids, stored, strict=True)
         }
-        before = dict(current)
+        current = dict(before)
         for position, event, artifact_id in fresh:
             current[artifact_id] = apply(event, current[artifact_id], position)
         delta = size_delta = 0
         for artifact_id, new in current.items():
             old = before[artifact_id]
-            if new == old:
+            if new is old:
                 continue
-            old_rows = rows(old) if old is not None else {}
-            new_rows = rows(new) if new is not None else {}
-            for key in old_rows.keys() - new_rows.keys():
-                wb.delete(key)
-            for key, value in new_rows.items():
-                if old_rows.get(key) != value:
+            new_rows = {} if new is None else rows(new)
+            if old is None:  # the common case: a new artifact, nothing to compare
+                for key, value in new_rows.items():
                     wb.put(key, value)
+            else:
+                old_rows = rows(old)
+                for key in old_rows.keys() - new_rows.keys():
+                    wb.delete(key)
+                for key, value in new_rows.items():
+                    if old_rows.get(key) != value:
+                        wb.put(key, value)
             delta += (new is not None) - (old is not None)
             size_delta += (new.size if new is not None else 0) - (old.size if old is not None else 0)
         return delta, size_delta
