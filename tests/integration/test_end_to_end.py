@@ -111,3 +111,26 @@ def test_ingest_without_service_times_out_with_queued_ids(
     f.write_text("{}")
     r = run_cli("evidence", "ingest", str(f), check=False)
     assert r.returncode == 3 and "queued" in r.stderr
+
+
+def test_a_resubmission_restores_a_missing_blob(running: Settings, tmp_path: Path) -> None:
+    """Content that is indexed but whose blob is gone is stored again, not called a duplicate."""
+    from locker.cas import BlobStore
+
+    doc = tmp_path / "lost.json"
+    doc.write_text(json.dumps({"lost": True}))
+    artifact_id = digest_of(doc.read_bytes())
+    first = json.loads(run_cli("evidence", "ingest", str(doc), "--format", "json").stdout)
+    assert first[0]["status"] == "ingested"
+    blobs = BlobStore(running.evidence_path)
+    blob = blobs.path(artifact_id)
+    blob.chmod(0o644)
+    blob.unlink()
+    assert http(f"{running.api_url}/artifacts/{artifact_id}")[0] == 500  # indexed, blob missing
+
+    again = json.loads(run_cli("evidence", "ingest", str(doc), "--format", "json").stdout)
+    assert again[0]["status"] == "ingested"
+    blobs.verify(artifact_id)
+    assert http(f"{running.api_url}/artifacts/{artifact_id}") == (200, doc.read_bytes())
+    third = json.loads(run_cli("evidence", "ingest", str(doc), "--format", "json").stdout)
+    assert third[0]["status"] == "duplicate"
