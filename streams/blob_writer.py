@@ -42,6 +42,8 @@ class BlobWriter(Service):  # type: ignore[misc]  # mode is untyped here
 
     async def on_start(self) -> None:
         self._pool = self._start_pool()
+        # The pool spawns its process on first use: do it now, not on the first artifact.
+        await asyncio.get_running_loop().run_in_executor(self._pool, _put_many, self.root, [])
 
     async def on_stop(self) -> None:
         if self._pool is not None:
