@@ -46,7 +46,7 @@ def rebuild(settings: Settings, progress: Progress | None = None) -> dict[str, A
     fresh = settings.state_path / "index.rebuild"
     wipe(fresh)
     started = time.monotonic()
-    with IndexStore(fresh, unlogged=True) as store:
+    with IndexStore(fresh, bulk=True) as store:
         events = asyncio.run(replay(settings, store, progress=progress))
         entries, checksum = store.count(), store.checksum()
     was_running = service.stop(settings)

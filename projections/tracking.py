@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Self, cast
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import AccessType, MemtableFactory, Options, Rdict, WriteBatch, WriteOptions
 
 from locker.errors import StorageUnavailable
 
@@ -32,15 +32,21 @@ class TrackedStore:
 
     `readonly` opens the folder for queries (a missing folder reads as empty). `unlogged` skips
     RocksDB's write-ahead log: for a rebuild into a fresh folder, flushed on `close` and swapped
-    in only then (a crash just means rebuilding again).
+    in only then (a crash just means rebuilding again). `bulk` (with `unlogged`) loads a fresh
+    folder fast: memtables are plain vectors, sorted by RocksDB's background threads when they
+    are flushed, so a write costs ~0.3 us a row instead of ~4 us of skip-list inserts under the
+    GIL; reading a row that is still in a memtable then scans it, so a bulk writer avoids reads.
     """
 
     what = "projection"
 
-    def __init__(self, path: Path, *, readonly: bool = False, unlogged: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, readonly: bool = False, unlogged: bool = False, bulk: bool = False
+    ) -> None:
         self.path = path
         self.readonly = readonly
-        self.unlogged = unlogged
+        self.unlogged = unlogged or bulk
+        self.bulk = bulk
         self._db: Rdict | None = None
         options = Options(raw_mode=True)
         try:
@@ -50,8 +56,12 @@ class TrackedStore:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 options.create_if_missing(True)
+                if bulk:
+                    options.set_allow_concurrent_memtable_write(False)
+                    options.set_memtable_factory(MemtableFactory.vector())
+                    options.set_max_write_buffer_number(4)
                 self._db = Rdict(str(path), options)
-                if unlogged:
+                if self.unlogged:
                     write_options = WriteOptions()
                     write_options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property at runtime
                     self._db.set_write_options(write_options)
