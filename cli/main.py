@@ -2,7 +2,8 @@
 
 Every expected failure is a `LockerError`; `main` catches it once and maps it to one line on
 stderr and the exit code it carries (README, "Exit codes"). Command-line mistakes (typer's own
-exceptions) become one line and exit 2 the same way.
+exceptions) become one line and exit 2 the same way. Anything else (a bug) is one line too, exit 1
+as Python's own, unless `STELLA_TRACEBACK` is set.
 
 Each command imports the operations it needs in its body, so that a quick query never loads
 aiokafka, faust or rich (README, "Performance"; guarded by tests/unit/test_cli_imports.py).
@@ -11,6 +12,7 @@ start, and real objects are cheaper for it than strings to evaluate.
 """
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -489,6 +491,10 @@ def main() -> None:
         fail(usage_message(exc), UsageError.exit_code)
     except typer.Abort:
         fail("aborted", 130)
+    except Exception as exc:  # a bug, or local state damaged in a way no check foresaw
+        if os.environ.get("STELLA_TRACEBACK"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set STELLA_TRACEBACK=1 to see where)", 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

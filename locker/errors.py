@@ -64,6 +64,13 @@ class StorageUnavailable(Unreachable):
     pass
 
 
+class StoreDamaged(LockerError):
+    """A projection store holds what its writer never writes (a missing Merkle node, a garbled
+    row). Not `Unreachable`: retrying cannot help, the store must be rebuilt from the log."""
+
+    exit_code = 4
+
+
 # Refusals.
 class Refused(LockerError):
     """Bad input or an unsafe request; nothing was changed."""
