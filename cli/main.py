@@ -43,12 +43,14 @@ broker = noun("A local single-node Kafka broker.")
 service = noun("The locker service (faust worker + HTTP API).")
 config_app = noun("Read and write the config file.")
 anchor_app = noun("Signed Merkle anchors of the event log.")
+storage_app = noun("Where the artifacts' blobs are stored.")
 app.add_typer(evidence, name="evidence")
 evidence.add_typer(index_app, name="index")
 evidence.add_typer(anchor_app, name="anchor")
 app.add_typer(broker, name="broker")
 app.add_typer(service, name="service")
 app.add_typer(config_app, name="config")
+app.add_typer(storage_app, name="storage")
 
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 IdArg = Annotated[str, typer.Argument(help="Artifact id (sha256:<hex>).")]
@@ -195,6 +197,24 @@ def config_list(
         for key, value in s.values.items()
     ]
     emit(rows, fmt)
+
+
+# storage ------------------------------------------------------------------------------------
+@storage_app.command("migrate")
+def storage_migrate(
+    to: Annotated[Path, typer.Option("--to", help="The new evidence path (a folder).")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """With the service stopped: copy every blob to a new path, verify each, set EvidenceLocker:Path."""
+    from commands import storage as storage_ops
+
+    s = settings(writes=True)
+    with progress("copying blobs", show=fmt is Format.table and sys.stderr.isatty()) as bar:
+        task = bar.add_task("migrate", total=None)
+        result = storage_ops.migrate(
+            s, to, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    emit(result.as_dict(), fmt)
 
 
 # evidence -----------------------------------------------------------------------------------

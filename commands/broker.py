@@ -168,8 +168,8 @@ class LocalBroker:
             if result.returncode != 0:
                 raise LockerError(f"formatting broker storage failed:\n{result.stdout}{result.stderr}")
         env = dict(os.environ)
-        self.daemon.spawn(self._java(libs, "kafka.Kafka", str(self.properties)), env, cwd=self.root)
-        self.daemon.wait_until(self.answers, timeout, "ready")
+        child = self.daemon.spawn(self._java(libs, "kafka.Kafka", str(self.properties)), env, cwd=self.root)
+        self.daemon.wait_until(child, self.answers, timeout, "ready")
         return True
 
     def answers(self) -> bool:

@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ZERO = "sha256:" + "0" * 64
+EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # of b""
 DAC_CAPS = "-dac_override,-dac_read_search"
 
 
@@ -205,3 +206,19 @@ def test_anything_unexpected_is_still_one_line(home: Path) -> None:
 def test_an_anchor_id_is_never_a_path_or_a_pattern(home: Path) -> None:
     for anchor_id in ("../../etc/passwd", "*", "sha256:"):
         assert_error(stella(home, "evidence", "anchor", "recover", "--id", anchor_id), 5, "invalid-digest")
+
+
+# storage migrate: no broker needed. -------------------------------------------------------------
+def test_storage_migrate(home: Path, tmp_path: Path) -> None:
+    from locker.cas import BlobStore
+
+    blobs = BlobStore(home / "evidence")
+    blobs.ensure()
+    blobs.put(EMPTY, b"")
+    target = tmp_path / "elsewhere"
+    done = json.loads(stella(home, "storage", "migrate", "--to", str(target), "--format", "json").stdout)
+    assert done["target"] == str(target) and done["copied"] == done["verified"] == 1
+    got = json.loads(stella(home, "config", "get", "EvidenceLocker:Path", "--format", "json").stdout)
+    assert got["value"] == str(target)
+    assert_error(stella(home, "storage", "migrate", "--to", str(target)), 5, "is EvidenceLocker:Path already")
+    assert_error(stella(home, "storage", "migrate"), 2, "Missing option '--to'")
