@@ -2,7 +2,8 @@
 
 Every expected failure is a `LockerError`; `main` catches it once and maps it to one line on
 stderr and the exit code it carries (README, "Exit codes"). Command-line mistakes (typer's own
-exceptions) become one line and exit 2 the same way.
+exceptions) become one line and exit 2 the same way. Anything else (a bug) is one line too, exit 1
+as Python's own, unless `STELLA_TRACEBACK` is set.
 
 Each command imports the operations it needs in its body, so that a quick query never loads
 aiokafka, faust or rich (README, "Performance"; guarded by tests/unit/test_cli_imports.py).
@@ -11,6 +12,7 @@ start, and real objects are cheaper for it than strings to evaluate.
 """
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,12 +43,14 @@ broker = noun("A local single-node Kafka broker.")
 service = noun("The locker service (faust worker + HTTP API).")
 config_app = noun("Read and write the config file.")
 anchor_app = noun("Signed Merkle anchors of the event log.")
+storage_app = noun("Where the artifacts' blobs are stored.")
 app.add_typer(evidence, name="evidence")
 evidence.add_typer(index_app, name="index")
 evidence.add_typer(anchor_app, name="anchor")
 app.add_typer(broker, name="broker")
 app.add_typer(service, name="service")
 app.add_typer(config_app, name="config")
+app.add_typer(storage_app, name="storage")
 
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 IdArg = Annotated[str, typer.Argument(help="Artifact id (sha256:<hex>).")]
@@ -193,6 +197,24 @@ def config_list(
         for key, value in s.values.items()
     ]
     emit(rows, fmt)
+
+
+# storage ------------------------------------------------------------------------------------
+@storage_app.command("migrate")
+def storage_migrate(
+    to: Annotated[Path, typer.Option("--to", help="The new evidence path (a folder).")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """With the service stopped: copy every blob to a new path, verify each, set EvidenceLocker:Path."""
+    from commands import storage as storage_ops
+
+    s = settings(writes=True)
+    with progress("copying blobs", show=fmt is Format.table and sys.stderr.isatty()) as bar:
+        task = bar.add_task("migrate", total=None)
+        result = storage_ops.migrate(
+            s, to, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    emit(result.as_dict(), fmt)
 
 
 # evidence -----------------------------------------------------------------------------------
@@ -489,6 +511,10 @@ def main() -> None:
         fail(usage_message(exc), UsageError.exit_code)
     except typer.Abort:
         fail("aborted", 130)
+    except Exception as exc:  # a bug, or local state damaged in a way no check foresaw
+        if os.environ.get("STELLA_TRACEBACK"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set STELLA_TRACEBACK=1 to see where)", 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -235,10 +235,13 @@ def recover(settings: Settings, anchor_id: str, source: str) -> dict[str, Any]:
     if source != "backup":
         raise UsageError("--source must be 'backup' (the copies the service keeps in Anchors:BackupPath)")
     wanted = anchor_id.removeprefix("sha256:")
+    if not wanted or set(wanted) - set("0123456789abcdef"):  # never a glob pattern or a path
+        detail = f"anchor id {anchor_id!r} is not sha256:<hex> or a prefix of one"
+        raise InvalidInput("invalid-digest", detail)
     copies = sorted(settings.anchor_backup_path.glob(f"{wanted}*.json"))
     if len(copies) != 1:
         raise NotFound(f"{len(copies)} backup copies of anchor {anchor_id} in {settings.anchor_backup_path}")
-    raw = base64.b64decode(json.loads(copies[0].read_text())["record"])
+    raw = _backup_record(copies[0])
     rid = anchors.anchor_id(raw)
     copy = anchors.decode(raw)
     trusted = verifier(settings)
@@ -260,6 +263,14 @@ def recover(settings: Settings, anchor_id: str, source: str) -> dict[str, Any]:
         "next_anchor_links": after is not None,
         "recovery_record_offset": item.offset,
     }
+
+
+def _backup_record(path: Path) -> bytes:
+    """The anchor record kept in a backup copy (an export file)."""
+    try:
+        return base64.b64decode(json.loads(path.read_bytes())["record"], validate=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"backup copy {path}", "an exported anchor file", repr(exc)) from None
 
 
 def _slot(

@@ -76,6 +76,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url of a UUID) that never starts with "-", which the
+    storage tool's argument parser would take for an option (Kafka's `Uuid.randomUuid` avoids it
+    the same way)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass(frozen=True)
 class LocalBroker:
     """A broker whose files live in `root` (data, config, pid and log)."""
@@ -150,7 +160,7 @@ class LocalBroker:
         libs = ensure_jars()
         self._render()
         if not (self.root / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             format_cmd = self._java(
                 libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)
             )
@@ -158,8 +168,8 @@ class LocalBroker:
             if result.returncode != 0:
                 raise LockerError(f"formatting broker storage failed:\n{result.stdout}{result.stderr}")
         env = dict(os.environ)
-        self.daemon.spawn(self._java(libs, "kafka.Kafka", str(self.properties)), env, cwd=self.root)
-        self.daemon.wait_until(self.answers, timeout, "ready")
+        child = self.daemon.spawn(self._java(libs, "kafka.Kafka", str(self.properties)), env, cwd=self.root)
+        self.daemon.wait_until(child, self.answers, timeout, "ready")
         return True
 
     def answers(self) -> bool:

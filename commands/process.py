@@ -11,7 +11,32 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from locker.errors import LockerError, TimedOut
+from locker.errors import StartFailed, TimedOut
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A process this CLI started, and where its output began in the log file."""
+
+    popen: subprocess.Popen[bytes]
+    log_file: Path
+    log_start: int
+
+    def failure(self, name: str) -> StartFailed:
+        """Why it ended during start-up: its exit code and the last `error: ...` line it wrote."""
+        code = self.popen.wait()
+        why = self.last_error() or f"see {self.log_file}"
+        return StartFailed(f"{name} exited during start-up (exit code {code}): {why}", code)
+
+    def last_error(self) -> str | None:
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self.log_start)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return None
+        errors = [line for line in text.splitlines() if line.startswith("error: ")]
+        return errors[-1].removeprefix("error: ") if errors else None
 
 
 @dataclass(frozen=True)
@@ -36,10 +61,11 @@ class Daemon:
             return None
         return pid
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> int:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> Spawned:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
+            log_start = log.tell()
             proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -50,13 +76,15 @@ class Daemon:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
-        return proc.pid
+        return Spawned(proc, self.log_file, log_start)
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait_until(self, child: Spawned, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Return once `ready()`; `StartFailed` if `child` ends first, `TimedOut` after `timeout`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.pid() is None:
-                raise LockerError(f"{self.name} exited during start-up; see {self.log_file}")
+            if child.popen.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise child.failure(self.name)
             if ready():
                 return
             time.sleep(0.25)

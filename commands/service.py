@@ -31,7 +31,10 @@ def health(settings: Settings) -> dict[str, object] | None:
 
 
 def start(settings: Settings, timeout: float = 120.0) -> bool:
-    """Start the worker and wait until it is consuming. False if it was already running."""
+    """Start the worker and wait until it is consuming. False if it was already running.
+
+    A worker that ends while starting (it refuses to start, say) raises `StartFailed` with its exit
+    code and its `error: ...` line."""
     proc = daemon(settings)
     if proc.pid() is not None:
         return False
@@ -40,8 +43,8 @@ def start(settings: Settings, timeout: float = 120.0) -> bool:
     for key, value in settings.values.items():  # flags given to this CLI reach the worker too
         if settings.sources.get(key, "").startswith("flag"):
             env["STELLA_" + key.replace(":", "__").upper()] = str(value)
-    proc.spawn([sys.executable, "-m", "streams.worker"], env)
-    proc.wait_until(lambda: (health(settings) or {}).get("status") == "ok", timeout, "healthy")
+    child = proc.spawn([sys.executable, "-m", "streams.worker"], env)
+    proc.wait_until(child, lambda: (health(settings) or {}).get("status") == "ok", timeout, "healthy")
     return True
 
 

@@ -64,6 +64,22 @@ class StorageUnavailable(Unreachable):
     pass
 
 
+class StoreDamaged(LockerError):
+    """A projection store holds what its writer never writes (a missing Merkle node, a garbled
+    row). Not `Unreachable`: retrying cannot help, the store must be rebuilt from the log."""
+
+    exit_code = 4
+
+
+class StartFailed(LockerError):
+    """A background process (the service, the broker) ended while starting. `exit_code` is the
+    one it ended with when that is a documented code (1-5), else 1."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code if 1 <= exit_code <= 5 else 1
+
+
 # Refusals.
 class Refused(LockerError):
     """Bad input or an unsafe request; nothing was changed."""

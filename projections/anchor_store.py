@@ -82,12 +82,12 @@ class AnchorStore(TrackedStore):
         """Entries in log order."""
         count = 0
         for _, value in self.scan(ENTRY):
+            if limit is not None and count >= limit:
+                return
             entry = decode_entry(value)
             if entry.kind in kinds:
                 yield entry
                 count += 1
-                if limit is not None and count >= limit:
-                    return
 
     def anchors(self, *, before: datetime | None = None, limit: int | None = None) -> list[ChainEntry]:
         """Anchors in log order; with `before`, only those created before it (by the time index)."""

@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import msgspec
-from rocksdict import Rdict
 
 from locker import merkle
 from locker.errors import StorageUnavailable
@@ -51,17 +50,22 @@ def _frontier_key(partition: int) -> bytes:
 
 
 class PartitionNodes:
-    """A `merkle.NodeReader` over one partition's stored nodes."""
+    """A `merkle.NodeReader` over one partition's stored nodes.
 
-    def __init__(self, db: Rdict, partition: int) -> None:
-        self._db = db
+    A node a proof needs is always stored (the frontier says which exist), so a missing one means
+    a damaged store: `StoreDamaged`, not the `KeyError` of an incomplete reader.
+    """
+
+    def __init__(self, store: MerkleStore, partition: int) -> None:
+        self._store = store
         self._partition = partition
 
     def node(self, level: int, index: int) -> bytes:
-        value = self._db.get(_node_key(self._partition, level, index))
+        value = self._store.get_raw(_node_key(self._partition, level, index))
         if value is None:
-            raise KeyError((self._partition, level, index))
-        return bytes(value)
+            where = f"node {index} at level {level} of partition {self._partition} is missing"
+            raise self._store.damaged(where)
+        return value
 
 
 class MerkleStore(TrackedStore):
@@ -72,7 +76,10 @@ class MerkleStore(TrackedStore):
         raw = self.get_raw(_frontier_key(partition))
         if raw is None:
             return Frontier()
-        row = _frontier_decoder.decode(raw)
+        try:
+            row = _frontier_decoder.decode(raw)
+        except msgspec.DecodeError:  # ValidationError included
+            raise self.damaged(f"the frontier row of partition {partition} is unreadable") from None
         return Frontier(row.size, tuple(row.hashes))
 
     def tree_size(self, partition: int) -> int:
@@ -83,12 +90,17 @@ class MerkleStore(TrackedStore):
 
     def leaf_index(self, partition: int, offset: int) -> int | None:
         raw = self.get_raw(_leaf_key(partition, offset))
-        return None if raw is None else int(raw)
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise self.damaged(f"the leaf row of {partition}/{offset} is not a number") from None
 
     def nodes(self, partition: int) -> PartitionNodes:
         if self._db is None:
             raise StorageUnavailable(f"Merkle store at {self.path} does not exist")
-        return PartitionNodes(self._db, partition)
+        return PartitionNodes(self, partition)
 
     def root_at(self, partition: int, size: int) -> bytes:
         """The root the partition's tree had at `size` leaves (size <= current size)."""

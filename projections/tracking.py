@@ -18,7 +18,7 @@ from typing import Any, Self, cast
 
 from rocksdict import AccessType, MemtableFactory, Options, Rdict, WriteBatch, WriteOptions
 
-from locker.errors import StorageUnavailable
+from locker.errors import StorageUnavailable, StoreDamaged
 
 POSITION = b"~pos/"
 
@@ -92,7 +92,17 @@ class TrackedStore:
         return self._applied.get(partition, -1) + 1
 
     def _read_applied(self) -> dict[int, int]:
-        return {int(key[len(POSITION) :]): int(value) for key, value in self.scan(POSITION)}
+        try:
+            return {int(key[len(POSITION) :]): int(value) for key, value in self.scan(POSITION)}
+        except ValueError:
+            raise self.damaged("an applied position row is not a number") from None
+
+    def damaged(self, what: str) -> StoreDamaged:
+        """The error for a row this store's writer never writes; `what` says which."""
+        return StoreDamaged(
+            f"the {self.what} at {self.path} is damaged: {what}. Rebuild it: stop the service, "
+            f"delete {self.path} and start the service, which rebuilds it from the log"
+        )
 
     def get_raw(self, key: bytes) -> bytes | None:
         if self._db is None:

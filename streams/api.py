@@ -1,7 +1,9 @@
 """The HTTP API served by the worker: artifacts, anchors, proofs, health and metrics.
 
 Views only read: the index and Merkle stores the worker writes, the blob store, and the anchors
-and events topics.
+and events topics. Every error is a JSON body `{"error": ..., "detail": ...}`, never a
+traceback: a route that does not exist, a method a route does not take, a `LockerError` a view
+did not catch, and anything unexpected (a 500, logged on one line with the request).
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import time
 from collections.abc import Sequence
 
 import faust
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
 from faust.web import Request, Response, View
 
 from locker import anchors
 from locker.cas import BlobStore
 from locker.config import Settings
+from locker.decoding import shorten
 from locker.digests import is_digest
 from locker.errors import ArtifactNotFound, LockerError
 from locker.events import KINDS
@@ -29,6 +35,8 @@ from streams import metrics
 from streams.kafka import fetch_value
 from streams.runtime import Loop
 from streams.topics import Topics
+
+log = structlog.get_logger("stella.api")
 
 
 def install_api(
@@ -43,6 +51,8 @@ def install_api(
     loops: Sequence[Loop],
 ) -> None:
     topics = Topics(settings.topic_prefix)
+    served: web.Application = app.web.web_app  # type: ignore[attr-defined]  # faust's aiohttp driver
+    served.middlewares.append(json_errors)
 
     def not_found(view: View, what: str) -> Response:
         return view.json({"error": "not-found", "detail": what}, status=404)
@@ -117,14 +127,13 @@ def install_api(
             return self.json(record.public())
 
     def locker_error(view: View, error: LockerError) -> Response:
-        status = {1: 404, 2: 400, 4: 503, 5: 400}.get(error.exit_code, 500)
-        return view.json({"error": type(error).__name__, "detail": str(error)}, status=status)
+        return view.json(error_body(error), status=error_status(error))
 
     @app.page("/anchors")
     class Anchors(View):
         async def get(self, request: Request) -> Response:
             limit = request.query.get("limit", "")
-            if limit and not limit.isdigit():
+            if limit and not (limit.isascii() and limit.isdigit()):
                 return self.json({"error": "invalid-limit", "detail": limit}, status=400)
             found = chain.anchors(limit=int(limit) if limit else None)
             return self.json({"anchors": [anchors.summary(e.stored, e.anchor()) for e in found]})
@@ -180,6 +189,36 @@ def install_api(
                 loops={loop.name: loop.seconds for loop in loops},
             )
             return self.text(text, content_type="text/plain; version=0.0.4")
+
+
+def error_status(error: LockerError) -> int:
+    """The HTTP status for a `LockerError`, from its exit code."""
+    return {1: 404, 2: 400, 4: 503, 5: 400}.get(error.exit_code, 500)
+
+
+def error_body(error: LockerError) -> dict[str, str]:
+    return {"error": type(error).__name__, "detail": str(error)}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error response into JSON; see the module docstring."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = f"{request.method} {request.path}: {exc.reason}"
+        return web.json_response(
+            {"error": exc.reason.lower().replace(" ", "-"), "detail": detail}, status=exc.status
+        )
+    except LockerError as exc:
+        return web.json_response(error_body(exc), status=error_status(exc))
+    except Exception as exc:  # a bug: the client gets JSON, the log gets the traceback
+        error = f"{type(exc).__name__}: {shorten(str(exc))}"
+        log.error("request failed", method=request.method, path=request.path, error=error, exc_info=exc)
+        body = {"error": "internal", "detail": f"{error} (see the service log)"}
+        return web.json_response(body, status=500)
 
 
 def storage_health(blobs: BlobStore, max_content_bytes: int) -> dict[str, object]:

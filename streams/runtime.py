@@ -219,10 +219,20 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
             else round(time.monotonic() - self.last_batch_at, 3),
         }
 
+    async def _run(self) -> None:
+        """The loop until the service stops; whatever ends it otherwise ends the service, loudly
+        (also a failure while rewinding for a retry)."""
+        try:
+            await self._pipeline()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything unexpected stops the service, loudly
+            await self._give_up(exc)
+
     # The loop as a pipeline: while batch N is published and applied, batch N+1's blobs are made
     # durable and batch N+2 is fetched and decided, so disk, broker and CPU work overlap. Each
     # stage keeps batch order: blobs one batch at a time, publishing only after the batch before.
-    async def _run(self) -> None:
+    async def _pipeline(self) -> None:
         assert self.consumer is not None
         consumer = self.consumer
         in_flight: deque[_InFlight] = deque()
@@ -254,9 +264,6 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
                 await asyncio.gather(*unsettled, return_exceptions=True)  # settle before rewinding
                 await self._retry_later(exc, [item.fetched for item in in_flight] + [fetched])
                 in_flight.clear()
-            except Exception as exc:  # noqa: BLE001 - anything else stops the service, loudly
-                await self._give_up(exc)
-                return
 
     async def _carry_out(
         self,

@@ -1,7 +1,10 @@
 """Entry point of the service process: `python -m streams.worker`.
 
-Before faust starts: create missing topics and remove leftovers of interrupted blob writes.
-Then run the faust worker until SIGTERM; the projection loop resumes from the stores' applied
+Before faust starts: check that the blobs of indexed artifacts are where `EvidenceLocker:Path`
+says (`check_blobs`) and record that path (to name it if it changes), create missing topics and
+remove leftovers of interrupted blob writes; a failure there is one line on stderr (`error:
+...`) and the exit code of its `LockerError`. Then
+run the faust worker until SIGTERM; the projection loop resumes from the stores' applied
 positions (a wiped store is rebuilt from offset 0). A loop that cannot go on ends the process
 with a non-zero exit code.
 """
@@ -10,22 +13,85 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import secrets
 import sys
+from itertools import islice
 
 import faust
 import structlog
 
 from locker import config, signing
 from locker.cas import BlobStore
-from locker.errors import LockerError
+from locker.errors import LockerError, StorageUnavailable
+from locker.files import write_durably
 from locker.logs import configure_logging
 from projections.anchor_store import AnchorStore
+from projections.index import ARTIFACT
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from streams.app import create_app
 from streams.kafka import create_topics
 
 log = structlog.get_logger("stella.worker")
+
+# In the state folder: the evidence path the service last started with, for `check_blobs` to name.
+LAST_PATH = "evidence-path"
+
+
+def sample_ids(index: IndexStore, *, ends: int = 3, randoms: int = 20) -> list[str]:
+    """Indexed artifact ids to spot-check: the first and last few by id, and some at random places
+    (a seek each, whatever the size of the index)."""
+    keys = [key for key, _ in islice(index.scan(ARTIFACT), ends)]
+    keys += [key for key, _ in islice(index.scan(ARTIFACT, reverse=True), ends)]
+    for _ in range(randoms):
+        start = b"sha256:" + secrets.token_hex(32).encode()
+        keys += [key for key, _ in islice(index.scan(ARTIFACT, start), 1)]
+    return sorted({key[len(ARTIFACT) :].decode() for key in keys})
+
+
+def check_blobs(index: IndexStore, blobs: BlobStore, last_path: str = "") -> None:
+    """Refuse to start (`StorageUnavailable`) when no sampled indexed artifact has its blob under the
+    evidence path, which is what a changed `EvidenceLocker:Path` looks like; warn when some lack it.
+    `last_path` is the evidence path the service last ran with ("" if unknown)."""
+    checked = sample_ids(index)
+    missing = [artifact_id for artifact_id in checked if not blobs.exists(artifact_id)]
+    if not missing:
+        return
+    if len(missing) < len(checked):
+        log.warning("blobs missing", missing=len(missing), checked=len(checked), examples=missing[:3])
+        return
+    path = str(blobs.root)
+    found = (
+        f"refusing to start: none of {len(checked)} sampled artifacts (of {index.count()} indexed) has "
+        f"its blob under EvidenceLocker:Path = {path}"
+    )
+    migrate = f"`stella storage migrate --to {path}` while the service is stopped"
+    if last_path and last_path != path:
+        raise StorageUnavailable(
+            f"{found}, which was {last_path} when the service last ran. Set it back (`stella config "
+            f"set EvidenceLocker:Path {last_path}`), or set it back and move the blobs with {migrate}"
+        )
+    raise StorageUnavailable(
+        f"{found}. Was EvidenceLocker:Path changed, or is that storage not mounted? Set it back to the "
+        f"folder that holds blobs/sha256, or set it back and move the blobs there with {migrate}"
+    )
+
+
+def last_evidence_path(settings: config.Settings) -> str:
+    """The evidence path the service last started with ("" if it never recorded one)."""
+    try:
+        return (settings.state_path / LAST_PATH).read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot read {settings.state_path / LAST_PATH}: {exc.strerror}") from None
+
+
+def remember_evidence_path(settings: config.Settings) -> None:
+    try:
+        write_durably(settings.state_path / LAST_PATH, f"{settings.evidence_path}\n".encode())
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot write {settings.state_path / LAST_PATH}: {exc.strerror}") from None
 
 
 async def prepare(settings: config.Settings) -> None:
@@ -41,9 +107,11 @@ def main() -> None:
     configure_logging(settings.log_path / "service.log")
     blobs = BlobStore(settings.evidence_path)
     try:
-        blobs.ensure()
-        removed = blobs.clean_tmp()
         index = IndexStore(settings.index_path)
+        check_blobs(index, blobs, last_evidence_path(settings))
+        blobs.ensure()
+        remember_evidence_path(settings)
+        removed = blobs.clean_tmp()
         trees = MerkleStore(settings.merkle_path)
         chain = AnchorStore(settings.chain_path)
         asyncio.run(prepare(settings))

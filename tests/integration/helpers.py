@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from locker import submissions
 from locker.config import Settings
@@ -28,10 +29,13 @@ def submission(content: bytes, **fields: object) -> bytes:
     )
 
 
-async def produce(settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+async def produce(
+    settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
+) -> list[Any]:
+    """Send `records` (key, value; a None value is a tombstone); their `RecordMetadata`, in order."""
     async with producer(settings, linger_ms=20) as p:
         acks = [await p.send(topic, key=k, value=v) for k, v in records]
-        await asyncio.gather(*acks)
+        return list(await asyncio.gather(*acks))
 
 
 async def read_all(settings: Settings, topic: str, expect: int, timeout: float = 60) -> list:

@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ZERO = "sha256:" + "0" * 64
+EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # of b""
 DAC_CAPS = "-dac_override,-dac_read_search"
 
 
@@ -175,3 +176,49 @@ def test_home_that_is_not_writable(home: Path, unprivileged: tuple[str, ...]) ->
     below = home / "below"
     assert_error(stella(below, *set_key, prefix=unprivileged), 4, f"cannot create locker home {below}")
     assert stella(home, "evidence", "exists", ZERO, prefix=unprivileged).returncode == 1  # reading works
+
+
+# Damaged local state: one line with a hint, never a traceback. ----------------------------------
+def put_row(path: Path, key: bytes, value: bytes) -> None:
+    """Write one row into a RocksDB store behind its writer's back (a damaged store)."""
+    from rocksdict import Options, Rdict
+
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    db = Rdict(str(path), options)
+    db[key] = value
+    db.close()
+
+
+def test_a_damaged_merkle_store_is_one_line_with_how_to_rebuild_it(home: Path) -> None:
+    store = home / "state" / "merkle"
+    put_row(store, b"~pos/00000", b"not a number")
+    line = assert_error(stella(home, "evidence", "index", "status"), 4, f"Merkle store at {store} is damaged")
+    assert "start the service, which rebuilds it from the log" in line
+
+
+def test_anything_unexpected_is_still_one_line(home: Path) -> None:
+    put_row(home / "state" / "index", b"a/" + ZERO.encode(), b"\x00garbled")
+    line = assert_error(stella(home, "evidence", "inspect", ZERO), 1, "unexpected DecodeError")
+    assert "STELLA_TRACEBACK=1" in line
+
+
+def test_an_anchor_id_is_never_a_path_or_a_pattern(home: Path) -> None:
+    for anchor_id in ("../../etc/passwd", "*", "sha256:"):
+        assert_error(stella(home, "evidence", "anchor", "recover", "--id", anchor_id), 5, "invalid-digest")
+
+
+# storage migrate: no broker needed. -------------------------------------------------------------
+def test_storage_migrate(home: Path, tmp_path: Path) -> None:
+    from locker.cas import BlobStore
+
+    blobs = BlobStore(home / "evidence")
+    blobs.ensure()
+    blobs.put(EMPTY, b"")
+    target = tmp_path / "elsewhere"
+    done = json.loads(stella(home, "storage", "migrate", "--to", str(target), "--format", "json").stdout)
+    assert done["target"] == str(target) and done["copied"] == done["verified"] == 1
+    got = json.loads(stella(home, "config", "get", "EvidenceLocker:Path", "--format", "json").stdout)
+    assert got["value"] == str(target)
+    assert_error(stella(home, "storage", "migrate", "--to", str(target)), 5, "is EvidenceLocker:Path already")
+    assert_error(stella(home, "storage", "migrate"), 2, "Missing option '--to'")

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rocksdict import Options, Rdict
 
 from locker import merkle
-from locker.errors import StorageUnavailable
+from locker.errors import StorageUnavailable, StoreDamaged
 from projections.merkle_store import MerkleStore
 from tests.unit import merkle_reference as ref
 
@@ -67,3 +68,35 @@ def test_a_missing_store_reads_as_empty(tmp_path: Path) -> None:
     with MerkleStore(tmp_path / "absent", readonly=True) as store:
         assert store.applied() == {} and store.tree_size(0) == 0 and store.root(0) == merkle.EMPTY_ROOT
     assert not (tmp_path / "absent").exists()
+
+
+def damage(path: Path, key: bytes, value: bytes | None) -> None:
+    """Change one row behind the store's back (`None` deletes it), as a disk or a person might."""
+    db = Rdict(str(path), Options(raw_mode=True))
+    if value is None:
+        db.delete(key)
+    else:
+        db[key] = value
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "read", "says"),
+    [
+        (b"n/00000/00/000000000001", None, lambda s: s.inclusion_proof(0, 0, 3), "node 1 at level 0"),
+        (b"f/00000", b"\xc1garbled", lambda s: s.tree_size(0), "frontier row of partition 0"),
+        (b"l/00000/00000000000000000002", b"two", lambda s: s.leaf_index(0, 2), "leaf row of 0/2"),
+        (b"~pos/00000", b"x", lambda s: None, "applied position"),
+    ],
+)
+def test_a_damaged_store_says_so_and_how_to_rebuild_it(
+    tmp_path: Path, key: bytes, value: bytes | None, read, says: str
+) -> None:
+    with MerkleStore(tmp_path / "m") as store:
+        store.apply([(0, 0, b"a"), (0, 1, b"b"), (0, 2, b"c")])
+    damage(tmp_path / "m", key, value)
+    with pytest.raises(StoreDamaged) as caught, MerkleStore(tmp_path / "m", readonly=True) as store:
+        read(store)
+    message = str(caught.value)
+    assert says in message and str(tmp_path / "m") in message and "rebuilds it from the log" in message
+    assert caught.value.exit_code == 4
