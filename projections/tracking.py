@@ -75,6 +75,9 @@ class TrackedStore:
                 self._db.flush()
             self._db.close()
             self._db = None
+            if self.bulk:  # rocksdict reopens a folder with its stored options: keep no vector memtables
+                for stored in self.path.glob("OPTIONS-*"):
+                    stored.unlink()
 
     def __enter__(self) -> Self:
         return self

@@ -204,3 +204,22 @@ def test_one_batch_or_many_gives_the_same_checksum(log: list[Applied], sizes: li
             expected = fold((Position(p, o), e) for p, o, e in log if e is not None)
             assert {r.artifact_id: r for r in s.records()} == expected
             assert s.count() == len(expected)
+
+
+def test_a_bulk_loaded_store_reopens_as_an_ordinary_one(tmp_path: Path) -> None:
+    with IndexStore(tmp_path / "index", bulk=True) as bulk:
+        bulk.apply(BATCH)
+        expected = bulk.checksum()
+    with IndexStore(tmp_path / "index") as store:  # skip-list memtables, concurrent writes allowed
+        assert store.checksum() == expected
+        assert store.count() == 2
+        store.apply([(0, 3, ingest(B))])
+        assert store.count() == 2
+
+
+def test_bulk_and_ordinary_loads_give_identical_stores(tmp_path: Path) -> None:
+    with IndexStore(tmp_path / "bulk", bulk=True) as bulk, IndexStore(tmp_path / "plain") as plain:
+        for store in (bulk, plain):
+            store.apply(BATCH[:2])
+            store.apply(BATCH[2:])
+        assert bulk.checksum() == plain.checksum()
