@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import msgspec
 from rocksdict import WriteBatch
 
 from locker.events import Event
@@ -52,7 +53,13 @@ class IndexStore(TrackedStore):
     # Queries.
     def get(self, artifact_id: str) -> ArtifactRecord | None:
         raw = self.get_raw(ARTIFACT + artifact_id.encode())
-        return None if raw is None else decode_record(raw)
+        return None if raw is None else self._record(raw, artifact_id)
+
+    def _record(self, raw: bytes, artifact_id: str) -> ArtifactRecord:
+        try:
+            return decode_record(raw)
+        except msgspec.DecodeError:
+            raise self.damaged(f"the row of {artifact_id} is unreadable") from None
 
     def count(self) -> int:
         raw = self.get_raw(COUNT)
@@ -78,8 +85,8 @@ class IndexStore(TrackedStore):
         return out
 
     def records(self) -> Iterator[ArtifactRecord]:
-        for _, value in self.scan(ARTIFACT):
-            yield decode_record(value)
+        for key, value in self.scan(ARTIFACT):
+            yield self._record(value, key[len(ARTIFACT) :].decode(errors="replace"))
 
     # The one writer.
     def apply(self, batch: Sequence[Applied]) -> int:
@@ -116,7 +123,7 @@ class IndexStore(TrackedStore):
         stored = self.get_many([ARTIFACT + artifact_id.encode() for artifact_id in known])
         before: dict[str, ArtifactRecord | None] = dict.fromkeys(ids)
         for artifact_id, raw in zip(known, stored, strict=True):
-            before[artifact_id] = None if raw is None else decode_record(raw)
+            before[artifact_id] = None if raw is None else self._record(raw, artifact_id)
         current = dict(before)
         for position, event, artifact_id in fresh:
             current[artifact_id] = apply(event, current[artifact_id], position)

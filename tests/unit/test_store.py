@@ -223,3 +223,20 @@ def test_bulk_and_ordinary_loads_give_identical_stores(tmp_path: Path) -> None:
             store.apply(BATCH[:2])
             store.apply(BATCH[2:])
         assert bulk.checksum() == plain.checksum()
+
+
+def test_an_unreadable_row_is_reported_as_a_damaged_store(tmp_path: Path) -> None:
+    from rocksdict import Options, Rdict
+
+    from locker.errors import StoreDamaged
+
+    with IndexStore(tmp_path / "index") as store:
+        store.apply(BATCH)
+    db = Rdict(str(tmp_path / "index"), Options(raw_mode=True))
+    db[b"a/" + A.encode()] = b"{not json"
+    db.close()
+    with (
+        IndexStore(tmp_path / "index", readonly=True) as store,
+        pytest.raises(StoreDamaged, match="rebuild|Rebuild"),
+    ):
+        store.get(A)
