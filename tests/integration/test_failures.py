@@ -86,7 +86,7 @@ def test_a_loop_that_cannot_go_on_stops_the_service(settings: Settings) -> None:
     lines = [json.loads(line) for line in (settings.log_path / "service.log").read_text().splitlines()]
     [fatal] = [line for line in lines if line["event"] == "loop cannot go on; the service stops"]
     assert fatal["loop"] == "ingest" and fatal["level"] == "critical"
-    assert fatal["error"].startswith("DecodeError: ")
+    assert fatal["error"].startswith("StoreDamaged: ") and "is damaged" in fatal["error"]
 
 
 @pytest.fixture

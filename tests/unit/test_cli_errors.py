@@ -198,8 +198,26 @@ def test_a_damaged_merkle_store_is_one_line_with_how_to_rebuild_it(home: Path) -
 
 
 def test_anything_unexpected_is_still_one_line(home: Path) -> None:
-    put_row(home / "state" / "index", b"a/" + ZERO.encode(), b"\x00garbled")
-    line = assert_error(stella(home, "evidence", "inspect", ZERO), 1, "unexpected DecodeError")
+    # A bug stands in for the unexpected: the query raises what no code path expects.
+    bug = (
+        "import sys, commands.queries as q\n"
+        "def find(*a, **k): raise KeyError('a bug')\n"
+        "q.find = find\n"
+        f"sys.argv = ['stella', 'evidence', 'inspect', '{ZERO}']\n"
+        "import cli.main; cli.main.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("STELLA_")}
+    env["STELLA_HOME"] = str(home)
+    proc = subprocess.run(
+        [sys.executable, "-c", bug],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    line = assert_error(proc, 1, "unexpected KeyError")
     assert "STELLA_TRACEBACK=1" in line
 
 
