@@ -10,7 +10,11 @@ is unchanged: `put_many` returns once the batch is durable, and only then is any
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -28,6 +32,14 @@ def _put_many(root: str, items: list[tuple[str, bytes]]) -> None:
     BlobStore(Path(root)).put_many(items)
 
 
+def _exit_with(parent: int) -> None:
+    """In the writer process: die with the worker, even when it is killed with SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux only: prctl(PR_SET_PDEATHSIG, SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above ran
+        os._exit(1)
+
+
 class BlobWriter(Service):  # type: ignore[misc]  # mode is untyped here
     """Owns the writer process; started and stopped with the faust app."""
 
@@ -38,7 +50,12 @@ class BlobWriter(Service):  # type: ignore[misc]  # mode is untyped here
 
     def _start_pool(self) -> ProcessPoolExecutor:
         # spawn: a fresh interpreter, not a fork of a process with an event loop and threads
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        )
 
     async def on_start(self) -> None:
         self._pool = self._start_pool()

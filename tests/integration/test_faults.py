@@ -8,6 +8,7 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,13 @@ def payloads(n: int, size: int = 256) -> list[bytes]:
     return [os.urandom(size - 8) + i.to_bytes(8, "big") for i in range(n)]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def assert_complete(settings: Settings, expected: set[str]) -> None:
     """Every expected artifact indexed exactly once, with a blob that hashes right; no temp files."""
     blobs = BlobStore(settings.evidence_path)
@@ -49,7 +57,11 @@ def test_kill_9_while_10000_submissions_are_in_flight(running: Settings) -> None
     topic = Topics(running.topic_prefix).submissions
     asyncio.run(produce(running, topic, [(digest_of(d).encode(), submission(d)) for d in data]))
     wait_for(lambda: index_count(running) >= 1500, what="ingest to get going")
+    worker = service.daemon(running).pid()
+    children = [int(p) for p in Path(f"/proc/{worker}/task/{worker}/children").read_text().split()]
+    assert children, "the worker runs its blob writer in a child process"
     service.daemon(running).kill()
+    wait_for(lambda: not any(_alive(child) for child in children), timeout=10, what="its children to die too")
     killed_at = index_count(running)
     assert killed_at < len(data), "the kill came too late to test anything"
     service.start(running)
