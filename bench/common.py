@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from commands import service
 from commands.broker import LocalBroker, free_port
 from locker import config
 from projections.tracking import POSITION
@@ -68,6 +69,35 @@ def summary_ms(values: Sequence[float]) -> dict[str, float | int]:
         "p99_ms": percentile(values, 99) * 1e3,
         "max_ms": percentile(values, 100) * 1e3,
     }
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average: the benchmarks share it with whatever else runs."""
+    return round(os.getloadavg()[0], 2)
+
+
+def loop_stats(settings: config.Settings) -> dict[str, Any]:
+    """The worker loops' counters from /healthz: batches, records, wall seconds per stage."""
+    loops = (service.health(settings) or {}).get("loops") or {}
+    assert isinstance(loops, dict)
+    return loops
+
+
+def stage_means(after: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per loop, between two `loop_stats`: batches, records, mean wall ms per batch in each stage."""
+    out = {}
+    for name, st in after.items():
+        was = (before or {}).get(name, {"batches": 0, "records": 0, "stage_seconds": {}})
+        batches = st["batches"] - was["batches"]
+        out[name] = {
+            "batches": batches,
+            "records": st["records"] - was["records"],
+            "ms_per_batch": {
+                k: round((v - was["stage_seconds"].get(k, 0.0)) / max(batches, 1) * 1e3, 1)
+                for k, v in st["stage_seconds"].items()
+            },
+        }
+    return out
 
 
 def rss_bytes(pid: int) -> int:

@@ -48,7 +48,16 @@ from aiokafka.admin import NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import StoreWatcher, first_time_covering, new_locker, percentile, summary_ms
+from common import (
+    StoreWatcher,
+    first_time_covering,
+    load_average,
+    loop_stats,
+    new_locker,
+    percentile,
+    stage_means,
+    summary_ms,
+)
 
 from commands import service
 from commands.anchors import ensure_key
@@ -250,21 +259,6 @@ async def paced_run(
 WARM_UP = 200
 
 
-def loop_stages(settings: config.Settings) -> dict[str, dict[str, object]]:
-    """Batches, records and mean wall ms per batch in each stage, per worker loop (/healthz)."""
-    out: dict[str, dict[str, object]] = {}
-    loops = (service.health(settings) or {}).get("loops") or {}
-    assert isinstance(loops, dict)
-    for name, st in loops.items():
-        batches = max(int(st["batches"]), 1)
-        out[name] = {
-            "batches": st["batches"],
-            "records": st["records"],
-            "ms_per_batch": {k: round(v / batches * 1e3, 1) for k, v in st["stage_seconds"].items()},
-        }
-    return out
-
-
 def run_latency(bootstrap: str, work: Path, rate: float, seconds: float, size: int) -> dict[str, object]:
     settings = new_locker(bootstrap, work, STELLA_ANCHORS__INTERVAL="1")
     BlobStore(settings.evidence_path).ensure()
@@ -286,7 +280,7 @@ def run_latency(bootstrap: str, work: Path, rate: float, seconds: float, size: i
             produced, seen, anchored = asyncio.run(paced_run(settings, records, rate, drain_s=60))
         finally:
             samples, poll_stats = watcher.stop()
-        loops = loop_stages(settings)
+        loops = stage_means(loop_stats(settings))
     finally:
         service.stop(settings)
 
@@ -361,6 +355,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    load_at_start = load_average()
     with tempfile.TemporaryDirectory(prefix="stella-bench-") as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -383,13 +378,16 @@ def main() -> None:
     result = {
         "when": datetime.now(UTC).isoformat(),
         "cores": os.cpu_count(),
+        "load_average": {"start": load_at_start, "end": load_average()},
         "results": rows,
         "latency": latency,
     }
     out = Path(__file__).parent / "results" / f"ingest-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"cores: {os.cpu_count()}   artifacts per size: {args.count}")
+    print(f"cores: {os.cpu_count()}   artifacts per size: {args.count}", end="   ")
+    load = result["load_average"]
+    print(f"load average (1 min) at start / end: {load['start']} / {load['end']}")
     print(
         f"{'payload':>8} {'raw art/s':>10} {'ingest art/s':>12} {'ingest MB/s':>11} {'(b)/(a)':>8}"
         f" {'rebuild ev/s':>12} {'(c)/raw consume':>15} {'(c)/(a)':>8}"

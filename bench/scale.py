@@ -34,11 +34,15 @@ runs it) on one local broker (or STELLA_KAFKA_BOOTSTRAP), in one fresh locker:
     then --clients concurrent clients, each on its own keep-alive connection (all connected
     before the clock starts) sending --requests requests one after the other. The client is a
     minimal HTTP/1.1 client on asyncio streams, lighter than aiohttp's, in this process. p50/p99
-    per request and requests/s; target p50 <= 50 ms.
+    per request and requests/s, and the CPU time the service and this client spent per request
+    (/proc/<pid>/stat); target p50 <= 50 ms. For scale, not a target: one client's
+    `GET /anchors`, which lists every anchor.
 (7) resident memory again at the end.
 
-Writes bench/results/scale-*.json and prints a table. A million artifacts take about 10-15
-minutes on the 2-core machine of the README; use --count 20000 while developing.
+Writes bench/results/scale-*.json (with the machine's load average at start and end: it is
+shared) and prints a table. A million artifacts take about 14 minutes on the 2-core machine of
+the README, plus a few minutes to delete the temporary folder (a million blob files); use
+--count 20000 while developing, --workdir to keep the locker, broker and logs.
 """
 
 from __future__ import annotations
@@ -59,7 +63,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import broker, children, cmdline, folder_bytes, new_locker, rss_bytes, summary_ms
+from common import (
+    broker,
+    children,
+    cmdline,
+    folder_bytes,
+    load_average,
+    loop_stats,
+    new_locker,
+    rss_bytes,
+    stage_means,
+    summary_ms,
+)
 from confluent_kafka import Producer
 
 from commands import service
@@ -336,11 +351,16 @@ def make_anchors(settings: config.Settings, n: int, via_service: int) -> dict[st
             p.poll(0)
         p.flush()
 
-    started = time.monotonic()
+    started, loops = time.monotonic(), loop_stats(settings)
     commands(first)
     seq = wait_sequence(settings, start_seq + first)
     took = time.monotonic() - started
-    out["via_commands"] = {"anchors": first, "seconds": took, "anchors_per_s": first / took}
+    out["via_commands"] = {
+        "anchors": first,
+        "seconds": took,
+        "anchors_per_s": first / took,
+        "anchors_loop": stage_means(loop_stats(settings), loops)["anchors"],
+    }
     log(f"{first} anchor.create commands carried out in {took:.1f} s ({first / took:.1f}/s)")
     bench_signed = n - first - 1
     if bench_signed > 0:
@@ -486,6 +506,9 @@ def concurrency(settings: config.Settings, clients: int, per_client: int) -> dic
         many = asyncio.run(load(host, port, pid, path, clients, per_client))
         out[path] = {"one_client": single, "concurrent": many}
         log(f"{path}: 1 client p50 {single['p50_ms']:.1f} ms; {clients} clients p50 {many['p50_ms']:.1f} ms")
+    # Not a target, for scale: the whole list, which `GET /anchors` returns without ?limit=.
+    whole = asyncio.run(load(host, port, pid, "/anchors", 1, 3))
+    out["/anchors"] = {"one_client": whole}
     return out
 
 
@@ -518,6 +541,7 @@ def main() -> None:
         "artifacts": count,
         "payload_bytes": args.size,
         "subjects": len(corpus.subjects),
+        "load_average": {"start": load_average()},
     }
     bench_started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stella-scale-") as tmp:
@@ -556,12 +580,15 @@ def main() -> None:
             finally:
                 service.stop(settings)
             result["anchors"]["status"] = chain_status(settings)
-    result["bench_seconds"] = time.monotonic() - bench_started
-    out = Path(__file__).parent / "results" / f"scale-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print_table(result)
-    print(f"written to {out}")
+        result["bench_seconds"] = time.monotonic() - bench_started
+        result["load_average"]["end"] = load_average()
+        out = Path(__file__).parent / "results" / f"scale-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print_table(result)
+        print(f"written to {out}", flush=True)
+        if not args.workdir:
+            log("removing the temporary folder (a million blob files take a minute or two)")
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -613,8 +640,17 @@ def print_table(r: dict[str, Any]) -> None:
             f"anchor.create: {anc['via_commands']['anchors_per_s']:.1f}/s",
             "",
         ),
+        (
+            "  anchors loop during anchor.create, mean ms per batch",
+            " ".join(f"{k} {v}" for k, v in anc["via_commands"]["anchors_loop"]["ms_per_batch"].items() if v),
+            "",
+        ),
     ]
     for path, m in r["http_load"].items():
+        if "concurrent" not in m:
+            one = m["one_client"]
+            rows.append((f"GET {path} (every anchor), 1 client: p50", f"{one['p50_ms']:.0f} ms", ""))
+            continue
         c, one = m["concurrent"], m["one_client"]
         rows.append(
             (
@@ -633,7 +669,9 @@ def print_table(r: dict[str, Any]) -> None:
         )
     rows.append(("worker RSS at the end", f"{r['memory_at_end']['service_rss_bytes'] / mib:.0f} MiB", ""))
     width = max(len(a) for a, _, _ in rows)
-    print(f"cores: {r['cores']}   whole benchmark: {r['bench_seconds']:.0f} s")
+    load = r["load_average"]
+    print(f"cores: {r['cores']}   whole benchmark: {r['bench_seconds']:.0f} s", end="   ")
+    print(f"load average (1 min) at start / end: {load['start']} / {load['end']}")
     for a, b, c in rows:
         print(f"{a:<{width}}  {b:<34} {c}")
 
