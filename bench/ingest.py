@@ -6,7 +6,9 @@ and ingest latency at half the measured maximum rate.
 (a) raw aiokafka: produce the submission records to a plain topic and consume them back;
 (b) end to end: the same records to `evidence.submissions`, until all are indexed
     (checked, durable blob -> event -> index row);
-(c) index rebuild from offset 0 of `evidence.events`, vs a raw aiokafka consume of that topic.
+(c) index rebuild from offset 0 of `evidence.events` (`commands.index.replay` into a fresh store
+    opened as `stella evidence index rebuild` opens it: bulk, unlogged), vs a raw aiokafka consume
+    of that topic.
 
 Prints artifacts/s, MB/s (of artifact content) and the ratios; writes bench/results/ingest-*.json.
 
@@ -156,7 +158,7 @@ def run_size(bootstrap: str, work: Path, count: int, size: int) -> dict[str, flo
     t0 = time.perf_counter()
     asyncio.run(consume_all(settings, topics.events, count))
     raw_events_s = time.perf_counter() - t0
-    with IndexStore(work / f"rebuild-{tag}", unlogged=True) as store:
+    with IndexStore(work / f"rebuild-{tag}", bulk=True) as store:  # as commands/index.py rebuilds
         t0 = time.perf_counter()
         replayed = asyncio.run(replay(settings, store))
         rebuild_s = time.perf_counter() - t0
@@ -268,7 +270,7 @@ def run_latency(bootstrap: str, work: Path, rate: float, seconds: float, size: i
     records = make_records(count, size)
     service.start(settings)
     try:
-        # Warm-up, not measured: the service's first batch also starts its blob-writer process.
+        # Warm-up, not measured: the service's first batches (connections, first fetches, caches).
         started = time.monotonic()
         warm = make_records(WARM_UP, size, "w")
         asyncio.run(produce_all(settings, Topics(settings.topic_prefix).submissions, warm))
@@ -411,7 +413,7 @@ def print_latency(r: dict) -> None:
         f" (half of (b)) for {r['seconds']:.0f} s, Anchors:Interval = 1 s, {r['anchors']} anchors;"
         f" stores polled every {polls['mean_poll_interval_ms']:.1f} ms"
         f" (catch-up {polls['mean_catch_up_ms']:.1f} ms); after a warm-up of {warm['submissions']}"
-        f" submissions (the service's first), indexed in {warm['produced_to_indexed_s']:.2f} s"
+        f" submissions (the service's first, not measured), indexed in {warm['produced_to_indexed_s']:.2f} s"
     )
     print(f"{'produced ->':>20} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'missing':>8} {'target':>14}")
     for name, key, missing, target in (
