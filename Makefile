@@ -4,8 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Every package, with its hashes, for Python 3.11 on linux x86_64 (`make lock` writes it).
-LOCK := requirements.lock
+# The lock file: every package, with its hashes, for Python 3.11 on linux x86_64 (`make lock` writes it).
+LOCK := requirements.txt
 # Locked too: the installer, and the build backend that the editable install uses without isolation.
 BUILD_TOOLS := pip 'setuptools>=70.1'
 UV_VERSION := 0.13.9
