@@ -9,6 +9,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -68,6 +69,24 @@ def summary_ms(values: Sequence[float]) -> dict[str, float | int]:
         "p50_ms": percentile(values, 50) * 1e3,
         "p99_ms": percentile(values, 99) * 1e3,
         "max_ms": percentile(values, 100) * 1e3,
+    }
+
+
+def code_version() -> dict[str, object]:
+    """The commit measured, and whether the work tree had changes to tracked files."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
 
 

@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (
     StoreWatcher,
+    code_version,
     first_time_covering,
     load_average,
     loop_stats,
@@ -380,6 +381,7 @@ def main() -> None:
     result = {
         "when": datetime.now(UTC).isoformat(),
         "cores": os.cpu_count(),
+        "code": code_version(),
         "load_average": {"start": load_at_start, "end": load_average()},
         "results": rows,
         "latency": latency,
@@ -390,6 +392,8 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}   artifacts per size: {args.count}", end="   ")
     load = result["load_average"]
     print(f"load average (1 min) at start / end: {load['start']} / {load['end']}")
+    code = result["code"]
+    print(f"code: {str(code['commit'])[:12]}{' with uncommitted changes' if code['dirty'] else ''}")
     print(
         f"{'payload':>8} {'raw art/s':>10} {'ingest art/s':>12} {'ingest MB/s':>11} {'(b)/(a)':>8}"
         f" {'rebuild ev/s':>12} {'(c)/raw consume':>15} {'(c)/(a)':>8}"

@@ -68,6 +68,7 @@ from common import (
     broker,
     children,
     cmdline,
+    code_version,
     folder_bytes,
     load_average,
     loop_stats,
@@ -539,6 +540,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(),
         "cores": os.cpu_count(),
+        "code": code_version(),
         "artifacts": count,
         "payload_bytes": args.size,
         "subjects": len(corpus.subjects),
@@ -673,6 +675,8 @@ def print_table(r: dict[str, Any]) -> None:
     load = r["load_average"]
     print(f"cores: {r['cores']}   whole benchmark: {r['bench_seconds']:.0f} s", end="   ")
     print(f"load average (1 min) at start / end: {load['start']} / {load['end']}")
+    code = r["code"]
+    print(f"code: {str(code['commit'])[:12]}{' with uncommitted changes' if code['dirty'] else ''}")
     for a, b, c in rows:
         print(f"{a:<{width}}  {b:<34} {c}")
 
