@@ -87,13 +87,16 @@ def test_broker_crash_and_restart_during_ingest(locker_env: dict[str, str], tmp_
         try:
             data = payloads(30000, size=1024)  # enough that the outage lands mid-ingest
             topic = Topics(settings.topic_prefix).submissions
-            asyncio.run(produce(settings, topic, [(digest_of(d).encode(), submission(d)) for d in data]))
+            records = [(digest_of(d).encode(), submission(d)) for d in data]
+            sender = threading.Thread(target=lambda: asyncio.run(produce(settings, topic, records)))
+            sender.start()  # still sending when the broker dies: its retries span the outage
             wait_for(lambda: index_count(settings) >= 200, what="ingest to get going")
             own.daemon.kill()  # at once: a clean shutdown takes long enough for ingest to finish
             stopped_at = index_count(settings)
             restart = threading.Timer(3.0, own.start)
             restart.start()
             restart.join()
+            sender.join()
             assert own.answers()
             assert stopped_at < len(data), "the outage came too late to test anything"
             wait_for(
