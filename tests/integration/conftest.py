@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from commands import anchors as anchor_ops
 from commands import service
 from locker import config
 from locker.cas import BlobStore
@@ -24,6 +25,17 @@ def settings(locker_env: dict[str, str]) -> config.Settings:
 @pytest.fixture
 def running(settings: config.Settings) -> Iterator[config.Settings]:
     """A started service for this test's locker; stopped (and its log shown on failure) after."""
+    service.start(settings)
+    try:
+        yield settings
+    finally:
+        service.stop(settings)
+
+
+@pytest.fixture
+def anchoring(settings: config.Settings) -> Iterator[config.Settings]:
+    """A running service with an anchor signing key."""
+    anchor_ops.ensure_key(settings)
     service.start(settings)
     try:
         yield settings

@@ -9,14 +9,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from rocksdict import Options, Rdict
 
-from commands import anchors as anchor_ops
 from commands import service
 from locker.cas import BlobStore
 from locker.config import Settings
@@ -87,17 +84,6 @@ def test_a_loop_that_cannot_go_on_stops_the_service(settings: Settings) -> None:
     [fatal] = [line for line in lines if line["event"] == "loop cannot go on; the service stops"]
     assert fatal["loop"] == "ingest" and fatal["level"] == "critical"
     assert fatal["error"].startswith("StoreDamaged: ") and "is damaged" in fatal["error"]
-
-
-@pytest.fixture
-def anchoring(settings: Settings) -> Iterator[Settings]:
-    """A running service with an anchor signing key."""
-    anchor_ops.ensure_key(settings)
-    service.start(settings)
-    try:
-        yield settings
-    finally:
-        service.stop(settings)
 
 
 ZERO = "sha256:" + "0" * 64

@@ -13,12 +13,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
-import pytest
-
-from commands import anchors as anchor_ops
-from commands import service
 from locker import anchors
 from locker.config import Settings
 from locker.digests import digest_of
@@ -65,17 +60,6 @@ def junk_by_topic(topics: Topics) -> dict[str, Junk]:
             golden_bytes("anchor.create"), "anchor.create", ("command_id", b"5"), "schema_version"
         ),
     }
-
-
-@pytest.fixture
-def anchoring(settings: Settings) -> Iterator[Settings]:
-    """A running service with an anchor signing key."""
-    anchor_ops.ensure_key(settings)
-    service.start(settings)
-    try:
-        yield settings
-    finally:
-        service.stop(settings)
 
 
 def healthz(settings: Settings) -> tuple[int, dict]:

@@ -22,10 +22,15 @@ DAC_CAPS = "-dac_override,-dac_read_search"
 
 def stella(home: Path, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """Run `stella ARGS` with `home` as STELLA_HOME and no other STELLA_ variable."""
+    return python(home, "-m", "cli.main", *args, prefix=prefix)
+
+
+def python(home: Path, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run `python ARGS` with `home` as STELLA_HOME and no other STELLA_ variable."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("STELLA_")}
     env["STELLA_HOME"] = str(home)
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "cli.main", *args],
+        [*prefix, sys.executable, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -206,18 +211,7 @@ def test_anything_unexpected_is_still_one_line(home: Path) -> None:
         f"sys.argv = ['stella', 'evidence', 'inspect', '{ZERO}']\n"
         "import cli.main; cli.main.main()\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("STELLA_")}
-    env["STELLA_HOME"] = str(home)
-    proc = subprocess.run(
-        [sys.executable, "-c", bug],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-    line = assert_error(proc, 1, "unexpected KeyError")
+    line = assert_error(python(home, "-c", bug), 1, "unexpected KeyError")
     assert "STELLA_TRACEBACK=1" in line
 
 
