@@ -161,7 +161,7 @@ def run_size(bootstrap: str, work: Path, count: int, size: int) -> dict[str, flo
     raw_events_s = time.perf_counter() - t0
     with IndexStore(work / f"rebuild-{tag}", bulk=True) as store:  # as commands/index.py rebuilds
         t0 = time.perf_counter()
-        replayed = asyncio.run(replay(settings, store))
+        replayed = replay(settings, store)
         rebuild_s = time.perf_counter() - t0
         assert store.count() == count, (store.count(), count)
     return {

@@ -313,7 +313,7 @@ def rebuild(settings: config.Settings, work: Path, events: int) -> dict[str, Any
     log(f"bare consume of {events} events: {raw[-1]:.1f} s; rebuilding")
     store = IndexStore(work / "rebuild", bulk=True)  # as commands/index.py rebuilds
     t0 = time.perf_counter()
-    replayed = asyncio.run(replay(settings, store))
+    replayed = replay(settings, store)
     rebuild_s = time.perf_counter() - t0
     entries = store.count()
     t0 = time.perf_counter()

@@ -10,11 +10,7 @@ is unchanged: `put_many` returns once the batch is durable, and only then is any
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import multiprocessing
 import os
-import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -24,20 +20,13 @@ from mode import Service
 
 from locker.cas import BlobStore
 from locker.errors import StorageUnavailable
+from streams.children import SPAWN, exit_with
 
 log = structlog.get_logger("stella.blobs")
 
 
 def _put_many(root: str, items: list[tuple[str, bytes]]) -> None:
     BlobStore(Path(root)).put_many(items)
-
-
-def _exit_with(parent: int) -> None:
-    """In the writer process: die with the worker, even when it is killed with SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):  # Linux only: prctl(PR_SET_PDEATHSIG, SIGKILL)
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the line above ran
-        os._exit(1)
 
 
 class BlobWriter(Service):  # type: ignore[misc]  # mode is untyped here
@@ -49,11 +38,10 @@ class BlobWriter(Service):  # type: ignore[misc]  # mode is untyped here
         self._pool: ProcessPoolExecutor | None = None
 
     def _start_pool(self) -> ProcessPoolExecutor:
-        # spawn: a fresh interpreter, not a fork of a process with an event loop and threads
         return ProcessPoolExecutor(
             max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_exit_with,
+            mp_context=SPAWN,
+            initializer=exit_with,
             initargs=(os.getpid(),),
         )
 

@@ -1,0 +1,126 @@
+"""Read a topic to its end in a child process, so that consuming overlaps the caller's folding.
+
+Replaying a topic (an index rebuild) costs ~6 us a record to consume with aiokafka and more
+than that to decode and fold, all under one GIL. `read_in_child` runs `streams.kafka.read_to_end`
+in a spawned child that sends each batch down a pipe as (partition, offset, value) tuples; the
+caller folds one batch while the child fetches the next. The pipe holds at most a batch or
+two, so a slow caller slows the child and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+from collections.abc import Iterator, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from locker.config import Settings
+from locker.errors import LockerError
+from streams.children import SPAWN, exit_with
+from streams.kafka import Progress, read_to_end
+
+Raw = tuple[int, int, bytes]  # (partition, offset, value); a null value reads as b""
+
+
+def read_in_child(
+    settings: Settings,
+    topic: str,
+    *,
+    starts: Mapping[int, int] | None = None,
+    max_records: int = 5000,
+    progress: Progress | None = None,
+) -> Iterator[list[Raw]]:
+    """`read_to_end(settings, topic, starts=..., max_records=...)`, read by a child process.
+
+    Raises what the child raised (`BrokerUnavailable`, ...) as a `LockerError`.
+    """
+    receiving, sending = SPAWN.Pipe(duplex=False)
+    child = SPAWN.Process(
+        target=_read,
+        args=(settings, topic, dict(starts or {}), max_records, sending, os.getpid()),
+        name="stella-reader",
+        daemon=True,
+    )
+    child.start()
+    sending.close()  # the child's end: EOF here once the child is gone
+    try:
+        while True:
+            try:
+                message = pickle.loads(receiving.recv_bytes())  # noqa: S301 - our own child, our own pipe
+            except EOFError:
+                raise LockerError(f"the reader of {topic} ended (exit code {child.exitcode})") from None
+            match message:
+                case ("batch", done, total, batch):
+                    if progress is not None:
+                        progress(done, total)
+                    yield batch
+                case ("end",):
+                    return
+                case ("error", error):
+                    raise error
+    finally:
+        receiving.close()
+        child.join(timeout=5)
+        if child.is_alive():  # the caller stopped early: the child is blocked on a full pipe
+            child.kill()
+            child.join()
+
+
+def _read(
+    settings: Settings,
+    topic: str,
+    starts: dict[int, int],
+    max_records: int,
+    pipe: Connection,
+    parent: int,
+) -> None:
+    """In the child: every batch down `pipe`, then ("end",) or ("error", a LockerError)."""
+    exit_with(parent)
+    try:
+        asyncio.run(_send_all(settings, topic, starts, max_records, pipe))
+        pipe.send_bytes(pickle.dumps(("end",)))
+    except LockerError as error:
+        pipe.send_bytes(_pickled_error(error))
+    except Exception as error:  # noqa: BLE001 - anything else still reaches the caller as one line
+        pipe.send_bytes(_pickled_error(LockerError(f"reading {topic} failed: {error!r}")))
+    finally:
+        pipe.close()
+
+
+async def _send_all(
+    settings: Settings, topic: str, starts: dict[int, int], max_records: int, pipe: Connection
+) -> None:
+    loop = asyncio.get_running_loop()
+    sent: asyncio.Future[Any] | None = None
+    total = 0
+
+    def count(done: int, of: int) -> None:
+        nonlocal total
+        total = of
+
+    done = 0
+    async for records in read_to_end(
+        settings, topic, starts=starts or None, max_records=max_records, progress=count
+    ):
+        done += len(records)
+        data = pickle.dumps(
+            ("batch", done, total, [(r.partition, r.offset, r.value) for r in records]),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        if sent is not None:
+            await sent
+        # Sent from a thread: the consumer keeps fetching while the caller is still folding.
+        sent = loop.run_in_executor(None, pipe.send_bytes, data)
+    if sent is not None:
+        await sent
+
+
+def _pickled_error(error: LockerError) -> bytes:
+    try:
+        data = pickle.dumps(("error", error))
+        pickle.loads(data)  # noqa: S301 - fails for an error whose constructor takes other arguments
+        return data
+    except Exception:  # noqa: BLE001 - then keep its message
+        return pickle.dumps(("error", LockerError(str(error))))

@@ -1,0 +1,70 @@
+"""`read_in_child`: a topic read to its end by a child process, on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+import re
+
+import pytest
+from aiokafka.admin import NewTopic
+
+from locker.config import Settings
+from locker.errors import BrokerUnavailable
+from streams.kafka import admin
+from streams.reader import read_in_child
+from tests.integration.helpers import produce
+
+pytestmark = pytest.mark.integration
+
+
+def _topic(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> str:
+    name = settings.topic_prefix + "reader"
+
+    async def setup() -> None:
+        async with admin(settings) as client:
+            await client.create_topics([NewTopic(name, 3, 1)])
+        await produce(settings, name, records)
+
+    asyncio.run(setup())
+    return name
+
+
+def test_every_record_once_in_partition_order_with_progress(settings: Settings) -> None:
+    records: list[tuple[bytes | None, bytes | None]] = [(b"k%d" % i, b"v%d" % i) for i in range(2500)]
+    records.append((b"tombstone", None))
+    topic = _topic(settings, records)
+    seen: list[tuple[int, int, bytes]] = []
+    progress: list[tuple[int, int]] = []
+    report = lambda done, total: progress.append((done, total))  # noqa: E731
+    for batch in read_in_child(settings, topic, max_records=300, progress=report):
+        assert len(batch) <= 300
+        seen += batch
+    assert sorted(v for _, _, v in seen) == sorted([v or b"" for _, v in records])
+    for partition in {p for p, _, _ in seen}:
+        offsets = [o for p, o, _ in seen if p == partition]
+        assert offsets == list(range(len(offsets)))
+    assert progress[-1] == (len(records), len(records))
+    assert [d for d, _ in progress] == sorted(d for d, _ in progress)
+
+
+def test_starts_skip_what_was_applied(settings: Settings) -> None:
+    topic = _topic(settings, [(b"same-key", b"v%d" % i) for i in range(50)])  # one partition
+    seen = [r for batch in read_in_child(settings, topic, starts={0: 40, 1: 40, 2: 40}) for r in batch]
+    assert [v for _, _, v in seen] == [b"v%d" % i for i in range(40, 50)]
+
+
+def test_a_caller_that_stops_early_leaves_no_child(settings: Settings) -> None:
+    topic = _topic(settings, [(b"k%d" % i, b"x" * 1000) for i in range(3000)])
+    reader = read_in_child(settings, topic, max_records=10)
+    next(reader)
+    reader.close()  # the generator's finally: the child, blocked on a full pipe, is killed
+    assert multiprocessing.active_children() == []
+
+
+def test_an_unreachable_broker_is_the_childs_error_in_the_caller(settings: Settings) -> None:
+    values = dict(settings.values) | {"Kafka:Bootstrap": "127.0.0.1:9"}
+    unreachable = dataclasses.replace(settings, values=values)
+    with pytest.raises(BrokerUnavailable, match=re.escape("127.0.0.1:9 is unreachable")):
+        list(read_in_child(unreachable, settings.topic_prefix + "reader"))
