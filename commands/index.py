@@ -21,7 +21,7 @@ from locker.errors import InvalidInput
 from locker.events import Event, decode
 from projections.store import IndexStore, wipe
 from streams.kafka import Progress
-from streams.reader import read_in_child
+from streams.reader import read_batches
 from streams.topics import Topics
 
 
@@ -32,7 +32,7 @@ def replay(
     done = 0
     topic = Topics(settings.topic_prefix).events
     with rare_collections():
-        for records in read_in_child(settings, topic, max_records=batch, progress=progress):
+        for records in read_batches(settings, topic, max_records=batch, progress=progress):
             store.apply([(partition, offset, _decode(value)) for partition, offset, value in records])
             done += len(records)
     return done

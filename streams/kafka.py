@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -98,7 +98,7 @@ async def read_to_end(
     starts: Mapping[int, int] | None = None,
     max_records: int = 5000,
     progress: Progress | None = None,
-) -> AsyncIterator[list[Record]]:
+) -> AsyncGenerator[list[Record], None]:
     """Every record of `topic` from `starts` (default: each partition's beginning) to the end
     offsets as they are when called, in batches; each partition's records in offset order."""
     async with consumer(settings) as c:

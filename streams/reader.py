@@ -1,10 +1,12 @@
-"""Read a topic to its end in a child process, so that consuming overlaps the caller's folding.
+"""Read a topic to its end for a synchronous caller that folds what it reads (a replay).
 
 Replaying a topic (an index rebuild) costs ~6 us a record to consume with aiokafka and more
 than that to decode and fold, all under one GIL. `read_in_child` runs `streams.kafka.read_to_end`
 in a spawned child that sends each batch down a pipe as (partition, offset, value) tuples; the
 caller folds one batch while the child fetches the next. The pipe holds at most a batch or
-two, so a slow caller slows the child and memory stays bounded.
+two, so a slow caller slows the child and memory stays bounded. Starting the child costs ~0.5 s
+(an interpreter, aiokafka, a broker connection): `read_batches` reads a short range in this
+process instead.
 """
 
 from __future__ import annotations
@@ -19,9 +21,59 @@ from typing import Any
 from locker.config import Settings
 from locker.errors import LockerError
 from streams.children import SPAWN, exit_with
-from streams.kafka import Progress, read_to_end
+from streams.kafka import Progress, assign_all, consumer, read_to_end
 
 Raw = tuple[int, int, bytes]  # (partition, offset, value); a null value reads as b""
+
+IN_CHILD_ABOVE = 100_000  # records; below this a child costs more than it saves
+
+
+def read_batches(
+    settings: Settings,
+    topic: str,
+    *,
+    starts: Mapping[int, int] | None = None,
+    max_records: int = 5000,
+    progress: Progress | None = None,
+    in_child_above: int = IN_CHILD_ABOVE,
+) -> Iterator[list[Raw]]:
+    """Every record of `topic` from `starts` to its end as it is now, in batches: read by a child
+    process (`read_in_child`) if there are more than `in_child_above`, else by this one."""
+    ahead = asyncio.run(_records_ahead(settings, topic, starts or {}))
+    read = read_in_child if ahead > in_child_above else _read_here
+    yield from read(settings, topic, starts=starts, max_records=max_records, progress=progress)
+
+
+async def _records_ahead(settings: Settings, topic: str, starts: Mapping[int, int]) -> int:
+    async with consumer(settings) as c:
+        tps = await assign_all(c, topic)
+        if not tps:
+            return 0
+        firsts, ends = await c.beginning_offsets(tps), await c.end_offsets(tps)
+    return sum(max(ends[tp] - max(firsts[tp], starts.get(tp.partition, 0)), 0) for tp in tps)
+
+
+def _read_here(
+    settings: Settings,
+    topic: str,
+    *,
+    starts: Mapping[int, int] | None = None,
+    max_records: int = 5000,
+    progress: Progress | None = None,
+) -> Iterator[list[Raw]]:
+    """`read_to_end` in this process, one batch at a time, for a synchronous caller."""
+    loop = asyncio.new_event_loop()
+    batches = read_to_end(settings, topic, starts=starts, max_records=max_records, progress=progress)
+    try:
+        while True:
+            try:
+                records = loop.run_until_complete(anext(batches))
+            except StopAsyncIteration:
+                return
+            yield [(r.partition, r.offset, r.value) for r in records]
+    finally:
+        loop.run_until_complete(batches.aclose())
+        loop.close()
 
 
 def read_in_child(

@@ -1,4 +1,4 @@
-"""`read_in_child`: a topic read to its end by a child process, on a real broker."""
+"""`read_batches`: a topic read to its end by a child process or by this one, on a real broker."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from aiokafka.admin import NewTopic
 from locker.config import Settings
 from locker.errors import BrokerUnavailable
 from streams.kafka import admin
-from streams.reader import read_in_child
+from streams.reader import read_batches, read_in_child
 from tests.integration.helpers import produce
 
 pytestmark = pytest.mark.integration
+
+# in_child_above: 0 reads every range in a child process, a billion reads it here.
+where = pytest.mark.parametrize("in_child_above", [0, 10**9], ids=["child", "here"])
 
 
 def _topic(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> str:
@@ -31,14 +34,17 @@ def _topic(settings: Settings, records: list[tuple[bytes | None, bytes | None]])
     return name
 
 
-def test_every_record_once_in_partition_order_with_progress(settings: Settings) -> None:
+@where
+def test_every_record_once_in_partition_order_with_progress(settings: Settings, in_child_above: int) -> None:
     records: list[tuple[bytes | None, bytes | None]] = [(b"k%d" % i, b"v%d" % i) for i in range(2500)]
     records.append((b"tombstone", None))
     topic = _topic(settings, records)
     seen: list[tuple[int, int, bytes]] = []
     progress: list[tuple[int, int]] = []
     report = lambda done, total: progress.append((done, total))  # noqa: E731
-    for batch in read_in_child(settings, topic, max_records=300, progress=report):
+    for batch in read_batches(
+        settings, topic, max_records=300, progress=report, in_child_above=in_child_above
+    ):
         assert len(batch) <= 300
         seen += batch
     assert sorted(v for _, _, v in seen) == sorted([v or b"" for _, v in records])
@@ -49,15 +55,22 @@ def test_every_record_once_in_partition_order_with_progress(settings: Settings) 
     assert [d for d, _ in progress] == sorted(d for d, _ in progress)
 
 
-def test_starts_skip_what_was_applied(settings: Settings) -> None:
+@where
+def test_starts_skip_what_was_applied(settings: Settings, in_child_above: int) -> None:
     topic = _topic(settings, [(b"same-key", b"v%d" % i) for i in range(50)])  # one partition
-    seen = [r for batch in read_in_child(settings, topic, starts={0: 40, 1: 40, 2: 40}) for r in batch]
+    starts = {0: 40, 1: 40, 2: 40}
+    seen = [
+        r
+        for batch in read_batches(settings, topic, starts=starts, in_child_above=in_child_above)
+        for r in batch
+    ]
     assert [v for _, _, v in seen] == [b"v%d" % i for i in range(40, 50)]
 
 
-def test_a_caller_that_stops_early_leaves_no_child(settings: Settings) -> None:
+@where
+def test_a_caller_that_stops_early_leaves_no_child(settings: Settings, in_child_above: int) -> None:
     topic = _topic(settings, [(b"k%d" % i, b"x" * 1000) for i in range(3000)])
-    reader = read_in_child(settings, topic, max_records=10)
+    reader = read_batches(settings, topic, max_records=10, in_child_above=in_child_above)
     next(reader)
     reader.close()  # the generator's finally: the child, blocked on a full pipe, is killed
     assert multiprocessing.active_children() == []
@@ -68,3 +81,7 @@ def test_an_unreachable_broker_is_the_childs_error_in_the_caller(settings: Setti
     unreachable = dataclasses.replace(settings, values=values)
     with pytest.raises(BrokerUnavailable, match=re.escape("127.0.0.1:9 is unreachable")):
         list(read_in_child(unreachable, settings.topic_prefix + "reader"))
+
+
+def test_a_missing_topic_reads_as_empty(settings: Settings) -> None:
+    assert list(read_batches(settings, settings.topic_prefix + "nothing-here")) == []
