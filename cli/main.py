@@ -16,7 +16,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -278,6 +278,89 @@ def evidence_inspect(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
     from commands import queries
 
     emit(queries.inspect(settings(), artifact_id), fmt)
+
+
+@evidence.command("verify")
+def evidence_verify(
+    mode: Annotated[str, typer.Option("--mode", help="quick (a sample) or full (every artifact).")],
+    sample: Annotated[
+        str, typer.Option("--sample", help="Quick: how many, as a count (500) or a percentage (2%).")
+    ] = "",
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Quick: fix the sample's order (the run prints its seed).")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Re-hash artifacts against their ids in the service; exit 1 if any failed."""
+    from commands import verify as verify_ops
+
+    if mode not in ("quick", "full"):
+        raise UsageError(f"--mode {mode!r}: quick or full")
+    with progress("verifying", show=fmt is Format.table and sys.stderr.isatty()) as bar:
+        task = bar.add_task("verify", total=None)
+        result = verify_ops.verify(
+            settings(),
+            "full" if mode == "full" else "quick",
+            sample=sample,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    show_report(result, fmt)
+
+
+@evidence.command("verify-report")
+def evidence_verify_report(
+    latest: Annotated[bool, typer.Option("--latest", help="The run that completed last.")] = False,
+    run_id: Annotated[str | None, typer.Option("--run", help="A run id.")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--filter", help="Which artifacts: failed (default), ok, mismatch, missing, unreadable."
+        ),
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """A verification run's counts and its artifacts; exit 1 if the run found failures."""
+    from commands import verify as verify_ops
+
+    if latest == (run_id is not None):
+        raise UsageError("give exactly one of --latest or --run ID")
+    show_report(verify_ops.report(settings(), run_id=run_id, only=only), fmt)
+
+
+def show_report(result: dict[str, Any], fmt: Format) -> None:
+    """Print a verification report (JSON: as documented in the README); exit 1 on failures."""
+    run = result["run"]
+    if fmt is Format.json:
+        emit(result, fmt)
+    else:
+        state = "completed" if run["completed_at"] else "running"
+        counts = ", ".join(f"{run[k]} {k}" for k in ("ok", "mismatch", "missing", "unreadable"))
+        checked = f"{run['done']} of {run['planned']} checked"
+        typer.echo(f"run {run['run_id']} ({run['mode']}, {state}): {checked}: {counts}")
+        rows = [
+            {"artifact_id": a["artifact_id"], "outcome": a["outcome"], "detail": a["detail"]}
+            for a in result["artifacts"]
+        ]
+        if rows:
+            emit(rows, fmt, title=result["filter"])
+        if result["outcomes_expired"]:
+            typer.echo("note: some of the run's outcomes are past evidence.verifications' retention")
+    if run["failed"]:
+        typer.echo(f"{run['failed']} artifact(s) failed verification in run {run['run_id']}", err=True)
+        raise typer.Exit(1)
+
+
+@evidence.command("mark-corrupted")
+def evidence_mark_corrupted(
+    artifact_id: Annotated[str, typer.Option("--id", help="Artifact id (sha256:<hex>).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the log (e.g. hash-mismatch).")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Record that an artifact is corrupted; it is never served as good again."""
+    from commands import verify as verify_ops
+
+    emit(verify_ops.mark_corrupted(settings(), artifact_id, reason), fmt)
 
 
 @evidence.command("status")

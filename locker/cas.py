@@ -158,6 +158,14 @@ class BlobStore:
             for blob in sorted(fanout.iterdir()):
                 yield "sha256:" + blob.name
 
+    def read_checked(self, artifact_id: str) -> bytes:
+        """`read`, and raise `IntegrityError` unless the bytes hash to `artifact_id`."""
+        data = self.read(artifact_id)
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != artifact_id:
+            raise IntegrityError(f"the blob of {artifact_id}", artifact_id, actual)
+        return data
+
     def usage(self) -> tuple[int, int]:
         """(blob count, total bytes)."""
         count = size = 0

@@ -35,6 +35,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Anchors:BackupPath": (None, str),
     "Anchors:Interval": (6 * 3600, int),
     "Anchors:EveryEvents": (0, int),
+    "Verification:QuickSample": ("1%", str),
     "Broker:Port": (9092, int),
     "Broker:ControllerPort": (9093, int),
     "Broker:Heap": ("512m", str),
@@ -72,6 +73,16 @@ class Settings:
     def state_path(self) -> Path:
         """Projections (RocksDB) and the worker's own data."""
         return self.home / "state"
+
+    @property
+    def verify_path(self) -> Path:
+        """The verification store's RocksDB folder."""
+        return self.state_path / "verifications"
+
+    @property
+    def plans_path(self) -> Path:
+        """Plans of verification runs not completed yet (the worker's own data)."""
+        return self.state_path / "verification-plans"
 
     @property
     def index_path(self) -> Path:

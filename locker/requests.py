@@ -6,6 +6,9 @@ fields (events do not).
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 import uuid
 from datetime import UTC, datetime
 from typing import Union
@@ -13,6 +16,7 @@ from typing import Union
 import msgspec
 
 from locker.decoding import Decoder
+from locker.events.integrity import Mode
 
 
 class CreateAnchor(
@@ -48,9 +52,44 @@ class RecoverAnchor(
     schema_version: int = 1
 
 
-Command = Union[CreateAnchor, RecoverAnchor]  # noqa: UP007 - a runtime alias msgspec reads
+class StartVerification(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="verification.start",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Verify every artifact (`full`) or a sample (`quick`); the run's id is the command's."""
+
+    command_id: str
+    requested_at: datetime
+    mode: Mode
+    sample: str = ""  # quick: "500" or "2%"; "" for the configured default
+    seed: int | None = None  # quick: None for a random one
+    requested_by: str = ""
+    schema_version: int = 1
+
+
+class MarkCorrupted(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="artifact.mark_corrupted",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    command_id: str
+    requested_at: datetime
+    artifact_id: str
+    reason: str
+    requested_by: str = ""
+    schema_version: int = 1
+
+
+Command = Union[CreateAnchor, RecoverAnchor, StartVerification, MarkCorrupted]  # noqa: UP007 - a runtime alias msgspec reads
 _encoder = msgspec.json.Encoder(order="sorted")
-_decoder: Decoder[CreateAnchor | RecoverAnchor] = Decoder(Command, "command")
+_decoder: Decoder[Command] = Decoder(Command, "command")
 
 
 def new_id() -> str:
@@ -76,11 +115,41 @@ def recover_anchor(record: bytes, replaces_offset: int, reason: str) -> RecoverA
     )
 
 
-def encode(command: CreateAnchor | RecoverAnchor) -> bytes:
+def start_verification(mode: Mode, sample: str = "", seed: int | None = None) -> StartVerification:
+    return StartVerification(
+        command_id=new_id(),
+        requested_at=datetime.now(UTC),
+        mode=mode,
+        sample=sample,
+        seed=seed,
+        requested_by=actor(),
+    )
+
+
+def mark_corrupted(artifact_id: str, reason: str) -> MarkCorrupted:
+    return MarkCorrupted(
+        command_id=new_id(),
+        requested_at=datetime.now(UTC),
+        artifact_id=artifact_id,
+        reason=reason,
+        requested_by=actor(),
+    )
+
+
+def actor() -> str:
+    """Who asks: the operator's login name and host, as the log records them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def encode(command: Command) -> bytes:
     return _encoder.encode(command)
 
 
-def decode(raw: bytes | None) -> CreateAnchor | RecoverAnchor:
+def decode(raw: bytes | None) -> Command:
     """A command record value (None for a null value).
 
     Raises `InvalidInput` with a reason from `locker.decoding.REASONS`.

@@ -13,7 +13,22 @@ from functools import singledispatch
 
 import msgspec
 
-from locker.events import ArtifactIngested, ArtifactResubmitted, Event, IngestRejected
+from locker.events import (
+    ArtifactIngested,
+    ArtifactMarkedCorrupted,
+    ArtifactResubmitted,
+    ArtifactVerificationFailed,
+    Event,
+    IngestRejected,
+    VerificationCompleted,
+    VerificationStarted,
+)
+
+# An artifact's status. Only an "ingested" artifact is served; the others answer 409 with
+# the record's `status_reason`.
+INGESTED = "ingested"
+VERIFICATION_FAILED = "verification-failed"  # a run found it missing, unreadable or not matching
+CORRUPTED = "corrupted"  # an operator marked it (`stella evidence mark-corrupted`)
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -21,7 +36,7 @@ class Position(msgspec.Struct, frozen=True):
     offset: int
 
 
-class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True):
+class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One indexed artifact."""
 
     artifact_id: str
@@ -34,6 +49,11 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True):
     ingested_at: datetime
     partition: int
     offset: int
+    status_reason: str = ""
+
+    @property
+    def servable(self) -> bool:
+        return self.status == INGESTED
 
     @property
     def digest(self) -> str:
@@ -50,13 +70,16 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True):
             "producer": self.producer,
             "media_type": self.media_type,
             "status": self.status,
+            "status_reason": self.status_reason,
             "ingested_at": self.ingested_at.isoformat().replace("+00:00", "Z"),
         }
 
 
 def artifact_of(event: Event) -> str | None:
     """The artifact an event is about, if it touches the index at all."""
-    return event.artifact_id if isinstance(event, ArtifactIngested) else None
+    if isinstance(event, ArtifactIngested | ArtifactVerificationFailed | ArtifactMarkedCorrupted):
+        return event.artifact_id
+    return None
 
 
 @singledispatch
@@ -78,7 +101,7 @@ def _ingested(
         subjects=tuple(sorted(set(event.subjects))),
         producer=event.producer,
         media_type=event.media_type,
-        status="ingested",
+        status=INGESTED,
         ingested_at=event.ingested_at,
         partition=position.partition,
         offset=position.offset,
@@ -86,8 +109,29 @@ def _ingested(
 
 
 @apply.register
+def _failed(
+    event: ArtifactVerificationFailed, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is None or record.status == CORRUPTED:  # an operator's finding stands
+        return record
+    reason = f"{event.outcome} in verification run {event.run_id}: {event.detail}".rstrip(": ")
+    return msgspec.structs.replace(record, status=VERIFICATION_FAILED, status_reason=reason)
+
+
+@apply.register
+def _marked(
+    event: ArtifactMarkedCorrupted, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is None:
+        return None
+    return msgspec.structs.replace(record, status=CORRUPTED, status_reason=event.reason)
+
+
+@apply.register
 def _untouched(
-    event: ArtifactResubmitted | IngestRejected, record: ArtifactRecord | None, position: Position
+    event: ArtifactResubmitted | IngestRejected | VerificationStarted | VerificationCompleted,
+    record: ArtifactRecord | None,
+    position: Position,
 ) -> ArtifactRecord | None:
     return record
 

@@ -25,7 +25,7 @@ from locker.cas import BlobStore
 from locker.config import Settings
 from locker.decoding import shorten
 from locker.digests import is_digest
-from locker.errors import ArtifactNotFound, LockerError, NotFound
+from locker.errors import ArtifactNotFound, IntegrityError, LockerError, NotFound
 from locker.events import KINDS
 from projections import proofs
 from projections.anchor_store import AnchorStore
@@ -110,13 +110,15 @@ def install_api(
             record = indexed(self, artifact_id)
             if not isinstance(record, ArtifactRecord):
                 return record
+            if not record.servable:  # never served as if it were good
+                return self.json({"error": record.status, "detail": record.status_reason}, status=409)
             try:
-                data = await asyncio.to_thread(blobs.read, artifact_id)
+                data = await asyncio.to_thread(blobs.read_checked, artifact_id)
             except ArtifactNotFound:
-                return self.json(
-                    {"error": "blob-missing", "detail": f"{artifact_id} is indexed but its blob is missing"},
-                    status=500,
-                )
+                detail = f"{artifact_id} is indexed but its blob is missing"
+                return self.json({"error": "blob-missing", "detail": detail}, status=409)
+            except IntegrityError as error:
+                return self.json({"error": "integrity-mismatch", "detail": str(error)}, status=409)
             return self.bytes(data, content_type=record.media_type or "application/octet-stream")
 
     @app.page("/artifacts/{artifact_id}/meta")

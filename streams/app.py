@@ -13,9 +13,12 @@ the web server, and an agent for `evidence.commands`. README, "How it works", sa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import socket
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from functools import partial
 from typing import cast
 
@@ -27,20 +30,24 @@ from faust.types import EventT
 from locker import requests, signing
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
-from locker.errors import InvalidInput, LockerError
+from locker.digests import is_digest
+from locker.errors import InvalidInput, LockerError, UsageError
+from locker.events import ArtifactMarkedCorrupted, encode
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
+from projections.verify_store import VerifyStore
 from streams import chain as anchor_chain
-from streams import ingest, project
+from streams import ingest, project, verify
 from streams.anchoring import Anchorer
 from streams.api import install_api
 from streams.blob_writer import BlobWriter
-from streams.kafka import Record
+from streams.kafka import Record, end_offsets
 from streams.publisher import BatchPublisher
 from streams.runtime import Loop, dead_letter
 from streams.services import Services
 from streams.topics import Topics
+from streams.verify import Checker, Verifying
 
 log = structlog.get_logger("stella.worker")
 
@@ -76,6 +83,7 @@ def create_app(
     index: IndexStore,
     trees: MerkleStore,
     chain: AnchorStore,
+    verifications: VerifyStore,
     signer: signing.Signer | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
@@ -177,6 +185,28 @@ def create_app(
             max_records=PROJECTION_BATCH,
         ),
     ]
+    checker = Checker()
+    app.add_dependency(checker)
+    verifying = Verifying(topics, blobs, verifications, settings.plans_path)
+    completing = asyncio.Lock()
+
+    async def complete_runs(batch: object = None) -> None:
+        async with completing:
+            await verify.complete_finished(verifying, publisher)
+
+    loops.append(
+        Loop(
+            "verify",
+            topic=topics.verify_tasks,
+            handler=partial(verify.handle, verifying, checker.check_all),
+            publisher=publisher,
+            dlq_topic=topics.dlq,
+            consumer_options=consumer_options(settings),
+            tracked=(verifications,),
+            on_batch=complete_runs,
+            max_records=8,  # tasks of 64 artifacts: up to 512 blobs a batch
+        )
+    )
     for loop in loops:
         app.add_dependency(loop)
 
@@ -194,6 +224,56 @@ def create_app(
         except InvalidInput as error:
             await refuse(record, error)
 
+    async def start_verification(record: Record, command: requests.StartVerification) -> None:
+        if not verify.RUN_ID.match(command.command_id):
+            await refuse(record, InvalidInput("schema-invalid", "a command id is letters, digits and -"))
+            return
+        done = verifications.run(command.command_id)
+        if done is not None and done.completed_at is not None:
+            return  # delivered again after its run completed
+        try:
+            plan = await asyncio.to_thread(
+                verify.load_or_make_plan,
+                command,
+                index,
+                verifications,
+                settings.plans_path,
+                verify.default_sample(settings),
+            )
+        except UsageError as error:
+            await refuse(record, InvalidInput("schema-invalid", str(error)))
+            return
+        ends = await end_offsets(settings, topics.verifications)
+        outcomes_from = tuple(ends.get(p, 0) for p in range(max(ends, default=-1) + 1))
+        await verify.send_plan(verifying, publisher, command, plan, outcomes_from)
+
+    async def mark_corrupted(record: Record, command: requests.MarkCorrupted) -> None:
+        if not is_digest(command.artifact_id) or index.get(command.artifact_id) is None:
+            detail = f"artifact {command.artifact_id[:80]} is not in the index"
+            await refuse(record, InvalidInput("not-found", detail))
+            return
+        event = ArtifactMarkedCorrupted(
+            artifact_id=command.artifact_id,
+            reason=command.reason,
+            actor=command.requested_by,
+            marked_at=datetime.now(UTC),
+            correlation_id=command.command_id,
+        )
+        await publisher.publish(topics.events, [(command.artifact_id.encode(), encode(event), [])])
+
+    async def run_command(record: Record, command: requests.Command) -> None:
+        match command:
+            case requests.RecoverAnchor():
+                await recover(record, command)
+            case requests.StartVerification():
+                await start_verification(record, command)
+            case requests.MarkCorrupted():
+                await mark_corrupted(record, command)
+            case requests.CreateAnchor():
+                failed = await anchor(command.command_id, command.new_chain_reason, command.continue_from)
+                if failed:
+                    await refuse(record, InvalidInput("anchoring-failed", failed))
+
     @app.agent(raw_topic(app, topics.commands))
     async def run_commands(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream, 16):
@@ -203,12 +283,25 @@ def create_app(
                 except InvalidInput as error:
                     await refuse(record, error)
                     continue
-                if isinstance(command, requests.RecoverAnchor):
-                    await recover(record, command)
-                elif failed := await anchor(
-                    command.command_id, command.new_chain_reason, command.continue_from
-                ):
-                    await refuse(record, InvalidInput("anchoring-failed", failed))
+                try:
+                    await run_command(record, command)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # one failed command must not stop the others
+                    detail = f"{type(exc).__name__}: {exc}"
+                    log.error("command failed", command=type(command).__name__, error=detail, exc_info=exc)
+                    with contextlib.suppress(Exception):  # the broker may be what failed
+                        await refuse(
+                            record, InvalidInput("command-failed", f"{detail} (see the service log)")
+                        )
+
+    @app.timer(5.0)  # type: ignore[untyped-decorator]
+    async def complete_verification_runs() -> None:
+        """Runs that finished before a restart, or whose completion failed, are completed here."""
+        try:
+            await complete_runs()
+        except (LockerError, KafkaError) as exc:
+            log.error("completing verification runs failed; retrying", error=str(exc))
 
     @app.timer(float(settings.integer("Anchors:Interval")))  # type: ignore[untyped-decorator]
     async def anchor_on_schedule() -> None:

@@ -41,6 +41,11 @@ class Topics:
         return self.prefix + "evidence.verifications"
 
     @property
+    def verify_tasks(self) -> str:
+        """Internal: the plans of verification runs, cut into tasks for the verify loop."""
+        return self.prefix + "evidence.verify-tasks"
+
+    @property
     def dlq(self) -> str:
         return self.prefix + "evidence.dlq"
 
@@ -61,5 +66,6 @@ def specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(topics.events, parts, forever),
         TopicSpec(topics.anchors, 1, forever),
         TopicSpec(topics.verifications, parts, finite(30)),
+        TopicSpec(topics.verify_tasks, parts, finite(7)),
         TopicSpec(topics.dlq, 1, finite(30) | {"max.message.bytes": big}),
     ]

@@ -29,6 +29,7 @@ from projections.anchor_store import AnchorStore
 from projections.index import ARTIFACT
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
+from projections.verify_store import VerifyStore
 from streams.app import create_app
 from streams.kafka import create_topics
 
@@ -114,6 +115,7 @@ def main() -> None:
         removed = blobs.clean_tmp()
         trees = MerkleStore(settings.merkle_path)
         chain = AnchorStore(settings.chain_path)
+        verifications = VerifyStore(settings.verify_path)
         asyncio.run(prepare(settings))
     except LockerError as exc:
         log.error("service cannot start", error=str(exc))
@@ -130,7 +132,7 @@ def main() -> None:
     # threshold (700) the cyclic collector ran thousands of times a second under load (~5% of CPU).
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    app = create_app(settings, blobs, index, trees, chain, signer)
+    app = create_app(settings, blobs, index, trees, chain, verifications, signer)
     worker = faust.Worker(
         app,
         loglevel="warning",
@@ -146,6 +148,7 @@ def main() -> None:
         index.close()
         trees.close()
         chain.close()
+        verifications.close()
 
 
 if __name__ == "__main__":

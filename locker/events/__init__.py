@@ -6,15 +6,25 @@ need them, and imports point one way: streams -> projections -> locker.
 
 from locker.events.codec import EVENT_TYPES, Event, decode, encode
 from locker.events.ingest import KINDS, ArtifactIngested, ArtifactResubmitted, IngestRejected, Kind
+from locker.events.integrity import (
+    ArtifactMarkedCorrupted,
+    ArtifactVerificationFailed,
+    VerificationCompleted,
+    VerificationStarted,
+)
 
 __all__ = [
     "EVENT_TYPES",
     "KINDS",
     "ArtifactIngested",
+    "ArtifactMarkedCorrupted",
     "ArtifactResubmitted",
+    "ArtifactVerificationFailed",
     "Event",
     "IngestRejected",
     "Kind",
+    "VerificationCompleted",
+    "VerificationStarted",
     "decode",
     "encode",
 ]

@@ -16,9 +16,31 @@ import msgspec
 from locker.decoding import Decoder, shorten
 from locker.errors import InvalidInput
 from locker.events.ingest import ArtifactIngested, ArtifactResubmitted, IngestRejected
+from locker.events.integrity import (
+    ArtifactMarkedCorrupted,
+    ArtifactVerificationFailed,
+    VerificationCompleted,
+    VerificationStarted,
+)
 
-Event = Union[ArtifactIngested, ArtifactResubmitted, IngestRejected]  # noqa: UP007 - a runtime alias msgspec reads
-EVENT_TYPES: tuple[type[Any], ...] = (ArtifactIngested, ArtifactResubmitted, IngestRejected)
+Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
+    ArtifactIngested,
+    ArtifactResubmitted,
+    IngestRejected,
+    VerificationStarted,
+    VerificationCompleted,
+    ArtifactVerificationFailed,
+    ArtifactMarkedCorrupted,
+]
+EVENT_TYPES: tuple[type[Any], ...] = (
+    ArtifactIngested,
+    ArtifactResubmitted,
+    IngestRejected,
+    VerificationStarted,
+    VerificationCompleted,
+    ArtifactVerificationFailed,
+    ArtifactMarkedCorrupted,
+)
 CURRENT_VERSION: dict[str, int] = {
     t.__struct_config__.tag: 1  # type: ignore[attr-defined]
     for t in EVENT_TYPES

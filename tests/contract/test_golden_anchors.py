@@ -10,6 +10,7 @@ key below is derived from a fixed test-only seed; it signs nothing but these tes
 from __future__ import annotations
 
 import hashlib
+import typing
 from datetime import UTC, datetime
 
 import msgspec
@@ -55,7 +56,7 @@ RECOVERED = AnchorRecovered(
     recovered_at=datetime(2025, 3, 15, 8, 0, 0, tzinfo=UTC),
     correlation_id="9b2f6d4e-1c3a-4e5b-8d7f-0a6c2e4b1d39",
 )
-COMMANDS: dict[str, requests.CreateAnchor | requests.RecoverAnchor] = {
+COMMANDS: dict[str, requests.Command] = {
     "anchor.create": requests.CreateAnchor(
         command_id="6e1d3b5a-7c9f-4a2e-b8d0-3f5a7c9e1b24",
         requested_at=datetime(2025, 3, 14, 15, 9, 25, 1000, tzinfo=UTC),
@@ -69,6 +70,21 @@ COMMANDS: dict[str, requests.CreateAnchor | requests.RecoverAnchor] = {
         replaces_offset=12,
         reason=f"restored {ANCHOR_ID} from backup",
     ),
+    "verification.start": requests.StartVerification(
+        command_id="6a1f3c9e-2b7d-4e58-9f01-c3d4e5f6a7b8",
+        requested_at=datetime(2026, 11, 29, 3, 59, 59, tzinfo=UTC),
+        mode="quick",
+        sample="2%",
+        seed=None,
+        requested_by="ops@locker-1",
+    ),
+    "artifact.mark_corrupted": requests.MarkCorrupted(
+        command_id="0b1c2d3e-4f5a-6b7c-8d9e-0f1a2b3c4d5e",
+        requested_at=datetime(2026, 11, 29, 4, 9, 59, 500000, tzinfo=UTC),
+        artifact_id="sha256:4a5d0c8e2b6f9d1370e1c5a9b2f4d6e8a0c2e4f6081a3b5c7d9e1f20436587a9",
+        reason="hash-mismatch",
+        requested_by="ops@locker-1",
+    ),
 }
 ANCHOR_TAGS = ("anchor.created", "anchor.recovered")
 
@@ -80,10 +96,11 @@ def tag_of(struct_type: type) -> str:
 def test_golden_files_are_exactly_the_known_record_types() -> None:
     events = {tag_of(t) for t in EVENT_TYPES}
     anchor_records = {tag_of(AnchorCreated), tag_of(AnchorRecovered)}
-    commands = {tag_of(t) for t in (requests.CreateAnchor, requests.RecoverAnchor)}
+    commands = {tag_of(t) for t in typing.get_args(requests.Command)}
     assert anchor_records == set(ANCHOR_TAGS) and commands == set(COMMANDS)
     stems = {p.stem for p in GOLDEN.glob("*.json")}
-    assert stems == events | anchor_records | commands | {"submission.artifact"}
+    others = {"submission.artifact", "verification.outcome"}
+    assert stems == events | anchor_records | commands | others
 
 
 @pytest.mark.parametrize("tag", [*ANCHOR_TAGS, *sorted(COMMANDS)])

@@ -69,6 +69,14 @@ def dead_letters(settings: Settings, expect: int) -> list[tuple[DeadLetter, byte
     return [(DeadLetter.from_headers(list(r.headers)), r.value) for r in records]
 
 
+def ingest(settings: Settings, contents: Sequence[bytes]) -> None:
+    """Submit `contents` and wait until the index holds them."""
+    before = index_count(settings)
+    topic = Topics(settings.topic_prefix).submissions
+    asyncio.run(produce(settings, topic, [(digest_of(c).encode(), submission(c)) for c in contents]))
+    wait_for(lambda: index_count(settings) == before + len(contents), what="ingest")
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 120, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -22,14 +22,7 @@ from locker.digests import digest_of
 from streams.kafka import admin
 from streams.topics import Topics
 from tests.conftest import run_cli
-from tests.integration.helpers import index_count, produce, submission, wait_for
-
-
-def ingest(settings: Settings, contents: list[bytes]) -> None:
-    before = index_count(settings)
-    topic = Topics(settings.topic_prefix).submissions
-    asyncio.run(produce(settings, topic, [(digest_of(c).encode(), submission(c)) for c in contents]))
-    wait_for(lambda: index_count(settings) == before + len(contents), what="ingest")
+from tests.integration.helpers import ingest, produce, wait_for
 
 
 def cli_json(*args: str, check: bool = True) -> dict:

@@ -1,0 +1,148 @@
+"""`stella evidence verify`, `verify-report` and `mark-corrupted`.
+
+A run is a command (`locker.requests.StartVerification`); the service plans and checks it
+(`streams.verify`) and the CLI follows the run's row in the verification store, read-only.
+Reports read the store (the run, its failures) and, for `--filter ok`, the run's outcomes on
+`evidence.verifications`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from commands.sending import send_and_wait
+from locker import requests
+from locker.config import Settings
+from locker.digests import parse_digest
+from locker.errors import ArtifactNotFound, InvalidInput, NotFound, TimedOut, UsageError
+from locker.events.integrity import Mode
+from locker.verification import OUTCOMES, Outcome, outcome_decoder
+from projections.index import CORRUPTED
+from projections.store import IndexStore
+from projections.verification import RunState, sample_size
+from projections.verify_store import VerifyStore
+from streams.reader import read_batches
+from streams.topics import Topics
+
+FILTERS = ("failed", *OUTCOMES)
+
+Progress = Callable[[int, int], None]
+
+
+def run_state(settings: Settings, run_id: str) -> RunState | None:
+    with VerifyStore(settings.verify_path, readonly=True) as store:
+        return store.run(run_id)
+
+
+def verify(
+    settings: Settings,
+    mode: Mode,
+    *,
+    sample: str = "",
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Start a run and wait for it; the report of its failures (`report`)."""
+    if mode == "full" and (sample or seed is not None):
+        raise UsageError("--sample and --seed choose a quick run's sample; a full run checks everything")
+    if sample:
+        sample_size(sample, 100)  # a bad sample is a usage error here, not a refusal later
+    command = requests.start_verification(mode, sample, seed)
+    run_id = command.command_id
+    run = send_and_wait(settings, command, lambda: run_state(settings, run_id), "verification run")
+    stall = max(settings.timeout, 60.0)
+    seen, changed = run.done, time.monotonic()
+    while run.completed_at is None:
+        if progress is not None:
+            progress(run.done, run.planned)
+        time.sleep(0.2)
+        run = run_state(settings, run_id) or run
+        if run.done != seen:
+            seen, changed = run.done, time.monotonic()
+        elif time.monotonic() - changed > stall:
+            raise TimedOut(
+                f"verification run {run_id} made no progress for {stall:.0f}s ({run.done} of "
+                f"{run.planned} checked); it goes on when the service does: `stella evidence "
+                f"verify-report --run {run_id}`"
+            )
+    if progress is not None:
+        progress(run.done, run.planned)
+    return report(settings, run_id=run_id)
+
+
+def report(settings: Settings, *, run_id: str | None = None, only: str | None = None) -> dict[str, Any]:
+    """A completed or running run (the latest completed one without `run_id`) and its artifacts:
+    the failed ones, or those with outcome `only` (`FILTERS`)."""
+    if only is not None and only not in FILTERS:
+        raise UsageError(f"--filter {only!r}: one of {', '.join(FILTERS)}")
+    with VerifyStore(settings.verify_path, readonly=True) as store:
+        run = store.run(run_id) if run_id else store.latest()
+        if run is None:
+            raise NotFound(f"no verification run {run_id}" if run_id else "no verification run has completed")
+        failures = list(store.failures(run.run_id))
+    expired = False
+    if only == "ok":
+        listed, expired = _outcomes(settings, run, "ok")
+    else:
+        listed = [f for f in failures if only in (None, "failed", f.outcome)]
+    return {
+        "run": run.public(),
+        "filter": only or "failed",
+        "artifacts": [_public(o) for o in sorted(listed, key=lambda o: o.artifact_id)],
+        "outcomes_expired": expired,
+    }
+
+
+def _outcomes(settings: Settings, run: RunState, wanted: str) -> tuple[list[Outcome], bool]:
+    """The run's outcomes `wanted` from `evidence.verifications`, and whether some of the run's
+    records are past the topic's retention."""
+    found: dict[str, Outcome] = {}
+    topic = Topics(settings.topic_prefix).verifications
+    first: dict[int, int] = {}
+    starts = dict(enumerate(run.outcomes_from))
+    for batch in read_batches(settings, topic, starts=starts):
+        for partition, offset, value in batch:
+            first.setdefault(partition, offset)
+            try:
+                outcome = outcome_decoder.decode(value)
+            except InvalidInput:
+                continue
+            if outcome.run_id == run.run_id and outcome.outcome == wanted:
+                found.setdefault(outcome.artifact_id, outcome)  # the first, if a crash repeated one
+    expired = any(first.get(p, start) > start for p, start in starts.items())
+    return list(found.values()), expired
+
+
+def _public(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "artifact_id": outcome.artifact_id,
+        "outcome": outcome.outcome,
+        "expected_digest": outcome.expected_digest,
+        "actual_digest": outcome.actual_digest,
+        "expected_size": outcome.expected_size,
+        "actual_size": outcome.actual_size,
+        "detail": outcome.detail,
+        "verified_at": outcome.verified_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def mark_corrupted(settings: Settings, artifact_id: str, reason: str) -> dict[str, Any]:
+    """Record `artifact.marked_corrupted`; return the artifact's index record once it shows."""
+    parse_digest(artifact_id, what="artifact id")
+    if not reason.strip():
+        raise UsageError("--reason must say why")
+    with IndexStore(settings.index_path, readonly=True) as index:
+        if index.get(artifact_id) is None:
+            raise ArtifactNotFound(artifact_id)
+    command = requests.mark_corrupted(artifact_id, reason)
+
+    def marked() -> dict[str, Any] | None:
+        with IndexStore(settings.index_path, readonly=True) as index:
+            record = index.get(artifact_id)
+        if record is None or record.status != CORRUPTED or record.status_reason != reason:
+            return None
+        return record.public()
+
+    return send_and_wait(settings, command, marked, "mark-corrupted")

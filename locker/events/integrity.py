@@ -1,0 +1,88 @@
+"""Integrity events: verification runs, artifacts that failed one, and operators' findings.
+
+A run is two facts on the forever log, `verification.started` and `verification.completed`, plus
+one `artifact.verification_failed` per artifact that did not verify. Every artifact's outcome,
+good or bad, goes to `evidence.verifications` (`locker.verification.Outcome`), a topic with finite
+retention: the log does not grow by one record per artifact per run. The completion event keeps
+the run's coverage provable without them: `outcomes_digest` is the SHA-256 of the run's outcome
+lines (`locker.verification.outcome_line`) in artifact-id order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+Mode = Literal["quick", "full"]
+FailedOutcome = Literal["mismatch", "missing", "unreadable"]
+
+
+class VerificationStarted(
+    msgspec.Struct, frozen=True, kw_only=True, tag="verification.started", tag_field="type"
+):
+    """A run began: `planned` artifacts chosen (`mode`, and for quick runs `sample` and `seed`)."""
+
+    run_id: str
+    mode: Mode
+    planned: int
+    sample: str = ""  # quick runs: as asked ("500", "2%")
+    seed: int = 0  # quick runs: the tie-break of the sample's order; the same seed, the same order
+    requested_by: str = ""
+    started_at: datetime
+    correlation_id: str = ""
+    schema_version: int = 1
+
+
+class VerificationCompleted(
+    msgspec.Struct, frozen=True, kw_only=True, tag="verification.completed", tag_field="type"
+):
+    """A run ended: how many artifacts had each outcome, and a digest over every outcome."""
+
+    run_id: str
+    mode: Mode
+    planned: int
+    ok: int
+    mismatch: int
+    missing: int
+    unreadable: int
+    bytes_read: int
+    started_at: datetime
+    completed_at: datetime
+    outcomes_digest: str
+    correlation_id: str = ""
+    schema_version: int = 1
+
+    @property
+    def failed(self) -> int:
+        return self.mismatch + self.missing + self.unreadable
+
+
+class ArtifactVerificationFailed(
+    msgspec.Struct, frozen=True, kw_only=True, tag="artifact.verification_failed", tag_field="type"
+):
+    """A run found an artifact's blob missing, unreadable, or not matching its digest."""
+
+    artifact_id: str
+    run_id: str
+    outcome: FailedOutcome
+    actual_digest: str = ""  # mismatch: what the blob hashes to now
+    actual_size: int = -1
+    detail: str = ""
+    verified_at: datetime
+    correlation_id: str = ""
+    schema_version: int = 1
+
+
+class ArtifactMarkedCorrupted(
+    msgspec.Struct, frozen=True, kw_only=True, tag="artifact.marked_corrupted", tag_field="type"
+):
+    """An operator declared an artifact corrupted (`stella evidence mark-corrupted`)."""
+
+    artifact_id: str
+    reason: str
+    actor: str = ""
+    marked_at: datetime
+    correlation_id: str = ""
+    schema_version: int = 1

@@ -1,0 +1,311 @@
+"""Verification runs: planning (a command), checking (a batch loop), completing (after a batch).
+
+1. `plan_run`, in the commands agent: the run's artifacts (every indexed one, or a quick run's
+   sample) are written to a plan file in the worker's state, then `verification.started` goes to
+   `evidence.events` and the plan, cut into `Task`s, to `evidence.verify-tasks`. A command
+   delivered again re-sends the same plan; the loop skips what the run has counted.
+2. The verify loop (`handle`): each task's artifacts that the run has not counted yet are read
+   and hashed by `Checker`, a pool of processes (one per core, each blob read once). Every
+   outcome goes to `evidence.verifications`, every failure also to `evidence.events` as
+   `artifact.verification_failed`, and the verification store counts them with the tasks'
+   positions in one write batch.
+3. `complete_finished`, after each batch and when the loop starts: a run with every outcome
+   counted gets its digest, `verification.completed` is published, the store marks it complete
+   and its plan file is deleted. A crash between the two repeats the completion event once; a
+   report reads the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import msgspec
+import structlog
+from mode import Service
+
+from locker import verification
+from locker.cas import BlobStore
+from locker.config import Settings
+from locker.errors import InvalidInput
+from locker.events import (
+    ArtifactVerificationFailed,
+    VerificationCompleted,
+    VerificationStarted,
+    encode,
+)
+from locker.events.integrity import Mode
+from locker.files import write_durably
+from locker.requests import StartVerification
+from locker.verification import Found, Outcome, Task
+from projections.store import IndexStore
+from projections.verification import RunState, chunks, plan_sample, sample_size
+from projections.verify_store import Checked, VerifyStore
+from streams.children import SPAWN, exit_with
+from streams.kafka import Record
+from streams.runtime import Headers, Message, Outbox, Publisher, dead_letter
+from streams.topics import Topics
+
+log = structlog.get_logger("stella.verify")
+
+TASK_SIZE = 64  # artifacts a task
+
+
+def _check(item: tuple[str, str, int]) -> Found:
+    path, artifact_id, size = item
+    return verification.check(Path(path), artifact_id, size)
+
+
+class Checker(Service):  # type: ignore[misc]  # mode is untyped here
+    """The processes that read and hash blobs, one per core; started and stopped with the app."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        super().__init__()
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def on_start(self) -> None:
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=SPAWN, initializer=exit_with, initargs=(os.getpid(),)
+        )
+
+    async def on_stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def check_all(self, items: list[tuple[str, str, int]]) -> list[Found]:
+        """Judge every (blob path, artifact id, expected size), in order. Called from a thread."""
+        assert self._pool is not None
+        chunk = max(1, len(items) // (4 * self.workers))
+        return list(self._pool.map(_check, items, chunksize=chunk))
+
+
+CheckAll = Callable[[list[tuple[str, str, int]]], list[Found]]
+
+
+@dataclass
+class Verifying:
+    """What the verify loop's handler and the completion step use."""
+
+    topics: Topics
+    blobs: BlobStore
+    store: VerifyStore
+    plans: Path
+
+
+def handle(v: Verifying, check_all: CheckAll, records: list[Record]) -> Outbox:
+    """Check the artifacts of a batch of tasks that their runs have not counted yet."""
+    out = Outbox()
+    store = v.store
+    items: list[tuple[Record, Task | None, list[tuple[str, int]]]] = []
+    runs: dict[str, RunState | None] = {}
+    taken: dict[str, set[str]] = {}  # per run: artifacts already in this batch
+    for record in records:
+        if record.offset < store.resume_at(record.partition):
+            continue  # applied already
+        try:
+            task = verification.task_decoder.decode(record.value)
+        except InvalidInput as error:
+            out.dead.append((record, dead_letter(record, error)))
+            items.append((record, None, []))
+            continue
+        if task.run_id not in runs:
+            runs[task.run_id] = store.run(task.run_id)
+        run = runs[task.run_id]
+        if run is not None and run.completed_at is not None:
+            items.append((record, task, []))  # a task delivered again after its run completed
+            continue
+        seen = taken.setdefault(task.run_id, set())
+        ids = [artifact_id for artifact_id, _ in task.artifacts]
+        seen |= store.counted(task.run_id, ids)
+        todo = []
+        for artifact_id, size in task.artifacts:
+            if artifact_id not in seen:
+                seen.add(artifact_id)
+                todo.append((artifact_id, size))
+        items.append((record, task, todo))
+    work = [
+        (_path(v.blobs, artifact_id), artifact_id, size) for _, _, todo in items for artifact_id, size in todo
+    ]
+    found = iter(check_all(work) if work else [])
+    checked: list[Checked] = []
+    now = datetime.now(UTC)
+    for record, maybe_task, todo in items:
+        outcomes: list[Outcome] = []
+        if maybe_task is not None:
+            for artifact_id, size in todo:
+                outcome = _outcome(maybe_task, artifact_id, size, next(found), now)
+                outcomes.append(outcome)
+                key = artifact_id.encode()
+                out.messages.append(Message(v.topics.verifications, key, verification.encode(outcome)))
+                if outcome.outcome != "ok":
+                    out.messages.append(Message(v.topics.events, key, encode(_failure(outcome))))
+        checked.append(Checked(record.partition, record.offset, maybe_task, outcomes))
+    out.writes.append(partial(store.apply, checked))
+    return out
+
+
+def _path(blobs: BlobStore, artifact_id: str) -> str:
+    try:
+        return str(blobs.path(artifact_id))
+    except InvalidInput:  # not an artifact id: a task this worker did not write; nothing there
+        return str(blobs.blobs / "not-an-artifact-id")
+
+
+def _outcome(task: Task, artifact_id: str, size: int, found: Found, now: datetime) -> Outcome:
+    return Outcome(
+        run_id=task.run_id,
+        mode=task.mode,
+        artifact_id=artifact_id,
+        outcome=found.outcome,
+        expected_digest=artifact_id,
+        actual_digest=found.actual_digest,
+        expected_size=size,
+        actual_size=found.actual_size,
+        detail=found.detail,
+        verified_at=now,
+    )
+
+
+def _failure(outcome: Outcome) -> ArtifactVerificationFailed:
+    assert outcome.outcome != "ok"
+    return ArtifactVerificationFailed(
+        artifact_id=outcome.artifact_id,
+        run_id=outcome.run_id,
+        outcome=outcome.outcome,
+        actual_digest=outcome.actual_digest,
+        actual_size=outcome.actual_size,
+        detail=outcome.detail,
+        verified_at=outcome.verified_at,
+        correlation_id=outcome.run_id,
+    )
+
+
+# Completing.
+async def complete_finished(v: Verifying, publisher: Publisher) -> None:
+    """Complete every run whose outcomes are all counted."""
+    for run in await asyncio.to_thread(v.store.open_runs):
+        if not run.finished:
+            continue
+        digest = await asyncio.to_thread(v.store.outcomes_digest, run.run_id)
+        done = msgspec.structs.replace(run, completed_at=datetime.now(UTC), outcomes_digest=digest)
+        event = VerificationCompleted(
+            run_id=run.run_id,
+            mode=run.mode,
+            planned=run.planned,
+            ok=run.ok,
+            mismatch=run.mismatch,
+            missing=run.missing,
+            unreadable=run.unreadable,
+            bytes_read=run.bytes_read,
+            started_at=run.started_at,
+            completed_at=done.completed_at or run.started_at,
+            outcomes_digest=digest,
+            correlation_id=run.run_id,
+        )
+        await publisher.publish(v.topics.events, [(run.run_id.encode(), encode(event), [])])
+        await asyncio.to_thread(v.store.complete, done)
+        _plan_file(v.plans, run.run_id).unlink(missing_ok=True)
+        log.info("verification run completed", run_id=run.run_id, ok=run.ok, failed=run.failed)
+
+
+# Planning.
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's artifacts, kept until the run completes, so that a command delivered again after a
+    crash re-sends the same plan."""
+
+    mode: Mode
+    sample: str
+    seed: int
+    artifacts: list[tuple[str, int]]
+    started_at: datetime
+
+
+def make_plan(command: StartVerification, index: IndexStore, store: VerifyStore, default_sample: str) -> Plan:
+    """Every indexed artifact, or a quick run's sample (`projections.verification.plan_sample`).
+    Raises `UsageError` for a bad sample."""
+    seed = command.seed if command.seed is not None else random.SystemRandom().randrange(2**62)
+    candidates = [(r.artifact_id, r.size) for r in index.records()]
+    sample = ""
+    if command.mode == "full":
+        artifacts = sorted(candidates)
+    else:
+        sample = command.sample or default_sample
+        size = sample_size(sample, len(candidates))
+        last = store.last_checked()
+        artifacts = plan_sample(((i, s, last.get(i)) for i, s in candidates), size, seed)
+    return Plan(
+        mode=command.mode, sample=sample, seed=seed, artifacts=artifacts, started_at=datetime.now(UTC)
+    )
+
+
+def load_or_make_plan(
+    command: StartVerification, index: IndexStore, store: VerifyStore, plans: Path, default_sample: str
+) -> Plan:
+    path = _plan_file(plans, command.command_id)
+    if path.exists():
+        return msgspec.json.decode(path.read_bytes(), type=Plan)
+    plan = make_plan(command, index, store, default_sample)
+    write_durably(path, msgspec.json.encode(plan))
+    return plan
+
+
+async def send_plan(
+    v: Verifying,
+    publisher: Publisher,
+    command: StartVerification,
+    plan: Plan,
+    outcomes_from: tuple[int, ...],
+) -> None:
+    """`verification.started`, then the plan's tasks."""
+    run_id = command.command_id
+    mode = plan.mode
+    started = VerificationStarted(
+        run_id=run_id,
+        mode=mode,
+        planned=len(plan.artifacts),
+        sample=plan.sample,
+        seed=plan.seed if mode == "quick" else 0,
+        requested_by=command.requested_by,
+        started_at=plan.started_at,
+        correlation_id=run_id,
+    )
+    await publisher.publish(v.topics.events, [(run_id.encode(), encode(started), [])])
+    tasks = [
+        Task(
+            run_id=run_id,
+            mode=mode,
+            planned=len(plan.artifacts),
+            artifacts=chunk,
+            started_at=plan.started_at,
+            outcomes_from=outcomes_from,
+        )
+        for chunk in chunks(plan.artifacts, TASK_SIZE)
+    ]
+    records: list[tuple[bytes | None, bytes, Headers]] = [
+        (f"{run_id}/{i}".encode(), verification.encode(t), []) for i, t in enumerate(tasks)
+    ]
+    for start in range(0, len(records), 1000):
+        await publisher.publish(v.topics.verify_tasks, records[start : start + 1000])
+    log.info("verification run started", run_id=run_id, mode=mode, planned=len(plan.artifacts))
+
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+
+
+def _plan_file(plans: Path, run_id: str) -> Path:
+    if not RUN_ID.match(run_id):  # refused before planning (`plan_run`); never a path outside
+        raise InvalidInput("schema-invalid", f"run id {run_id[:80]!r} is not letters, digits and -")
+    return plans / f"{run_id}.json"
+
+
+def default_sample(settings: Settings) -> str:
+    return str(settings.get("Verification:QuickSample"))
