@@ -292,13 +292,13 @@ def evidence_verify(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Re-hash artifacts against their ids in the service; exit 1 if any failed."""
-    from commands import verify as verify_ops
+    from commands import integrity
 
     if mode not in ("quick", "full"):
         raise UsageError(f"--mode {mode!r}: quick or full")
     with progress("verifying", show=fmt is Format.table and sys.stderr.isatty()) as bar:
         task = bar.add_task("verify", total=None)
-        result = verify_ops.verify(
+        result = integrity.verify(
             settings(),
             "full" if mode == "full" else "quick",
             sample=sample,
@@ -321,11 +321,11 @@ def evidence_verify_report(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """A verification run's counts and its artifacts; exit 1 if the run found failures."""
-    from commands import verify as verify_ops
+    from commands import integrity
 
     if latest == (run_id is not None):
         raise UsageError("give exactly one of --latest or --run ID")
-    show_report(verify_ops.report(settings(), run_id=run_id, only=only), fmt)
+    show_report(integrity.report(settings(), run_id=run_id, only=only), fmt)
 
 
 def show_report(result: dict[str, Any], fmt: Format) -> None:
@@ -358,9 +358,21 @@ def evidence_mark_corrupted(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Record that an artifact is corrupted; it is never served as good again."""
-    from commands import verify as verify_ops
+    from commands import integrity
 
-    emit(verify_ops.mark_corrupted(settings(), artifact_id, reason), fmt)
+    emit(integrity.mark_corrupted(settings(), artifact_id, reason), fmt)
+
+
+@evidence.command("recover")
+def evidence_recover(
+    artifact_id: Annotated[str, typer.Option("--id", help="Artifact id (sha256:<hex>).")],
+    source: Annotated[str, typer.Option("--source", help="Where the good copy is: replica.")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Restore an artifact's blob from the replica, after checking the copy's digest (exit 5 if bad)."""
+    from commands import integrity
+
+    emit(integrity.recover(settings(), artifact_id, source), fmt)
 
 
 @evidence.command("status")

@@ -142,6 +142,23 @@ class BlobStore:
         os.close(fd)
         return tmp
 
+    def restore(self, artifact_id: str, data: bytes) -> None:
+        """Replace the blob of `artifact_id` (damaged, or gone) with `data`, durably: checked
+        against the id, written to a temp file, fsynced, renamed over the old one, directory
+        fsynced. Raises `IntegrityError` (nothing changed) or `StorageUnavailable`."""
+        final = self.path(artifact_id)
+        try:
+            tmp = self._write_tmp(artifact_id, data, fsync=True)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot restore {artifact_id} in {self.root}: {exc}") from exc
+
     def clean_tmp(self) -> int:
         """Delete leftovers of interrupted writes; returns how many. Call with no writer running."""
         removed = 0

@@ -22,6 +22,7 @@ from locker.errors import StorageUnavailable, UsageError
 # key -> (default, type). A default of None means "derived" (see `Settings`).
 KEYS: dict[str, tuple[object, type]] = {
     "EvidenceLocker:Path": (None, str),
+    "EvidenceLocker:ReplicaPath": ("", str),
     "Kafka:Bootstrap": ("127.0.0.1:9092", str),
     "Kafka:TopicPrefix": ("", str),
     "Kafka:Partitions": (4, int),
@@ -68,6 +69,12 @@ class Settings:
     @property
     def evidence_path(self) -> Path:
         return Path(str(self.values["EvidenceLocker:Path"])).expanduser()
+
+    @property
+    def replica_path(self) -> Path | None:
+        """The replica store's root, if one is configured."""
+        value = str(self.values["EvidenceLocker:ReplicaPath"]).strip()
+        return Path(value).expanduser() if value else None
 
     @property
     def state_path(self) -> Path:

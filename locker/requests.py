@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from datetime import UTC, datetime
-from typing import Union
+from typing import Literal, Union
 
 import msgspec
 
@@ -87,7 +87,25 @@ class MarkCorrupted(
     schema_version: int = 1
 
 
-Command = Union[CreateAnchor, RecoverAnchor, StartVerification, MarkCorrupted]  # noqa: UP007 - a runtime alias msgspec reads
+class RecoverArtifact(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="artifact.recover",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Restore an artifact's blob from `source`, if the copy there hashes to the artifact id."""
+
+    command_id: str
+    requested_at: datetime
+    artifact_id: str
+    source: Literal["replica"]
+    requested_by: str = ""
+    schema_version: int = 1
+
+
+Command = Union[CreateAnchor, RecoverAnchor, StartVerification, MarkCorrupted, RecoverArtifact]  # noqa: UP007 - a runtime alias msgspec reads
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder: Decoder[Command] = Decoder(Command, "command")
 
@@ -132,6 +150,16 @@ def mark_corrupted(artifact_id: str, reason: str) -> MarkCorrupted:
         requested_at=datetime.now(UTC),
         artifact_id=artifact_id,
         reason=reason,
+        requested_by=actor(),
+    )
+
+
+def recover_artifact(artifact_id: str, source: Literal["replica"]) -> RecoverArtifact:
+    return RecoverArtifact(
+        command_id=new_id(),
+        requested_at=datetime.now(UTC),
+        artifact_id=artifact_id,
+        source=source,
         requested_by=actor(),
     )
 

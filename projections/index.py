@@ -16,6 +16,8 @@ import msgspec
 from locker.events import (
     ArtifactIngested,
     ArtifactMarkedCorrupted,
+    ArtifactRecovered,
+    ArtifactReplicated,
     ArtifactResubmitted,
     ArtifactVerificationFailed,
     Event,
@@ -50,6 +52,8 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     partition: int
     offset: int
     status_reason: str = ""
+    replicated_at: datetime | None = None  # when the replica store received its blob
+    changed_by: str = ""  # correlation id of the last event that changed the record (a command's id)
 
     @property
     def servable(self) -> bool:
@@ -71,15 +75,25 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
             "media_type": self.media_type,
             "status": self.status,
             "status_reason": self.status_reason,
-            "ingested_at": self.ingested_at.isoformat().replace("+00:00", "Z"),
+            "replicated_at": None if self.replicated_at is None else _iso(self.replicated_at),
+            "ingested_at": _iso(self.ingested_at),
         }
 
 
 def artifact_of(event: Event) -> str | None:
     """The artifact an event is about, if it touches the index at all."""
-    if isinstance(event, ArtifactIngested | ArtifactVerificationFailed | ArtifactMarkedCorrupted):
+    if isinstance(event, _TOUCHING):
         return event.artifact_id
     return None
+
+
+_TOUCHING = (
+    ArtifactIngested,
+    ArtifactVerificationFailed,
+    ArtifactMarkedCorrupted,
+    ArtifactReplicated,
+    ArtifactRecovered,
+)
 
 
 @singledispatch
@@ -115,7 +129,9 @@ def _failed(
     if record is None or record.status == CORRUPTED:  # an operator's finding stands
         return record
     reason = f"{event.outcome} in verification run {event.run_id}: {event.detail}".rstrip(": ")
-    return msgspec.structs.replace(record, status=VERIFICATION_FAILED, status_reason=reason)
+    return msgspec.structs.replace(
+        record, status=VERIFICATION_FAILED, status_reason=reason, changed_by=event.correlation_id
+    )
 
 
 @apply.register
@@ -124,7 +140,30 @@ def _marked(
 ) -> ArtifactRecord | None:
     if record is None:
         return None
-    return msgspec.structs.replace(record, status=CORRUPTED, status_reason=event.reason)
+    return msgspec.structs.replace(
+        record, status=CORRUPTED, status_reason=event.reason, changed_by=event.correlation_id
+    )
+
+
+@apply.register
+def _replicated(
+    event: ArtifactReplicated, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is None or record.replicated_at is not None:
+        return record  # the first copy counts; a repeated event changes nothing
+    return msgspec.structs.replace(record, replicated_at=event.replicated_at)
+
+
+@apply.register
+def _recovered(
+    event: ArtifactRecovered, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is None:
+        return None
+    reason = f"recovered from the {event.source} at {_iso(event.recovered_at)}"
+    return msgspec.structs.replace(
+        record, status=INGESTED, status_reason=reason, changed_by=event.correlation_id
+    )
 
 
 @apply.register
@@ -134,6 +173,10 @@ def _untouched(
     position: Position,
 ) -> ArtifactRecord | None:
     return record
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def fold(events: Iterable[tuple[Position, Event]]) -> dict[str, ArtifactRecord]:

@@ -31,19 +31,20 @@ from locker import requests, signing
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
-from locker.errors import InvalidInput, LockerError, UsageError
-from locker.events import ArtifactMarkedCorrupted, encode
+from locker.errors import ArtifactNotFound, InvalidInput, LockerError, UsageError
+from locker.events import ArtifactMarkedCorrupted, ArtifactRecovered, encode
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
 from streams import chain as anchor_chain
-from streams import ingest, project, verify
+from streams import ingest, project, replicate, verify
 from streams.anchoring import Anchorer
 from streams.api import install_api
 from streams.blob_writer import BlobWriter
 from streams.kafka import Record, end_offsets
 from streams.publisher import BatchPublisher
+from streams.replicate import Replicating
 from streams.runtime import Loop, dead_letter
 from streams.services import Services
 from streams.topics import Topics
@@ -185,6 +186,26 @@ def create_app(
             max_records=PROJECTION_BATCH,
         ),
     ]
+    replica = None if settings.replica_path is None else BlobStore(settings.replica_path)
+    if replica is not None:
+
+        async def into_replica(items: list[tuple[str, bytes]]) -> None:
+            await asyncio.to_thread(replica.put_many, items)
+
+        loops.append(
+            Loop(
+                "replicate",
+                topic=topics.events,
+                handler=partial(replicate.handle, Replicating(topics, blobs, replica)),
+                publisher=publisher,
+                dlq_topic=topics.dlq,
+                consumer_options=consumer_options(settings),
+                group_id=f"{settings.group_id}-replicate",
+                group_instance_id=instance_id(settings),
+                blob_sink=into_replica,
+                max_records=32,  # blobs of up to Ingest:MaxContentBytes each are read into memory
+            )
+        )
     checker = Checker()
     app.add_dependency(checker)
     verifying = Verifying(topics, blobs, verifications, settings.plans_path)
@@ -261,6 +282,39 @@ def create_app(
         )
         await publisher.publish(topics.events, [(command.artifact_id.encode(), encode(event), [])])
 
+    async def recover_artifact(record: Record, command: requests.RecoverArtifact) -> None:
+        artifact_id = command.artifact_id
+        if replica is None:
+            await refuse(
+                record, InvalidInput("no-replica", "no replica store: EvidenceLocker:ReplicaPath is not set")
+            )
+            return
+        if not is_digest(artifact_id) or index.get(artifact_id) is None:
+            await refuse(
+                record, InvalidInput("not-found", f"artifact {artifact_id[:80]} is not in the index")
+            )
+            return
+        try:
+            data = await asyncio.to_thread(replica.read, artifact_id)
+        except ArtifactNotFound:
+            await refuse(record, InvalidInput("replica-missing", f"the replica has no blob of {artifact_id}"))
+            return
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != artifact_id:
+            detail = f"the replica's copy of {artifact_id} hashes to {actual}; nothing was restored"
+            await refuse(record, InvalidInput("replica-bad", detail))
+            return
+        await asyncio.to_thread(blobs.restore, artifact_id, data)
+        event = ArtifactRecovered(
+            artifact_id=artifact_id,
+            source=command.source,
+            actor=command.requested_by,
+            recovered_at=datetime.now(UTC),
+            correlation_id=command.command_id,
+        )
+        await publisher.publish(topics.events, [(artifact_id.encode(), encode(event), [])])
+        log.info("artifact recovered", artifact_id=artifact_id, source=command.source)
+
     async def run_command(record: Record, command: requests.Command) -> None:
         match command:
             case requests.RecoverAnchor():
@@ -269,6 +323,8 @@ def create_app(
                 await start_verification(record, command)
             case requests.MarkCorrupted():
                 await mark_corrupted(record, command)
+            case requests.RecoverArtifact():
+                await recover_artifact(record, command)
             case requests.CreateAnchor():
                 failed = await anchor(command.command_id, command.new_chain_reason, command.continue_from)
                 if failed:

@@ -22,7 +22,7 @@ import structlog
 
 from locker import config, signing
 from locker.cas import BlobStore
-from locker.errors import LockerError, StorageUnavailable
+from locker.errors import LockerError, StorageUnavailable, UsageError
 from locker.files import write_durably
 from locker.logs import configure_logging
 from projections.anchor_store import AnchorStore
@@ -111,6 +111,12 @@ def main() -> None:
         index = IndexStore(settings.index_path)
         check_blobs(index, blobs, last_evidence_path(settings))
         blobs.ensure()
+        if settings.replica_path is not None:
+            if settings.replica_path.resolve() == settings.evidence_path.resolve():
+                raise UsageError(
+                    "EvidenceLocker:ReplicaPath is EvidenceLocker:Path: a replica needs its own folder"
+                )
+            BlobStore(settings.replica_path).ensure()
         remember_evidence_path(settings)
         removed = blobs.clean_tmp()
         trees = MerkleStore(settings.merkle_path)

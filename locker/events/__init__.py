@@ -8,6 +8,8 @@ from locker.events.codec import EVENT_TYPES, Event, decode, encode
 from locker.events.ingest import KINDS, ArtifactIngested, ArtifactResubmitted, IngestRejected, Kind
 from locker.events.integrity import (
     ArtifactMarkedCorrupted,
+    ArtifactRecovered,
+    ArtifactReplicated,
     ArtifactVerificationFailed,
     VerificationCompleted,
     VerificationStarted,
@@ -18,6 +20,8 @@ __all__ = [
     "KINDS",
     "ArtifactIngested",
     "ArtifactMarkedCorrupted",
+    "ArtifactRecovered",
+    "ArtifactReplicated",
     "ArtifactResubmitted",
     "ArtifactVerificationFailed",
     "Event",

@@ -18,6 +18,8 @@ from locker.errors import InvalidInput
 from locker.events.ingest import ArtifactIngested, ArtifactResubmitted, IngestRejected
 from locker.events.integrity import (
     ArtifactMarkedCorrupted,
+    ArtifactRecovered,
+    ArtifactReplicated,
     ArtifactVerificationFailed,
     VerificationCompleted,
     VerificationStarted,
@@ -31,6 +33,8 @@ Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     VerificationCompleted,
     ArtifactVerificationFailed,
     ArtifactMarkedCorrupted,
+    ArtifactReplicated,
+    ArtifactRecovered,
 ]
 EVENT_TYPES: tuple[type[Any], ...] = (
     ArtifactIngested,
@@ -40,6 +44,8 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     VerificationCompleted,
     ArtifactVerificationFailed,
     ArtifactMarkedCorrupted,
+    ArtifactReplicated,
+    ArtifactRecovered,
 )
 CURRENT_VERSION: dict[str, int] = {
     t.__struct_config__.tag: 1  # type: ignore[attr-defined]

@@ -86,3 +86,28 @@ class ArtifactMarkedCorrupted(
     marked_at: datetime
     correlation_id: str = ""
     schema_version: int = 1
+
+
+class ArtifactReplicated(
+    msgspec.Struct, frozen=True, kw_only=True, tag="artifact.replicated", tag_field="type"
+):
+    """The artifact's blob, checked against its id, is durable in the replica store."""
+
+    artifact_id: str
+    replica: str  # the replica root it went to
+    replicated_at: datetime
+    correlation_id: str = ""
+    schema_version: int = 1
+
+
+class ArtifactRecovered(
+    msgspec.Struct, frozen=True, kw_only=True, tag="artifact.recovered", tag_field="type"
+):
+    """The artifact's blob was restored from `source`, whose copy hashed to the artifact id."""
+
+    artifact_id: str
+    source: Literal["replica"]
+    actor: str = ""
+    recovered_at: datetime
+    correlation_id: str = ""
+    schema_version: int = 1

@@ -85,6 +85,13 @@ COMMANDS: dict[str, requests.Command] = {
         reason="hash-mismatch",
         requested_by="ops@locker-1",
     ),
+    "artifact.recover": requests.RecoverArtifact(
+        command_id="1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+        requested_at=datetime(2026, 11, 29, 4, 20, tzinfo=UTC),
+        artifact_id="sha256:4a5d0c8e2b6f9d1370e1c5a9b2f4d6e8a0c2e4f6081a3b5c7d9e1f20436587a9",
+        source="replica",
+        requested_by="ops@locker-1",
+    ),
 }
 ANCHOR_TAGS = ("anchor.created", "anchor.recovered")
 

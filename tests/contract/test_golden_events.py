@@ -19,6 +19,8 @@ from locker.events import (
     EVENT_TYPES,
     ArtifactIngested,
     ArtifactMarkedCorrupted,
+    ArtifactRecovered,
+    ArtifactReplicated,
     ArtifactResubmitted,
     ArtifactVerificationFailed,
     Event,
@@ -101,6 +103,19 @@ FIXED: dict[str, Event] = {
         actor="ops@locker-1",
         marked_at=datetime(2026, 11, 29, 4, 10, tzinfo=UTC),
         correlation_id="0b1c2d3e-4f5a-6b7c-8d9e-0f1a2b3c4d5e",
+    ),
+    "artifact.replicated": ArtifactReplicated(
+        artifact_id="sha256:4a5d0c8e2b6f9d1370e1c5a9b2f4d6e8a0c2e4f6081a3b5c7d9e1f20436587a9",
+        replica="/mnt/replica/evidence",
+        replicated_at=datetime(2024, 11, 5, 14, 3, 27, 623456, tzinfo=UTC),
+        correlation_id="5f0c8f7e-3b1a-4d5e-9c2b-7a6d1e0f4b3c",
+    ),
+    "artifact.recovered": ArtifactRecovered(
+        artifact_id="sha256:4a5d0c8e2b6f9d1370e1c5a9b2f4d6e8a0c2e4f6081a3b5c7d9e1f20436587a9",
+        source="replica",
+        actor="ops@locker-1",
+        recovered_at=datetime(2026, 11, 29, 4, 20, 1, tzinfo=UTC),
+        correlation_id="1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
     ),
 }
 

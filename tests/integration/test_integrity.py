@@ -3,22 +3,28 @@ outcomes, corruption (runbook SP-001 and INC-001)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
 
+from commands import service
+from locker import config
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import digest_of
 from locker.events import ArtifactVerificationFailed, VerificationCompleted, VerificationStarted
+from streams.kafka import create_topics
 from tests.conftest import run_cli
-from tests.integration.helpers import events, ingest
+from tests.integration.helpers import events, ingest, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +187,57 @@ def test_verify_usage_errors_exit_2(settings: Settings) -> None:
     assert proc.returncode == 2 and "--latest" in proc.stderr
     none = run_cli("evidence", "verify-report", "--latest", check=False)
     assert none.returncode == 1 and "no verification run" in none.stderr
+
+
+@pytest.fixture
+def replicated(
+    locker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """A running service with a replica store."""
+    monkeypatch.setenv("STELLA_EVIDENCELOCKER__REPLICAPATH", str(tmp_path / "replica"))
+    s = config.load()
+    BlobStore(s.evidence_path).ensure()
+    asyncio.run(create_topics(s))
+    service.start(s)
+    try:
+        yield s
+    finally:
+        service.stop(s)
+
+
+def test_recovery_from_a_good_replica_and_refusal_of_a_bad_one(replicated: Settings) -> None:
+    contents = [os.urandom(300) for _ in range(6)]
+    ingest(replicated, contents)
+    ids = sorted(digest_of(c) for c in contents)
+    wait_for(
+        lambda: all(cli_json("evidence", "inspect", i)["replicated_at"] for i in ids), what="replication"
+    )
+    replica = BlobStore(replicated.replica_path)  # type: ignore[arg-type]
+    assert all(replica.hash_of(i) == i for i in ids)
+
+    primary = BlobStore(replicated.evidence_path)
+    damage(primary, ids)  # ids[0..4]: flipped, truncated, deleted, swapped x2
+    assert cli_json("evidence", "verify", "--mode", "full", code=1)["run"]["failed"] == 5
+    for artifact_id in ids[:5]:
+        restored = cli_json("evidence", "recover", "--id", artifact_id, "--source", "replica")
+        assert restored["status"] == "ingested" and "recovered from the replica" in restored["status_reason"]
+        assert primary.hash_of(artifact_id) == artifact_id
+    status, body = http(replicated, f"/artifacts/{ids[0]}")
+    assert status == 200 and digest_of(body) == ids[0]
+    assert cli_json("evidence", "verify", "--mode", "full")["run"]["ok"] == 6
+
+    # A replica that is itself bad is refused, and nothing changes.
+    bad = ids[5]
+    for store in (primary, replica):
+        store.path(bad).chmod(0o644)
+        store.path(bad).write_bytes(b"rotten")
+    refused = run_cli("evidence", "recover", "--id", bad, "--source", "replica", check=False)
+    assert refused.returncode == 5 and "replica-bad" in refused.stderr, refused.stderr
+    assert primary.path(bad).read_bytes() == b"rotten"
+    missing = run_cli("evidence", "recover", "--id", "sha256:" + "1" * 64, "--source", "replica", check=False)
+    assert missing.returncode == 1
+
+
+def test_recover_without_a_replica_is_a_usage_error(settings: Settings) -> None:
+    proc = run_cli("evidence", "recover", "--id", "sha256:" + "1" * 64, "--source", "replica", check=False)
+    assert proc.returncode == 2 and "EvidenceLocker:ReplicaPath" in proc.stderr

@@ -1,4 +1,4 @@
-"""`stella evidence verify`, `verify-report` and `mark-corrupted`.
+"""Integrity: `stella evidence verify`, `verify-report`, `mark-corrupted` and `recover`.
 
 A run is a command (`locker.requests.StartVerification`); the service plans and checks it
 (`streams.verify`) and the CLI follows the run's row in the verification store, read-only.
@@ -19,7 +19,6 @@ from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, InvalidInput, NotFound, TimedOut, UsageError
 from locker.events.integrity import Mode
 from locker.verification import OUTCOMES, Outcome, outcome_decoder
-from projections.index import CORRUPTED
 from projections.store import IndexStore
 from projections.verification import RunState, sample_size
 from projections.verify_store import VerifyStore
@@ -138,11 +137,32 @@ def mark_corrupted(settings: Settings, artifact_id: str, reason: str) -> dict[st
             raise ArtifactNotFound(artifact_id)
     command = requests.mark_corrupted(artifact_id, reason)
 
-    def marked() -> dict[str, Any] | None:
+    return send_and_wait(settings, command, _changed_by(settings, artifact_id, command), "mark-corrupted")
+
+
+def recover(settings: Settings, artifact_id: str, source: str) -> dict[str, Any]:
+    """Restore a blob from the replica (the service checks the copy first); the artifact's index
+    record once the recovery shows. A bad or missing copy is `Refused` (exit 5)."""
+    parse_digest(artifact_id, what="artifact id")
+    if source != "replica":
+        raise UsageError(f"--source {source!r}: the one source is replica")
+    if settings.replica_path is None:
+        raise UsageError("no replica store: set EvidenceLocker:ReplicaPath (and restart the service)")
+    with IndexStore(settings.index_path, readonly=True) as index:
+        if index.get(artifact_id) is None:
+            raise ArtifactNotFound(artifact_id)
+    command = requests.recover_artifact(artifact_id, "replica")
+    return send_and_wait(settings, command, _changed_by(settings, artifact_id, command), "recover")
+
+
+def _changed_by(
+    settings: Settings, artifact_id: str, command: requests.Command
+) -> Callable[[], dict[str, Any] | None]:
+    """The artifact's record, once an event of `command` has changed it."""
+
+    def changed() -> dict[str, Any] | None:
         with IndexStore(settings.index_path, readonly=True) as index:
             record = index.get(artifact_id)
-        if record is None or record.status != CORRUPTED or record.status_reason != reason:
-            return None
-        return record.public()
+        return record.public() if record is not None and record.changed_by == command.command_id else None
 
-    return send_and_wait(settings, command, marked, "mark-corrupted")
+    return changed
