@@ -44,9 +44,13 @@ service = noun("The locker service (faust worker + HTTP API).")
 config_app = noun("Read and write the config file.")
 anchor_app = noun("Signed Merkle anchors of the event log.")
 storage_app = noun("Where the artifacts' blobs are stored.")
+evidence_storage = noun("The blobs of artifacts: checks.")
+provenance_app = noun("Where an artifact came from and what happened to it.")
 app.add_typer(evidence, name="evidence")
 evidence.add_typer(index_app, name="index")
 evidence.add_typer(anchor_app, name="anchor")
+evidence.add_typer(evidence_storage, name="storage")
+evidence.add_typer(provenance_app, name="provenance")
 app.add_typer(broker, name="broker")
 app.add_typer(service, name="service")
 app.add_typer(config_app, name="config")
@@ -273,11 +277,48 @@ def evidence_exists(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
 
 
 @evidence.command("inspect")
-def evidence_inspect(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
-    """Show an artifact's metadata."""
-    from commands import queries
+def evidence_inspect(
+    artifact_id: IdArg,
+    rehash: Annotated[
+        bool,
+        typer.Option("--rehash", help="Also hash the blob with two independent SHA-256 implementations."),
+    ] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Show an artifact: metadata, status, storage location, replica, last verification."""
+    from commands import integrity
 
-    emit(queries.inspect(settings(), artifact_id), fmt)
+    emit(integrity.inspect(settings(), artifact_id, rehash=rehash), fmt)
+
+
+@evidence_storage.command("check")
+def evidence_storage_check(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
+    """Blob present, size and digest right; the replica's too. Exit 1 if not."""
+    from commands import integrity
+
+    result = integrity.storage_check(settings(), artifact_id)
+    emit(result, fmt)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@provenance_app.command("show")
+def provenance_show(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
+    """An artifact's chain of custody from the log, each step with its log position and anchor."""
+    from commands import provenance
+
+    result = provenance.show(settings(), artifact_id)
+    if fmt is Format.json:
+        emit(result, fmt)
+        return
+    emit({k: v for k, v in result.items() if k != "steps"}, fmt)
+    for step in result["steps"]:  # one block a step: readable at any terminal width
+        position = f"{step['topic']}[{step['partition']}]@{step['offset']}"
+        anchor = f"anchor {step['anchor']}" if step["anchor"] else "not anchored"
+        typer.echo(f"{step['at']}  {step['what']}  by {step['actor'] or '-'}")
+        typer.echo(f"    {position}, {anchor}")
+        if step["detail"]:
+            typer.echo(f"    {step['detail']}")
 
 
 @evidence.command("verify")

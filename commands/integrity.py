@@ -8,16 +8,25 @@ Reports read the store (the run, its failures) and, for `--filter ok`, the run's
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from commands import queries
 from commands.sending import send_and_wait
-from locker import requests
+from locker import requests, verification
+from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
-from locker.errors import ArtifactNotFound, InvalidInput, NotFound, TimedOut, UsageError
+from locker.errors import ArtifactNotFound, InvalidInput, NotFound, StorageUnavailable, TimedOut, UsageError
 from locker.events.integrity import Mode
+from locker.sha256_python import sha256_hex
 from locker.verification import OUTCOMES, Outcome, outcome_decoder
 from projections.store import IndexStore
 from projections.verification import RunState, sample_size
@@ -166,3 +175,103 @@ def _changed_by(
         return record.public() if record is not None and record.changed_by == command.command_id else None
 
     return changed
+
+
+# Looking at one artifact (runbook INC-001, INC-002).
+def inspect(settings: Settings, artifact_id: str, *, rehash: bool = False) -> dict[str, Any]:
+    """The artifact's record with where its blob is, its replica, its last verification and,
+    with `rehash`, its digest computed by two independent SHA-256 implementations."""
+    record = queries.find(settings, artifact_id)
+    out = record.public()
+    primary = BlobStore(settings.evidence_path)
+    out["storage"] = _blob_state(primary, artifact_id, check=False)
+    out["replica"] = _replica(settings, artifact_id, record.replicated_at is not None, check=False)
+    with VerifyStore(settings.verify_path, readonly=True) as store:
+        last = store.last_check(artifact_id)
+    out["last_verification"] = (
+        None
+        if last is None
+        else {
+            "at": datetime.fromtimestamp(last[0] / 1000, UTC).isoformat().replace("+00:00", "Z"),
+            "outcome": last[1],
+        }
+    )
+    if rehash:
+        out["rehash"] = _rehash(primary.path(artifact_id), artifact_id)
+    return out
+
+
+def storage_check(settings: Settings, artifact_id: str) -> dict[str, Any]:
+    """Blob present, size and digest right; the same for the replica where there is one."""
+    record = queries.find(settings, artifact_id)
+    primary = _blob_state(BlobStore(settings.evidence_path), artifact_id, check=True, size=record.size)
+    replica = _replica(settings, artifact_id, record.replicated_at is not None, check=True, size=record.size)
+    ok = bool(primary["ok"]) and replica.get("ok", True) is not False
+    return {
+        "artifact_id": artifact_id,
+        "status": record.status,
+        "ok": ok,
+        "primary": primary,
+        "replica": replica,
+    }
+
+
+def _blob_state(blobs: BlobStore, artifact_id: str, *, check: bool, size: int = -1) -> dict[str, Any]:
+    path = blobs.path(artifact_id)
+    try:
+        stored = path.stat().st_size
+    except FileNotFoundError:
+        return {"path": str(path), "present": False, **({"ok": False} if check else {})}
+    except OSError as exc:
+        return {"path": str(path), "present": None, "error": str(exc), **({"ok": False} if check else {})}
+    state: dict[str, Any] = {"path": str(path), "present": True, "size": stored}
+    if check:
+        found = verification.check(path, artifact_id, size)
+        state.update(
+            size_ok=stored == size,
+            digest=found.actual_digest,
+            digest_ok=found.actual_digest == artifact_id,
+            ok=found.outcome == "ok",
+        )
+        if found.detail:
+            state["detail"] = found.detail
+    return state
+
+
+def _replica(
+    settings: Settings, artifact_id: str, recorded: bool, *, check: bool, size: int = -1
+) -> dict[str, Any]:
+    if settings.replica_path is None:
+        return {"configured": False}
+    state = _blob_state(BlobStore(settings.replica_path), artifact_id, check=check, size=size)
+    return {"configured": True, "replicated": recorded, **state}
+
+
+def _rehash(path: Path, artifact_id: str) -> dict[str, Any]:
+    """The blob's SHA-256 by OpenSSL (hashlib) and by coreutils' sha256sum, or by the pure
+    Python implementation where sha256sum is not installed."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot read {path}: {exc.strerror or exc}") from None
+    results = [
+        {
+            "implementation": f"hashlib ({ssl.OPENSSL_VERSION})",
+            "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+        }
+    ]
+    tool = shutil.which("sha256sum")
+    if tool is not None:
+        proc = subprocess.run([tool, "--binary", "-"], input=data, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise StorageUnavailable(f"sha256sum failed: {proc.stderr.decode(errors='replace').strip()}")
+        results.append(
+            {
+                "implementation": f"coreutils sha256sum ({tool})",
+                "digest": "sha256:" + proc.stdout.split()[0].decode(),
+            }
+        )
+    else:
+        results.append({"implementation": "locker.sha256_python", "digest": "sha256:" + sha256_hex(data)})
+    digests = {r["digest"] for r in results}
+    return {"results": results, "agree": len(digests) == 1, "matches_id": digests == {artifact_id}}

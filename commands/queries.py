@@ -35,13 +35,6 @@ def exists(settings: Settings, artifact_id: str) -> dict[str, Any]:
     return {"artifact_id": artifact_id, "exists": indexed, "indexed": indexed, "blob_present": blob}
 
 
-def inspect(settings: Settings, artifact_id: str) -> dict[str, Any]:
-    record = find(settings, artifact_id)
-    out = record.public()
-    out["blob_present"] = BlobStore(settings.evidence_path).exists(artifact_id)
-    return out
-
-
 def lookup(settings: Settings, artifact_id: str) -> dict[str, Any]:
     """The index rows for one artifact, with the event position they were built from."""
     record = find(settings, artifact_id)

@@ -89,9 +89,9 @@ class Decoder(Generic[T]):
         expected = " or ".join(f'"{t}"' for t in sorted(self._tags))
         if not tag:
             missing = f"the {self.what} has no `{self._tag_field}` tag; expected {expected}"
-            return InvalidInput("unknown-type", missing)
+            return InvalidInput("unknown-type", shorten(missing))
         shown = shorten(bytes(tag).decode(), 80)
-        return InvalidInput("unknown-type", f"unknown {self.what} type {shown}; expected {expected}")
+        return InvalidInput("unknown-type", shorten(f"unknown {self.what} type {shown}; expected {expected}"))
 
 
 def json_string(raw: msgspec.Raw) -> str | None:

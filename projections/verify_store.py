@@ -69,6 +69,17 @@ class VerifyStore(TrackedStore):
             except Exception:  # noqa: BLE001 - InvalidInput: a row this store never writes
                 raise self.damaged(f"the failure row {key!r} is unreadable") from None
 
+    def last_check(self, artifact_id: str) -> tuple[int, str] | None:
+        """(epoch ms, outcome) of the artifact's last check, if it had one."""
+        raw = self.get_raw(LAST + artifact_id.encode())
+        if raw is None:
+            return None
+        ms, _, outcome = raw.partition(b" ")
+        try:
+            return int(ms), outcome.decode()
+        except ValueError:
+            raise self.damaged(f"the last-check row of {artifact_id} is unreadable") from None
+
     def last_checked(self) -> dict[str, int]:
         """artifact id -> when it was last checked (epoch ms)."""
         out: dict[str, int] = {}

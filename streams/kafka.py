@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -98,11 +98,13 @@ async def read_to_end(
     starts: Mapping[int, int] | None = None,
     max_records: int = 5000,
     progress: Progress | None = None,
+    partitions: Collection[int] | None = None,
 ) -> AsyncGenerator[list[Record], None]:
-    """Every record of `topic` from `starts` (default: each partition's beginning) to the end
-    offsets as they are when called, in batches; each partition's records in offset order."""
+    """Every record of `topic` (of its `partitions`, default all) from `starts` (default: each
+    partition's beginning) to the end offsets as they are when called, in batches; each
+    partition's records in offset order."""
     async with consumer(settings) as c:
-        tps = await assign_all(c, topic)
+        tps = await assign_all(c, topic, partitions)
         if not tps:
             return
         firsts = await c.beginning_offsets(tps)
@@ -145,10 +147,14 @@ async def create_topics(settings: Settings) -> list[str]:
     return [spec.name for spec in missing]
 
 
-async def assign_all(client: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """Assign every partition of `topic` to `client` (fresh metadata); [] if it does not exist."""
+async def assign_all(
+    client: AIOKafkaConsumer, topic: str, only: Collection[int] | None = None
+) -> list[TopicPartition]:
+    """Assign every partition of `topic` (those in `only`) to `client` (fresh metadata); [] if
+    it does not exist."""
     await client._client.force_metadata_update()
-    tps = [TopicPartition(topic, p) for p in sorted(client.partitions_for_topic(topic) or ())]
+    found = sorted(client.partitions_for_topic(topic) or ())
+    tps = [TopicPartition(topic, p) for p in found if only is None or p in only]
     if tps:
         client.assign(tps)
     return tps

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -35,18 +35,24 @@ def read_batches(
     starts: Mapping[int, int] | None = None,
     max_records: int = 5000,
     progress: Progress | None = None,
+    partitions: Collection[int] | None = None,
     in_child_above: int = IN_CHILD_ABOVE,
 ) -> Iterator[list[Raw]]:
-    """Every record of `topic` from `starts` to its end as it is now, in batches: read by a child
-    process (`read_in_child`) if there are more than `in_child_above`, else by this one."""
-    ahead = asyncio.run(_records_ahead(settings, topic, starts or {}))
+    """Every record of `topic` (of its `partitions`, default all) from `starts` to its end as it
+    is now, in batches: read by a child process (`read_in_child`) if there are more than
+    `in_child_above`, else by this one."""
+    ahead = asyncio.run(_records_ahead(settings, topic, starts or {}, partitions))
     read = read_in_child if ahead > in_child_above else _read_here
-    yield from read(settings, topic, starts=starts, max_records=max_records, progress=progress)
+    yield from read(
+        settings, topic, starts=starts, max_records=max_records, progress=progress, partitions=partitions
+    )
 
 
-async def _records_ahead(settings: Settings, topic: str, starts: Mapping[int, int]) -> int:
+async def _records_ahead(
+    settings: Settings, topic: str, starts: Mapping[int, int], partitions: Collection[int] | None
+) -> int:
     async with consumer(settings) as c:
-        tps = await assign_all(c, topic)
+        tps = await assign_all(c, topic, partitions)
         if not tps:
             return 0
         firsts, ends = await c.beginning_offsets(tps), await c.end_offsets(tps)
@@ -60,10 +66,13 @@ def _read_here(
     starts: Mapping[int, int] | None = None,
     max_records: int = 5000,
     progress: Progress | None = None,
+    partitions: Collection[int] | None = None,
 ) -> Iterator[list[Raw]]:
     """`read_to_end` in this process, one batch at a time, for a synchronous caller."""
     loop = asyncio.new_event_loop()
-    batches = read_to_end(settings, topic, starts=starts, max_records=max_records, progress=progress)
+    batches = read_to_end(
+        settings, topic, starts=starts, max_records=max_records, progress=progress, partitions=partitions
+    )
     try:
         while True:
             try:
@@ -83,15 +92,16 @@ def read_in_child(
     starts: Mapping[int, int] | None = None,
     max_records: int = 5000,
     progress: Progress | None = None,
+    partitions: Collection[int] | None = None,
 ) -> Iterator[list[Raw]]:
-    """`read_to_end(settings, topic, starts=..., max_records=...)`, read by a child process.
+    """`read_to_end(settings, topic, ...)`, read by a child process.
 
     Raises what the child raised (`BrokerUnavailable`, ...) as a `LockerError`.
     """
     receiving, sending = SPAWN.Pipe(duplex=False)
     child = SPAWN.Process(
         target=_read,
-        args=(settings, topic, dict(starts or {}), max_records, sending, os.getpid()),
+        args=(settings, topic, dict(starts or {}), max_records, partitions, sending, os.getpid()),
         name="stella-reader",
         daemon=True,
     )
@@ -125,13 +135,14 @@ def _read(
     topic: str,
     starts: dict[int, int],
     max_records: int,
+    partitions: Collection[int] | None,
     pipe: Connection,
     parent: int,
 ) -> None:
     """In the child: every batch down `pipe`, then ("end",) or ("error", a LockerError)."""
     exit_with(parent)
     try:
-        asyncio.run(_send_all(settings, topic, starts, max_records, pipe))
+        asyncio.run(_send_all(settings, topic, starts, max_records, partitions, pipe))
         pipe.send_bytes(pickle.dumps(("end",)))
     except LockerError as error:
         pipe.send_bytes(_pickled_error(error))
@@ -142,7 +153,12 @@ def _read(
 
 
 async def _send_all(
-    settings: Settings, topic: str, starts: dict[int, int], max_records: int, pipe: Connection
+    settings: Settings,
+    topic: str,
+    starts: dict[int, int],
+    max_records: int,
+    partitions: Collection[int] | None,
+    pipe: Connection,
 ) -> None:
     loop = asyncio.get_running_loop()
     sent: asyncio.Future[Any] | None = None
@@ -154,7 +170,7 @@ async def _send_all(
 
     done = 0
     async for records in read_to_end(
-        settings, topic, starts=starts or None, max_records=max_records, progress=count
+        settings, topic, starts=starts or None, max_records=max_records, progress=count, partitions=partitions
     ):
         done += len(records)
         data = pickle.dumps(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
+from commands import anchors as anchor_ops
 from commands import service
 from locker import config
 from locker.cas import BlobStore
@@ -193,10 +194,11 @@ def test_verify_usage_errors_exit_2(settings: Settings) -> None:
 def replicated(
     locker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Settings]:
-    """A running service with a replica store."""
+    """A running service with a replica store and an anchor signing key."""
     monkeypatch.setenv("STELLA_EVIDENCELOCKER__REPLICAPATH", str(tmp_path / "replica"))
     s = config.load()
     BlobStore(s.evidence_path).ensure()
+    anchor_ops.ensure_key(s)
     asyncio.run(create_topics(s))
     service.start(s)
     try:
@@ -241,3 +243,36 @@ def test_recovery_from_a_good_replica_and_refusal_of_a_bad_one(replicated: Setti
 def test_recover_without_a_replica_is_a_usage_error(settings: Settings) -> None:
     proc = run_cli("evidence", "recover", "--id", "sha256:" + "1" * 64, "--source", "replica", check=False)
     assert proc.returncode == 2 and "EvidenceLocker:ReplicaPath" in proc.stderr
+
+
+def test_inspect_storage_check_and_provenance_of_a_damaged_artifact(replicated: Settings) -> None:
+    contents = [b"provenance %d" % i for i in range(2)]
+    ingest(replicated, contents)
+    target, other = digest_of(contents[0]), digest_of(contents[1])
+    wait_for(lambda: cli_json("evidence", "inspect", target)["replicated_at"] is not None, what="replication")
+    anchor = cli_json("evidence", "anchor", "create")["anchor_id"]
+    cli_json("evidence", "verify", "--mode", "full")
+    path = BlobStore(replicated.evidence_path).path(target)
+    path.chmod(0o644)
+    path.write_bytes(b"provenance 9")
+    cli_json("evidence", "mark-corrupted", "--id", target, "--reason", "hash-mismatch")
+
+    seen = cli_json("evidence", "inspect", target, "--rehash")
+    assert seen["status"] == "corrupted" and seen["storage"]["path"] == str(path)
+    assert seen["replica"]["configured"] and seen["replica"]["present"]
+    assert seen["last_verification"]["outcome"] == "ok"
+    rehash = seen["rehash"]
+    assert rehash["agree"] and not rehash["matches_id"] and len(rehash["results"]) == 2
+    assert rehash["results"][0]["digest"] == digest_of(b"provenance 9")
+
+    check = cli_json("evidence", "storage", "check", target, code=1)
+    assert not check["ok"] and check["primary"]["digest_ok"] is False and check["replica"]["ok"]
+    assert cli_json("evidence", "storage", "check", other)["ok"]
+
+    steps = cli_json("evidence", "provenance", "show", target)["steps"]
+    assert [s["what"] for s in steps] == ["ingested", "replicated", "verified ok", "marked corrupted"]
+    assert steps[0]["anchor"] == anchor and steps[0]["topic"].endswith("evidence.events")
+    assert steps[2]["anchor"] is None and steps[2]["topic"].endswith("evidence.verifications")
+    assert steps[3]["actor"] and steps[3]["detail"] == "hash-mismatch"
+    table = run_cli("evidence", "provenance", "show", target)
+    assert "marked corrupted" in table.stdout

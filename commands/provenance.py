@@ -1,0 +1,153 @@
+"""`stella evidence provenance show <id>`: an artifact's chain of custody, from the log.
+
+Every event about an artifact is keyed by its id, so all of them are in one partition of
+`evidence.events`: that partition is read to its end and the artifact's events kept (ingest,
+resubmissions, verification failures, corruption, replication, recovery). The runs that checked it
+and found it good are on `evidence.verifications` (same key, within that topic's retention).
+Each step names its log position and, for events, the first anchor whose signed tree covers it:
+the proof that the step is in the log as anchored (`stella evidence proof`, `anchor verify`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from commands import queries
+from commands.anchors import chain_view
+from locker.config import Settings
+from locker.errors import InvalidInput
+from locker.events import (
+    ArtifactIngested,
+    ArtifactMarkedCorrupted,
+    ArtifactRecovered,
+    ArtifactReplicated,
+    ArtifactResubmitted,
+    ArtifactVerificationFailed,
+    Event,
+    decode,
+)
+from locker.verification import outcome_decoder
+from projections.anchor_chain import UNCHECKED
+from streams.kafka import end_offsets
+from streams.partitioning import partitions_for
+from streams.reader import read_batches
+from streams.topics import Topics
+
+
+def show(settings: Settings, artifact_id: str) -> dict[str, Any]:
+    record = queries.find(settings, artifact_id)
+    topics = Topics(settings.topic_prefix)
+    key = artifact_id.encode()
+    steps: list[dict[str, Any]] = []
+    covering = _anchors(settings)
+    for partition, offset, value in _keyed(settings, topics.events, key):
+        try:
+            event = decode(value)
+        except InvalidInput:
+            continue
+        step = _step(event)
+        if step is not None:
+            anchor = covering(partition, offset)
+            steps.append(
+                {**step, "topic": topics.events, "partition": partition, "offset": offset, "anchor": anchor}
+            )
+    for partition, offset, value in _keyed(settings, topics.verifications, key):
+        try:
+            outcome = outcome_decoder.decode(value)
+        except InvalidInput:
+            continue
+        if outcome.artifact_id != artifact_id or outcome.outcome != "ok":
+            continue  # a failure is on the log itself, as artifact.verification_failed
+        steps.append(
+            {
+                "at": _iso(outcome.verified_at),
+                "what": "verified ok",
+                "actor": f"verification run {outcome.run_id} ({outcome.mode})",
+                "detail": f"{outcome.actual_size} bytes hash to the id",
+                "topic": topics.verifications,
+                "partition": partition,
+                "offset": offset,
+                "anchor": None,  # the outcomes topic is not anchored; the run's completion event is
+            }
+        )
+    steps.sort(key=lambda s: (s["at"], s["topic"], s["offset"]))
+    return {
+        "artifact_id": artifact_id,
+        "status": record.status,
+        "producer": record.producer,
+        "subjects": list(record.subjects),
+        "steps": steps,
+    }
+
+
+def _keyed(settings: Settings, topic: str, key: bytes) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of the records of `topic` with `key`, from its key's partition."""
+    ends = asyncio.run(end_offsets(settings, topic))
+    if not ends:
+        return []
+    [partition] = partitions_for([key], sorted(ends))
+    found = []
+    for batch in read_batches(settings, topic, partitions=[partition]):
+        found += [(p, o, v) for p, o, v in batch if _key_of(v, key)]
+    return found
+
+
+def _key_of(value: bytes, key: bytes) -> bool:
+    """A cheap filter before decoding: the record names the artifact id."""
+    return key in value
+
+
+def _step(event: Event) -> dict[str, str] | None:
+    match event:
+        case ArtifactIngested():
+            subjects = ", ".join(event.subjects) or "no subjects"
+            detail = f"{event.kind}, {event.size} bytes, {event.media_type or 'no media type'}; {subjects}"
+            return _row(event.ingested_at, "ingested", event.producer, detail)
+        case ArtifactResubmitted():
+            return _row(
+                event.submitted_at, "submitted again", event.producer, "same content; nothing changed"
+            )
+        case ArtifactVerificationFailed():
+            actor = f"verification run {event.run_id}"
+            return _row(event.verified_at, f"verification failed: {event.outcome}", actor, event.detail)
+        case ArtifactMarkedCorrupted():
+            return _row(event.marked_at, "marked corrupted", event.actor, event.reason)
+        case ArtifactReplicated():
+            return _row(event.replicated_at, "replicated", "replication", event.replica)
+        case ArtifactRecovered():
+            return _row(event.recovered_at, "recovered", event.actor, f"from the {event.source}")
+    return None
+
+
+def _row(at: datetime, what: str, actor: str, detail: str) -> dict[str, str]:
+    return {"at": _iso(at), "what": what, "actor": actor, "detail": detail}
+
+
+def _anchors(settings: Settings) -> Callable[[int, int], str | None]:
+    """(partition, offset) -> id of the first anchor whose signed tree covers it, or None."""
+    by_partition: dict[int, tuple[list[int], list[str]]] = {}
+    with chain_view(settings) as chain:
+        for entry in chain.anchors():
+            if entry.status not in ("ok", UNCHECKED):
+                continue  # a broken anchor covers nothing
+            anchor = entry.anchor()
+            for head in anchor.body.partitions:
+                lasts, ids = by_partition.setdefault(head.partition, ([], []))
+                if not lasts or head.last_offset > lasts[-1]:
+                    lasts.append(head.last_offset)
+                    ids.append(entry.anchor_id)
+
+    def covering(partition: int, offset: int) -> str | None:
+        lasts, ids = by_partition.get(partition, ([], []))
+        i = bisect.bisect_left(lasts, offset)
+        return ids[i] if i < len(ids) else None
+
+    return covering
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
