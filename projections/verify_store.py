@@ -10,6 +10,7 @@ Its applied positions are those of `evidence.verify-tasks`. Rows:
     f/<run id>/<artifact id>     an `Outcome` that failed (kept: `verify-report --filter failed`)
     l/<artifact id>              "<epoch ms> <outcome>": the artifact's last check (quick runs)
     t/<completed at>/<run id>    completed runs in time order (`--latest`)
+    ~failures                    failed checks counted so far, all runs (for /metrics)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from projections.tracking import TrackedStore
 from projections.verification import RunState, tally
 
 RUN, PENDING, OPEN, FAILED, LAST, DONE = b"r/", b"p/", b"o/", b"f/", b"l/", b"t/"
+FAILURES_TOTAL = b"~failures"
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _run_decoder = msgspec.json.Decoder(RunState)
@@ -90,6 +92,10 @@ class VerifyStore(TrackedStore):
                 raise self.damaged(f"the row {key!r} is unreadable") from None
         return out
 
+    def failures_total(self) -> int:
+        raw = self.get_raw(FAILURES_TOTAL)
+        return 0 if raw is None else int(raw)
+
     def latest(self) -> RunState | None:
         """The run that completed last."""
         for key, _ in self.scan(DONE, reverse=True):
@@ -114,6 +120,7 @@ class VerifyStore(TrackedStore):
         wb = self.new_batch()
         positions: dict[int, int] = {}
         runs: dict[str, RunState] = {}
+        failed = 0
         for item in checked:
             if item.offset <= positions.get(item.partition, self._applied.get(item.partition, -1)):
                 continue  # applied already
@@ -142,8 +149,11 @@ class VerifyStore(TrackedStore):
                 wb.put(LAST + artifact, b"%d %s" % (_ms(outcome.verified_at), outcome.outcome.encode()))
                 if outcome.outcome != "ok":
                     wb.put(FAILED + run_key + artifact, _encoder.encode(outcome))
+                    failed += 1
         for run_id, run in runs.items():
             wb.put(RUN + run_id.encode(), _encoder.encode(run))
+        if failed:
+            wb.put(FAILURES_TOTAL, b"%d" % (self.failures_total() + failed))
         if positions:
             self.commit(wb, positions)
 

@@ -32,6 +32,7 @@ from projections.anchor_store import AnchorStore
 from projections.index import ArtifactRecord
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
+from projections.verify_store import VerifyStore
 from streams import metrics
 from streams.kafka import fetch_value
 from streams.runtime import Loop
@@ -50,6 +51,7 @@ def install_api(
     chain: AnchorStore,
     verifier_key: str,
     loops: Sequence[Loop],
+    verifications: VerifyStore,
 ) -> None:
     topics = Topics(settings.topic_prefix)
     served: web.Application = app.web.web_app  # type: ignore[attr-defined]  # faust's aiohttp driver
@@ -206,6 +208,8 @@ def install_api(
             tree_sizes={p: trees.tree_size(p) for p in trees.applied()},
             anchor_age=None if created is None else time.time() - created,
             loops={loop.name: loop.seconds for loop in loops},
+            integrity_failures=verifications.failures_total(),
+            last_run=verifications.latest(),
         )
         return web.Response(
             body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}

@@ -42,7 +42,7 @@ from streams import ingest, project, replicate, verify
 from streams.anchoring import Anchorer
 from streams.api import install_api
 from streams.blob_writer import BlobWriter
-from streams.kafka import Record, end_offsets
+from streams.kafka import Record
 from streams.publisher import BatchPublisher
 from streams.replicate import Replicating
 from streams.runtime import Loop, dead_letter
@@ -246,27 +246,12 @@ def create_app(
             await refuse(record, error)
 
     async def start_verification(record: Record, command: requests.StartVerification) -> None:
-        if not verify.RUN_ID.match(command.command_id):
-            await refuse(record, InvalidInput("schema-invalid", "a command id is letters, digits and -"))
-            return
-        done = verifications.run(command.command_id)
-        if done is not None and done.completed_at is not None:
-            return  # delivered again after its run completed
         try:
-            plan = await asyncio.to_thread(
-                verify.load_or_make_plan,
-                command,
-                index,
-                verifications,
-                settings.plans_path,
-                verify.default_sample(settings),
-            )
+            await verify.start_run(verifying, publisher, settings, index, command)
+        except InvalidInput as error:
+            await refuse(record, error)
         except UsageError as error:
             await refuse(record, InvalidInput("schema-invalid", str(error)))
-            return
-        ends = await end_offsets(settings, topics.verifications)
-        outcomes_from = tuple(ends.get(p, 0) for p in range(max(ends, default=-1) + 1))
-        await verify.send_plan(verifying, publisher, command, plan, outcomes_from)
 
     async def mark_corrupted(record: Record, command: requests.MarkCorrupted) -> None:
         if not is_digest(command.artifact_id) or index.get(command.artifact_id) is None:
@@ -376,6 +361,7 @@ def create_app(
         chain=chain,
         verifier_key="" if verifier is None else verifier.vkey,
         loops=loops,
+        verifications=verifications,
     )
     return app
 

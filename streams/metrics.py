@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from projections.verification import RunState
+
 
 def exposition(
     *,
@@ -12,6 +14,8 @@ def exposition(
     tree_sizes: Mapping[int, int],
     anchor_age: float | None,
     loops: Mapping[str, Mapping[str, float]] | None = None,
+    integrity_failures: int = 0,
+    last_run: RunState | None = None,
 ) -> str:
     lines = [
         "# HELP stella_evidence_artifacts_total Artifacts in the index.",
@@ -29,6 +33,12 @@ def exposition(
     if anchor_age is not None:
         lines.append(f"stella_merkle_anchor_age_seconds {anchor_age:.3f}")
     lines += [
+        "# HELP stella_evidence_integrity_failures_total Failed artifact checks, all verification runs.",
+        "# TYPE stella_evidence_integrity_failures_total counter",
+        f"stella_evidence_integrity_failures_total {integrity_failures}",
+        *_last_run(last_run),
+    ]
+    lines += [
         "# HELP stella_loop_stage_seconds_total Wall seconds each batch loop spent in each stage.",
         "# TYPE stella_loop_stage_seconds_total counter",
         *(
@@ -38,3 +48,23 @@ def exposition(
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _last_run(run: RunState | None) -> list[str]:
+    """When the last verification run completed, and its artifacts by outcome."""
+    last = "stella_evidence_verification_last_run"
+    lines = [
+        f"# HELP {last}_timestamp_seconds When the last run completed.",
+        f"# TYPE {last}_timestamp_seconds gauge",
+    ]
+    if run is None or run.completed_at is None:
+        return lines
+    mode = f'mode="{run.mode}"'
+    counts = {"ok": run.ok, "mismatch": run.mismatch, "missing": run.missing, "unreadable": run.unreadable}
+    return [
+        *lines,
+        f"{last}_timestamp_seconds{{{mode}}} {run.completed_at.timestamp():.3f}",
+        f"# HELP {last}_artifacts Artifacts of the last completed run, by outcome.",
+        f"# TYPE {last}_artifacts gauge",
+        *(f'{last}_artifacts{{{mode},outcome="{k}"}} {n}' for k, n in counts.items()),
+    ]

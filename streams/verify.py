@@ -1,18 +1,19 @@
 """Verification runs: planning (a command), checking (a batch loop), completing (after a batch).
 
-1. `plan_run`, in the commands agent: the run's artifacts (every indexed one, or a quick run's
+1. `start_run`, in the commands agent: the run's artifacts (every indexed one, or a quick run's
    sample) are written to a plan file in the worker's state, then `verification.started` goes to
-   `evidence.events` and the plan, cut into `Task`s, to `evidence.verify-tasks`. A command
-   delivered again re-sends the same plan; the loop skips what the run has counted.
+   `evidence.events` and the plan, cut into `Task`s, to `evidence.verify-tasks`; a `.sent` file
+   marks it sent. A command delivered again before that re-sends the same plan (the loop skips
+   what the run has counted); after it, it does nothing.
 2. The verify loop (`handle`): each task's artifacts that the run has not counted yet are read
    and hashed by `Checker`, a pool of processes (one per core, each blob read once). Every
    outcome goes to `evidence.verifications`, every failure also to `evidence.events` as
    `artifact.verification_failed`, and the verification store counts them with the tasks'
    positions in one write batch.
-3. `complete_finished`, after each batch and when the loop starts: a run with every outcome
-   counted gets its digest, `verification.completed` is published, the store marks it complete
-   and its plan file is deleted. A crash between the two repeats the completion event once; a
-   report reads the first.
+3. `complete_finished`, after each batch and every 5 s: a run with every outcome counted gets its
+   digest, `verification.completed` is published, the store marks it complete and its plan files
+   are deleted. A crash between publishing and marking repeats the completion event once; a
+   report reads the store, which holds one completion.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from projections.store import IndexStore
 from projections.verification import RunState, chunks, plan_sample, sample_size
 from projections.verify_store import Checked, VerifyStore
 from streams.children import SPAWN, exit_with
-from streams.kafka import Record
+from streams.kafka import Record, end_offsets
 from streams.runtime import Headers, Message, Outbox, Publisher, dead_letter
 from streams.topics import Topics
 
@@ -213,23 +214,56 @@ async def complete_finished(v: Verifying, publisher: Publisher) -> None:
         )
         await publisher.publish(v.topics.events, [(run.run_id.encode(), encode(event), [])])
         await asyncio.to_thread(v.store.complete, done)
-        _plan_file(v.plans, run.run_id).unlink(missing_ok=True)
+        plan = _plan_file(v.plans, run.run_id)
+        plan.unlink(missing_ok=True)
+        plan.with_suffix(".sent").unlink(missing_ok=True)
         log.info("verification run completed", run_id=run.run_id, ok=run.ok, failed=run.failed)
 
 
 # Planning.
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
     """A run's artifacts, kept until the run completes, so that a command delivered again after a
-    crash re-sends the same plan."""
+    crash re-sends the same plan (or nothing, once a `.sent` file says it was sent whole)."""
 
     mode: Mode
     sample: str
     seed: int
     artifacts: list[tuple[str, int]]
     started_at: datetime
+    outcomes_from: tuple[int, ...]  # evidence.verifications' end offsets, by partition
 
 
-def make_plan(command: StartVerification, index: IndexStore, store: VerifyStore, default_sample: str) -> Plan:
+async def start_run(
+    v: Verifying, publisher: Publisher, settings: Settings, index: IndexStore, command: StartVerification
+) -> None:
+    """Plan the run of `command` (once), then send it (once, unless a crash cut the sending
+    short). Raises `InvalidInput` for a command id that cannot name a run, `UsageError` for a
+    bad sample."""
+    path = _plan_file(v.plans, command.command_id)
+    sent = path.with_suffix(".sent")
+    done = v.store.run(command.command_id)
+    if sent.exists() or (done is not None and done.completed_at is not None):
+        return  # delivered again: the run goes on, or is complete
+    if path.exists():
+        plan = msgspec.json.decode(path.read_bytes(), type=Plan)
+    else:
+        ends = await end_offsets(settings, v.topics.verifications)
+        outcomes_from = tuple(ends.get(p, 0) for p in range(max(ends, default=-1) + 1))
+        plan = await asyncio.to_thread(
+            make_plan, command, index, v.store, default_sample(settings), outcomes_from
+        )
+        await asyncio.to_thread(write_durably, path, msgspec.json.encode(plan))
+    await send_plan(v, publisher, command, plan)
+    await asyncio.to_thread(write_durably, sent, b"")
+
+
+def make_plan(
+    command: StartVerification,
+    index: IndexStore,
+    store: VerifyStore,
+    default_sample: str,
+    outcomes_from: tuple[int, ...],
+) -> Plan:
     """Every indexed artifact, or a quick run's sample (`projections.verification.plan_sample`).
     Raises `UsageError` for a bad sample."""
     seed = command.seed if command.seed is not None else random.SystemRandom().randrange(2**62)
@@ -243,28 +277,16 @@ def make_plan(command: StartVerification, index: IndexStore, store: VerifyStore,
         last = store.last_checked()
         artifacts = plan_sample(((i, s, last.get(i)) for i, s in candidates), size, seed)
     return Plan(
-        mode=command.mode, sample=sample, seed=seed, artifacts=artifacts, started_at=datetime.now(UTC)
+        mode=command.mode,
+        sample=sample,
+        seed=seed,
+        artifacts=artifacts,
+        started_at=datetime.now(UTC),
+        outcomes_from=outcomes_from,
     )
 
 
-def load_or_make_plan(
-    command: StartVerification, index: IndexStore, store: VerifyStore, plans: Path, default_sample: str
-) -> Plan:
-    path = _plan_file(plans, command.command_id)
-    if path.exists():
-        return msgspec.json.decode(path.read_bytes(), type=Plan)
-    plan = make_plan(command, index, store, default_sample)
-    write_durably(path, msgspec.json.encode(plan))
-    return plan
-
-
-async def send_plan(
-    v: Verifying,
-    publisher: Publisher,
-    command: StartVerification,
-    plan: Plan,
-    outcomes_from: tuple[int, ...],
-) -> None:
+async def send_plan(v: Verifying, publisher: Publisher, command: StartVerification, plan: Plan) -> None:
     """`verification.started`, then the plan's tasks."""
     run_id = command.command_id
     mode = plan.mode
@@ -286,7 +308,7 @@ async def send_plan(
             planned=len(plan.artifacts),
             artifacts=chunk,
             started_at=plan.started_at,
-            outcomes_from=outcomes_from,
+            outcomes_from=plan.outcomes_from,
         )
         for chunk in chunks(plan.artifacts, TASK_SIZE)
     ]

@@ -90,6 +90,9 @@ def test_full_and_quick_runs_find_every_damaged_blob(running: Settings) -> None:
     )
     assert {a["artifact_id"]: a["outcome"] for a in full["artifacts"]} == expected
     assert run["completed_at"] and run["outcomes_digest"].startswith("sha256:")
+    metrics = http(running, "/metrics")[1].decode()
+    assert "stella_evidence_integrity_failures_total 10\n" in metrics  # 5 by the quick runs, 5 by this one
+    assert 'stella_evidence_verification_last_run_artifacts{mode="full",outcome="missing"} 1\n' in metrics
 
     # The runbook's reports.
     latest = cli_json("evidence", "verify-report", "--latest", "--filter", "failed", code=1)
