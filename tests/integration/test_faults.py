@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,11 +21,20 @@ from locker import config
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import digest_of
+from locker.events import VerificationCompleted, VerificationStarted
 from projections.store import IndexStore, wipe
+from projections.verify_store import VerifyStore
 from streams.kafka import create_topics
 from streams.topics import Topics
 from tests.conftest import run_cli
-from tests.integration.helpers import assert_trees_match_the_log, index_count, produce, submission, wait_for
+from tests.integration.helpers import (
+    assert_trees_match_the_log,
+    events,
+    index_count,
+    produce,
+    submission,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -185,3 +197,41 @@ def test_kill_9_at_20_random_instants_during_a_20000_artifact_ingest(
         live_sum = live.checksum()
     rebuilt = json.loads(run_cli("evidence", "index", "rebuild", "--format", "json").stdout)
     assert rebuilt["checksum"] == live_sum
+
+
+def test_kill_9_during_a_verification_run(running: Settings) -> None:
+    """The run resumes after the restart, completes once, and counts every artifact once."""
+    data = payloads(8000, size=512)
+    topic = Topics(running.topic_prefix).submissions
+    asyncio.run(produce(running, topic, [(digest_of(d).encode(), submission(d)) for d in data]))
+    wait_for(lambda: index_count(running) == len(data), timeout=300, what="ingest")
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "evidence", "verify", "--mode", "full", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def checked() -> int:
+        with VerifyStore(running.verify_path, readonly=True) as store:
+            runs = store.open_runs()
+            return runs[0].done if runs else 0
+
+    wait_for(lambda: checked() > 0, timeout=120, what="the run to get going")
+    service.daemon(running).kill()
+    at_kill = checked()
+    assert 0 < at_kill < len(data), f"the kill came at {at_kill} of {len(data)}: too late to test anything"
+    service.start(running)
+    out, err = cli.communicate(timeout=300)
+    assert cli.returncode == 0, err
+    run = json.loads(out)["run"]
+    assert (run["planned"], run["done"], run["ok"], run["failed"]) == (len(data), len(data), len(data), 0)
+    logged = events(running, len(data) + 2)
+    completions = [e for e in logged if isinstance(e, VerificationCompleted) and e.run_id == run["run_id"]]
+    starts = [e for e in logged if isinstance(e, VerificationStarted) and e.run_id == run["run_id"]]
+    assert len(completions) == 1 and len(starts) == 1
+    assert completions[0].ok == len(data) and completions[0].outcomes_digest == run["outcomes_digest"]
+    expected = hashlib.sha256(
+        b"".join(b"%s ok %s\n" % (i.encode(), i.encode()) for i in sorted(digest_of(d) for d in data))
+    ).hexdigest()
+    assert run["outcomes_digest"] == "sha256:" + expected
