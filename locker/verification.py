@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -44,7 +44,7 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, tag="verification.task", t
 
     run_id: str
     mode: Mode
-    planned: int  # artifacts in the whole run
+    planned: Annotated[int, msgspec.Meta(ge=0)]  # artifacts in the whole run
     artifacts: tuple[tuple[str, int], ...]
     started_at: datetime
     outcomes_from: tuple[

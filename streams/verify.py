@@ -121,6 +121,11 @@ def handle(v: Verifying, check_all: CheckAll, records: list[Record]) -> Outbox:
         if task.run_id not in runs:
             runs[task.run_id] = store.run(task.run_id)
         run = runs[task.run_id]
+        if run is None and not _planned_here(v.plans, task.run_id):
+            detail = f"no run {task.run_id[:80]} was planned by this locker"
+            out.dead.append((record, dead_letter(record, InvalidInput("unknown-run", detail))))
+            items.append((record, None, []))
+            continue
         if run is not None and run.completed_at is not None:
             items.append((record, task, []))  # a task delivered again after its run completed
             continue
@@ -152,6 +157,14 @@ def handle(v: Verifying, check_all: CheckAll, records: list[Record]) -> Outbox:
         checked.append(Checked(record.partition, record.offset, maybe_task, outcomes))
     out.writes.append(partial(store.apply, checked))
     return out
+
+
+def _planned_here(plans: Path, run_id: str) -> bool:
+    """A task names a run this worker planned (its plan file is there until the run completes)."""
+    try:
+        return _plan_file(plans, run_id).exists()
+    except InvalidInput:
+        return False
 
 
 def _path(blobs: BlobStore, artifact_id: str) -> str:

@@ -13,8 +13,9 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 
-from locker import anchors
+from locker import anchors, verification
 from locker.config import Settings
 from locker.digests import digest_of
 from streams.topics import Topics
@@ -59,7 +60,19 @@ def junk_by_topic(topics: Topics) -> dict[str, Junk]:
         topics.commands: junk(
             golden_bytes("anchor.create"), "anchor.create", ("command_id", b"5"), "schema_version"
         ),
+        topics.verify_tasks: junk(TASK, "verification.task", ("artifacts", b'"x"'), "planned"),
     }
+
+
+TASK = verification.encode(
+    verification.Task(
+        run_id="hostile-run",
+        mode="full",
+        planned=1,
+        artifacts=(("sha256:" + "0" * 64, 1),),
+        started_at=datetime(2026, 11, 29, tzinfo=UTC),
+    )
+)
 
 
 def healthz(settings: Settings) -> tuple[int, dict]:
@@ -74,7 +87,7 @@ def assert_healthy(settings: Settings) -> None:
     code, body = healthz(settings)
     assert code == 200, body
     assert {name: loop["state"] for name, loop in body["loops"].items()} == dict.fromkeys(
-        ("anchors", "ingest", "projections"), "running"
+        ("anchors", "ingest", "projections", "verify"), "running"
     )
 
 
@@ -124,4 +137,19 @@ def test_bad_records_on_every_topic(anchoring: Settings) -> None:
     assert live["lag"] == 0 and live["entries"] == len(good)
     rebuilt = cli_json("evidence", "index", "rebuild")
     assert rebuilt["checksum"] == live["checksum"] and rebuilt["service_restarted"]
+    wait_for(lambda: healthz(settings)[0] == 200, what="the restarted service")
+
+    # A well-formed task of a run this locker never planned is refused, not counted.
+    sent = asyncio.run(produce(settings, topics.verify_tasks, [(b"junk", TASK)]))
+    [(letter, _)] = [
+        (d, v) for d, v in dead_letters(settings, len(expected) + 1) if d.source_offset == sent[0].offset
+        and d.source_topic == topics.verify_tasks and d.source_partition == sent[0].partition
+    ]  # fmt: skip
+    assert letter.reason == "unknown-run"
+
+    # Verification works: the junk tasks counted nothing, and a full run checks the good artifacts.
+    report = cli_json("evidence", "verify", "--mode", "full")
+    assert (report["run"]["planned"], report["run"]["ok"]) == (len(good), len(good))
+    hostile = run_cli("evidence", "verify-report", "--run", "hostile-run", "--filter", "ok", check=False)
+    assert hostile.returncode in (0, 1, 4) and "Traceback" not in hostile.stderr
     assert_healthy(settings)
