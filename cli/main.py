@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from cli.render import Format, emit, progress
+from cli.render import Format, Lines, emit, progress
 from locker import config
 from locker.errors import LockerError, UsageError
 
@@ -337,15 +337,20 @@ def evidence_verify(
 
     if mode not in ("quick", "full"):
         raise UsageError(f"--mode {mode!r}: quick or full")
-    with progress("verifying", show=fmt is Format.table and sys.stderr.isatty()) as bar:
+    terminal = sys.stderr.isatty()
+    lines = Lines("verified")
+    with progress("verifying", show=terminal and fmt is Format.table) as bar:
         task = bar.add_task("verify", total=None)
+
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+            if not terminal:
+                lines.update(done, total)
+
         result = integrity.verify(
-            settings(),
-            "full" if mode == "full" else "quick",
-            sample=sample,
-            seed=seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            settings(), "full" if mode == "full" else "quick", sample=sample, seed=seed, progress=report
         )
+    lines.close()
     show_report(result, fmt)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import math
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,34 @@ def progress(label: str, *, show: bool) -> Progress:
     return Progress(
         TextColumn(label), BarColumn(), MofNCompleteColumn(), console=console(stderr=True), disable=not show
     )
+
+
+class Lines:
+    """Progress as plain lines on stderr, where a bar cannot be drawn (not a terminal): at most one
+    line every `every` seconds, and the last one."""
+
+    def __init__(self, label: str, every: float = 2.0) -> None:
+        self.label, self.every = label, every
+        self._shown = -math.inf
+        self._last: tuple[int, int | None] | None = None
+        self._printed: tuple[int, int | None] | None = None
+
+    def update(self, done: int, total: int | None) -> None:
+        self._last = (done, total)
+        if self._last != self._printed and time.monotonic() - self._shown >= self.every:
+            self._print()
+
+    def close(self) -> None:
+        if self._last != self._printed:
+            self._print()
+
+    def _print(self) -> None:
+        assert self._last is not None
+        done, total = self._printed = self._last
+        self._shown = time.monotonic()
+        of = f" of {total}" if total is not None else ""
+        sys.stderr.write(f"{self.label}: {done}{of}\n")
+        sys.stderr.flush()
 
 
 class Format(enum.StrEnum):

@@ -37,6 +37,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Anchors:Interval": (6 * 3600, int),
     "Anchors:EveryEvents": (0, int),
     "Verification:QuickSample": ("1%", str),
+    "Verification:AutoRecover": (False, bool),
     "Broker:Port": (9092, int),
     "Broker:ControllerPort": (9093, int),
     "Broker:Heap": ("512m", str),
@@ -69,6 +70,11 @@ class Settings:
     @property
     def evidence_path(self) -> Path:
         return Path(str(self.values["EvidenceLocker:Path"])).expanduser()
+
+    @property
+    def auto_recover(self) -> bool:
+        """Verification:AutoRecover: a failed check with a good replica restores the blob itself."""
+        return bool(self.values["Verification:AutoRecover"])
 
     @property
     def replica_path(self) -> Path | None:
@@ -293,4 +299,13 @@ def _coerce(key: str, value: object) -> object:
             except ValueError:
                 pass
         raise UsageError(f"{key} must be an integer, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise UsageError(f"{key} must be true or false, got {value!r}")
     return str(value)

@@ -47,9 +47,10 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, tag="verification.task", t
     planned: Annotated[int, msgspec.Meta(ge=0)]  # artifacts in the whole run
     artifacts: tuple[tuple[str, int], ...]
     started_at: datetime
-    outcomes_from: tuple[
-        int, ...
-    ] = ()  # evidence.verifications' end offset of each partition when the run began
+    sample: str = ""  # quick runs: as asked, and the seed that ordered it
+    seed: int = 0
+    # evidence.verifications' end offset of each partition when the run began
+    outcomes_from: tuple[int, ...] = ()
     schema_version: int = 1
 
 

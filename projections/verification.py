@@ -27,6 +27,8 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     mode: Mode
     planned: int
     started_at: datetime
+    sample: str = ""  # quick runs
+    seed: int = 0  # quick runs: `verify --mode quick --seed` with it picks the same sample again
     outcomes_from: tuple[int, ...] = ()  # evidence.verifications' offsets (by partition) before the run
     ok: int = 0
     mismatch: int = 0
@@ -54,6 +56,7 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return {
             "run_id": self.run_id,
             "mode": self.mode,
+            **({"sample": self.sample, "seed": self.seed} if self.mode == "quick" else {}),
             "planned": self.planned,
             "done": self.done,
             "ok": self.ok,

@@ -135,6 +135,8 @@ class VerifyStore(TrackedStore):
                     mode=task.mode,
                     planned=task.planned,
                     started_at=task.started_at,
+                    sample=task.sample,
+                    seed=task.seed,
                     outcomes_from=task.outcomes_from,
                 )
                 wb.put(PENDING + task.run_id.encode(), b"")

@@ -208,7 +208,14 @@ def create_app(
         )
     checker = Checker()
     app.add_dependency(checker)
-    verifying = Verifying(topics, blobs, verifications, settings.plans_path)
+    verifying = Verifying(
+        topics,
+        blobs,
+        verifications,
+        settings.plans_path,
+        replica,
+        settings.auto_recover and replica is not None,
+    )
     completing = asyncio.Lock()
 
     async def complete_runs(batch: object = None) -> None:
@@ -224,6 +231,7 @@ def create_app(
             dlq_topic=topics.dlq,
             consumer_options=consumer_options(settings),
             tracked=(verifications,),
+            blob_sink=partial(verify.restore_all, blobs),
             on_batch=complete_runs,
             max_records=8,  # tasks of 64 artifacts: up to 512 blobs a batch
         )

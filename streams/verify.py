@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import re
@@ -36,8 +37,9 @@ from mode import Service
 from locker import verification
 from locker.cas import BlobStore
 from locker.config import Settings
-from locker.errors import InvalidInput
+from locker.errors import InvalidInput, LockerError
 from locker.events import (
+    ArtifactRecovered,
     ArtifactVerificationFailed,
     VerificationCompleted,
     VerificationStarted,
@@ -100,6 +102,8 @@ class Verifying:
     blobs: BlobStore
     store: VerifyStore
     plans: Path
+    replica: BlobStore | None = None
+    auto_recover: bool = False  # Verification:AutoRecover, with a replica
 
 
 def handle(v: Verifying, check_all: CheckAll, records: list[Record]) -> Outbox:
@@ -154,9 +158,40 @@ def handle(v: Verifying, check_all: CheckAll, records: list[Record]) -> Outbox:
                 out.messages.append(Message(v.topics.verifications, key, verification.encode(outcome)))
                 if outcome.outcome != "ok":
                     out.messages.append(Message(v.topics.events, key, encode(_failure(outcome))))
+                    if v.auto_recover and (recovered := _recovered(v, outcome)) is not None:
+                        out.blobs.append((artifact_id, recovered[0]))  # restored before publishing
+                        out.messages.append(Message(v.topics.events, key, encode(recovered[1])))
         checked.append(Checked(record.partition, record.offset, maybe_task, outcomes))
     out.writes.append(partial(store.apply, checked))
     return out
+
+
+def _recovered(v: Verifying, outcome: Outcome) -> tuple[bytes, ArtifactRecovered] | None:
+    """The replica's copy of a failed artifact and the event that records its recovery, if the
+    copy hashes to the artifact id; None otherwise (the failure stands)."""
+    if v.replica is None:
+        return None
+    try:
+        data = v.replica.read(outcome.artifact_id)
+    except LockerError:  # not there, or unreadable
+        return None
+    if "sha256:" + hashlib.sha256(data).hexdigest() != outcome.artifact_id:
+        log.warning("no automatic recovery: the replica's copy is bad too", artifact_id=outcome.artifact_id)
+        return None
+    event = ArtifactRecovered(
+        artifact_id=outcome.artifact_id,
+        source="replica",
+        actor=f"auto-recover (verification run {outcome.run_id})",
+        recovered_at=datetime.now(UTC),
+        correlation_id=outcome.run_id,
+    )
+    return data, event
+
+
+async def restore_all(blobs: BlobStore, items: list[tuple[str, bytes]]) -> None:
+    """The verify loop's blob stage: automatic recoveries, made durable before they are recorded."""
+    for artifact_id, data in items:
+        await asyncio.to_thread(blobs.restore, artifact_id, data)
 
 
 def _planned_here(plans: Path, run_id: str) -> bool:
@@ -321,6 +356,8 @@ async def send_plan(v: Verifying, publisher: Publisher, command: StartVerificati
             planned=len(plan.artifacts),
             artifacts=chunk,
             started_at=plan.started_at,
+            sample=plan.sample,
+            seed=plan.seed if mode == "quick" else 0,
             outcomes_from=plan.outcomes_from,
         )
         for chunk in chunks(plan.artifacts, TASK_SIZE)

@@ -76,6 +76,7 @@ def test_full_and_quick_runs_find_every_damaged_blob(running: Settings) -> None:
     for _ in range(4):
         report = cli_json("evidence", "verify", "--mode", "quick", "--sample", "25%", code=None)
         assert report["run"]["planned"] == 10 and report["run"]["mode"] == "quick"
+        assert report["run"]["sample"] == "25%" and isinstance(report["run"]["seed"], int)
         found |= {a["artifact_id"]: a["outcome"] for a in report["artifacts"]}
     assert found == expected
 
@@ -279,3 +280,25 @@ def test_inspect_storage_check_and_provenance_of_a_damaged_artifact(replicated: 
     assert steps[3]["actor"] and steps[3]["detail"] == "hash-mismatch"
     table = run_cli("evidence", "provenance", "show", target)
     assert "marked corrupted" in table.stdout
+
+
+def test_auto_recover_restores_a_failed_artifact_from_a_good_replica(
+    replicated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contents = [b"auto %d" % i for i in range(3)]
+    ingest(replicated, contents)
+    ids = [digest_of(c) for c in contents]
+    wait_for(
+        lambda: all(cli_json("evidence", "inspect", i)["replicated_at"] for i in ids), what="replication"
+    )
+    monkeypatch.setenv("STELLA_VERIFICATION__AUTORECOVER", "true")
+    service.stop(replicated)
+    service.start(config.load())
+    primary = BlobStore(replicated.evidence_path)
+    primary.path(ids[0]).unlink()
+    found = cli_json("evidence", "verify", "--mode", "full", code=1)
+    assert [(a["artifact_id"], a["outcome"]) for a in found["artifacts"]] == [(ids[0], "missing")]
+    wait_for(lambda: cli_json("evidence", "inspect", ids[0])["status"] == "ingested", what="the recovery")
+    assert primary.hash_of(ids[0]) == ids[0]
+    assert "recovered from the replica" in cli_json("evidence", "inspect", ids[0])["status_reason"]
+    assert cli_json("evidence", "verify", "--mode", "full")["run"]["ok"] == 3
