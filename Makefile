@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale clean
+.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale bench-verify clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -76,6 +76,10 @@ bench: jars
 # About 15 minutes on 2 cores; BENCH_SCALE_ARGS="--count 20000" for a quick run.
 bench-scale: jars
 	$(BIN)/python bench/scale.py $(BENCH_SCALE_ARGS)
+
+# Full verification of 2 GiB of blobs (1 KiB - 8 MiB) against sha256sum on every core; a 1% quick run.
+bench-verify: jars
+	$(BIN)/python bench/verify.py $(BENCH_VERIFY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,12 +13,15 @@ runs it) on one local broker (or STELLA_KAFKA_BOOTSTRAP), in one fresh locker:
     artifact in the index and every event in the Merkle trees. Prints the time taken (context
     only: the producer competes for the same two cores).
 (2) at that point: resident memory (VmRSS) of the service process and of its children (the
-    blob-writer process, multiprocessing's helper), and the bytes of the files in the index and
-    Merkle RocksDB folders (as they are on disk, write-ahead log included) divided by --count.
+    blob-writer process, the verify loop's hashing processes, multiprocessing's helper), and the
+    bytes of the files in the index and Merkle RocksDB folders (as they are on disk, write-ahead
+    log included) divided by --count.
 (3) HTTP lookups, one client, one keep-alive connection, one request at a time, over --lookups
     random artifacts: `GET /artifacts/{id}/meta`, and `GET /artifacts?subject=...` for as many
     random subjects (every answer is checked: status, id, number of artifacts). p50/p99 of the
     wall time from sending the request to the last byte of the answer; target p99 <= 5 ms.
+(3b) `stella evidence verify --mode quick --sample 1%`: the CLI's wall time and the run's own
+    (planning reads the whole index and every last-check row). Printed, no target.
 (4) rebuild: `commands.index.replay` of the whole events topic into a fresh IndexStore opened
     as `stella evidence index rebuild` opens it (bulk: unlogged, vector memtables; the flush at
     close is timed apart), against a bare aiokafka consume of the same topic (no decoding), once
@@ -55,6 +58,7 @@ import http.client
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -288,6 +292,46 @@ def lookups(settings: config.Settings, corpus: Corpus, n: int, rng: random.Rando
     return {
         "by_id": summary_ms(by_id),
         "by_subject": summary_ms(by_subject) | {"mean_artifacts": returned / max(len(by_subject), 1)},
+    }
+
+
+# (3b) a quick verification run of a 1% sample.
+
+
+def quick_verify(settings: config.Settings) -> dict[str, Any]:
+    """`stella evidence verify --mode quick --sample 1%` through the service: CLI wall time, and
+    the run's own time (planning included: the index and the last-check rows are read whole)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "evidence",
+            "verify",
+            "--mode",
+            "quick",
+            "--sample",
+            "1%",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | {"STELLA_COMMANDS__TIMEOUT": "600"},
+    )
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"quick verify failed ({proc.returncode}): {proc.stderr}")
+    run = json.loads(proc.stdout)["run"]
+    started = datetime.fromisoformat(run["started_at"].replace("Z", "+00:00"))
+    completed = datetime.fromisoformat(run["completed_at"].replace("Z", "+00:00"))
+    return {
+        "planned": run["planned"],
+        "ok": run["ok"],
+        "cli_s": seconds,
+        "run_s": (completed - started).total_seconds(),
     }
 
 
@@ -574,6 +618,8 @@ def main() -> None:
                 result["disk"] = disk(settings, count)
                 result["lookups"] = lookups(settings, corpus, args.lookups, rng)
                 log(f"lookups: {result['lookups']}")
+                result["quick_verify"] = quick_verify(settings)
+                log(f"quick verify of 1%: {result['quick_verify']}")
                 result["rebuild"] = rebuild(settings, work, count)
                 log(f"rebuild: {result['rebuild']['rebuild_s']:.1f} s")
                 result["anchors"] = make_anchors(settings, args.anchors, args.anchor_commands)
@@ -610,6 +656,11 @@ def print_table(r: dict[str, Any]) -> None:
             f"ingest of {n} artifacts ({r['payload_bytes']} B, {r['subjects']} subjects)",
             f"{ing['seconds']:.0f} s, {ing['artifacts_per_s']:.0f}/s",
             "",
+        ),
+        (
+            f"verify --mode quick --sample 1% ({r['quick_verify']['planned']} artifacts): CLI / the run",
+            f"{r['quick_verify']['cli_s']:.1f} / {r['quick_verify']['run_s']:.1f} s",
+            "print it",
         ),
         (
             "rebuild / bare aiokafka consume of the events topic",

@@ -79,6 +79,9 @@ class Checker(Service):  # type: ignore[misc]  # mode is untyped here
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=SPAWN, initializer=exit_with, initargs=(os.getpid(),)
         )
+        # The pool spawns its processes on first use: now, not in the first run (~1 s).
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, os.getpid) for _ in range(self.workers)))
 
     async def on_stop(self) -> None:
         if self._pool is not None:
