@@ -23,7 +23,7 @@ import hashlib
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,61 +112,81 @@ class Verifying:
 def handle(v: Verifying, check_all: CheckAll, records: list[Record]) -> Outbox:
     """Check the artifacts of a batch of tasks that their runs have not counted yet."""
     out = Outbox()
-    store = v.store
-    items: list[tuple[Record, Task | None, list[tuple[str, int]]]] = []
+    items = _to_check(v, records, out)
+    work = [(_path(v.blobs, a), a, size) for _, _, todo in items for a, size in todo]
+    found = iter(check_all(work) if work else [])
+    now = datetime.now(UTC)
+    checked = [
+        Checked(record.partition, record.offset, task, _judged(v, task, todo, found, now, out))
+        for record, task, todo in items
+    ]
+    out.writes.append(partial(v.store.apply, checked))
+    return out
+
+
+ToCheck = list[tuple[Record, Task | None, list[tuple[str, int]]]]
+
+
+def _to_check(v: Verifying, records: list[Record], out: Outbox) -> ToCheck:
+    """Each new task record with the (artifact id, size) its run has not counted yet, neither in
+    the store nor earlier in this batch; a record that is not a task of a run planned here is
+    dead-lettered (task None)."""
+    items: ToCheck = []
     runs: dict[str, RunState | None] = {}
-    taken: dict[str, set[str]] = {}  # per run: artifacts already in this batch
+    taken: dict[str, set[str]] = {}  # per run: artifacts counted or already in this batch
     for record in records:
-        if record.offset < store.resume_at(record.partition):
+        if record.offset < v.store.resume_at(record.partition):
             continue  # applied already
         try:
             task = verification.task_decoder.decode(record.value)
+            if task.run_id not in runs:
+                runs[task.run_id] = v.store.run(task.run_id)
+            if runs[task.run_id] is None and not _planned_here(v.plans, task.run_id):
+                raise InvalidInput("unknown-run", f"no run {task.run_id[:80]} was planned by this locker")
         except InvalidInput as error:
             out.dead.append((record, dead_letter(record, error)))
             items.append((record, None, []))
             continue
-        if task.run_id not in runs:
-            runs[task.run_id] = store.run(task.run_id)
         run = runs[task.run_id]
-        if run is None and not _planned_here(v.plans, task.run_id):
-            detail = f"no run {task.run_id[:80]} was planned by this locker"
-            out.dead.append((record, dead_letter(record, InvalidInput("unknown-run", detail))))
-            items.append((record, None, []))
-            continue
         if run is not None and run.completed_at is not None:
             items.append((record, task, []))  # a task delivered again after its run completed
             continue
         seen = taken.setdefault(task.run_id, set())
-        ids = [artifact_id for artifact_id, _ in task.artifacts]
-        seen |= store.counted(task.run_id, ids)
+        seen |= v.store.counted(task.run_id, [artifact_id for artifact_id, _ in task.artifacts])
         todo = []
         for artifact_id, size in task.artifacts:
-            if artifact_id not in seen:
+            if artifact_id not in seen:  # counted, or twice in this batch (or task)
                 seen.add(artifact_id)
                 todo.append((artifact_id, size))
         items.append((record, task, todo))
-    work = [
-        (_path(v.blobs, artifact_id), artifact_id, size) for _, _, todo in items for artifact_id, size in todo
-    ]
-    found = iter(check_all(work) if work else [])
-    checked: list[Checked] = []
-    now = datetime.now(UTC)
-    for record, maybe_task, todo in items:
-        outcomes: list[Outcome] = []
-        if maybe_task is not None:
-            for artifact_id, size in todo:
-                outcome = _outcome(maybe_task, artifact_id, size, next(found), now)
-                outcomes.append(outcome)
-                key = artifact_id.encode()
-                out.messages.append(Message(v.topics.verifications, key, verification.encode(outcome)))
-                if outcome.outcome != "ok":
-                    out.messages.append(Message(v.topics.events, key, encode(_failure(outcome))))
-                    if v.auto_recover and (recovered := _recovered(v, outcome)) is not None:
-                        out.blobs.append((artifact_id, recovered[0]))  # restored before publishing
-                        out.messages.append(Message(v.topics.events, key, encode(recovered[1])))
-        checked.append(Checked(record.partition, record.offset, maybe_task, outcomes))
-    out.writes.append(partial(store.apply, checked))
-    return out
+    return items
+
+
+def _judged(
+    v: Verifying,
+    task: Task | None,
+    todo: list[tuple[str, int]],
+    found: Iterator[Found],
+    now: datetime,
+    out: Outbox,
+) -> list[Outcome]:
+    """The outcomes of a task's artifacts (`found`, in order), each into the outbox: to
+    `evidence.verifications`, a failure also to `evidence.events`, with its automatic recovery."""
+    if task is None:
+        return []
+    outcomes = []
+    for artifact_id, size in todo:
+        outcome = _outcome(task, artifact_id, size, next(found), now)
+        outcomes.append(outcome)
+        key = artifact_id.encode()
+        out.messages.append(Message(v.topics.verifications, key, verification.encode(outcome)))
+        if outcome.outcome == "ok":
+            continue
+        out.messages.append(Message(v.topics.events, key, encode(_failure(outcome))))
+        if v.auto_recover and (recovered := _recovered(v, outcome)) is not None:
+            out.blobs.append((artifact_id, recovered[0]))  # restored before anything is published
+            out.messages.append(Message(v.topics.events, key, encode(recovered[1])))
+    return outcomes
 
 
 def _recovered(v: Verifying, outcome: Outcome) -> tuple[bytes, ArtifactRecovered] | None:

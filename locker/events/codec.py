@@ -8,6 +8,7 @@ payloads with their hashes live in tests/contract.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -36,17 +37,7 @@ Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     ArtifactReplicated,
     ArtifactRecovered,
 ]
-EVENT_TYPES: tuple[type[Any], ...] = (
-    ArtifactIngested,
-    ArtifactResubmitted,
-    IngestRejected,
-    VerificationStarted,
-    VerificationCompleted,
-    ArtifactVerificationFailed,
-    ArtifactMarkedCorrupted,
-    ArtifactReplicated,
-    ArtifactRecovered,
-)
+EVENT_TYPES: tuple[type[Any], ...] = typing.get_args(Event)
 CURRENT_VERSION: dict[str, int] = {
     t.__struct_config__.tag: 1  # type: ignore[attr-defined]
     for t in EVENT_TYPES

@@ -126,7 +126,7 @@ def test_a_resubmission_restores_a_missing_blob(running: Settings, tmp_path: Pat
     blob = blobs.path(artifact_id)
     blob.chmod(0o644)
     blob.unlink()
-    assert http(f"{running.api_url}/artifacts/{artifact_id}")[0] == 500  # indexed, blob missing
+    assert http(f"{running.api_url}/artifacts/{artifact_id}")[0] == 409  # indexed, blob missing
 
     again = json.loads(run_cli("evidence", "ingest", str(doc), "--format", "json").stdout)
     assert again[0]["status"] == "ingested"

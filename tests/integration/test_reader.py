@@ -85,3 +85,16 @@ def test_an_unreachable_broker_is_the_childs_error_in_the_caller(settings: Setti
 
 def test_a_missing_topic_reads_as_empty(settings: Settings) -> None:
     assert list(read_batches(settings, settings.topic_prefix + "nothing-here")) == []
+
+
+@where
+def test_a_partition_filter_reads_those_partitions_only(settings: Settings, in_child_above: int) -> None:
+    topic = _topic(settings, [(b"k%d" % i, b"v%d" % i) for i in range(300)])
+    every = [r for batch in read_batches(settings, topic, in_child_above=in_child_above) for r in batch]
+    one = [
+        r
+        for batch in read_batches(settings, topic, partitions=[1], in_child_above=in_child_above)
+        for r in batch
+    ]
+    assert one and {p for p, _, _ in one} == {1}
+    assert sorted(one) == sorted(r for r in every if r[0] == 1)
