@@ -44,7 +44,7 @@ service = noun("The locker service (faust worker + HTTP API).")
 config_app = noun("Read and write the config file.")
 anchor_app = noun("Signed Merkle anchors of the event log.")
 storage_app = noun("Where the artifacts' blobs are stored.")
-evidence_storage = noun("The blobs of artifacts: checks.")
+evidence_storage = noun("The blobs of artifacts: provision, check.")
 provenance_app = noun("Where an artifact came from and what happened to it.")
 app.add_typer(evidence, name="evidence")
 evidence.add_typer(index_app, name="index")
@@ -302,6 +302,21 @@ def evidence_storage_check(artifact_id: IdArg, fmt: FormatOpt = Format.table) ->
         raise typer.Exit(1)
 
 
+@evidence_storage.command("provision")
+def evidence_storage_provision(
+    size: Annotated[str, typer.Option("--size", help="Room to reserve for blobs: 500G, 1.5T, 20GiB.")],
+    path: Annotated[
+        Path | None,
+        typer.Option("--path", help="The storage root (default: EvidenceLocker:Path); set in the config."),
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Prepare a storage root: folders, permissions, a write probe, a free-space check (exit 5 if short)."""
+    from commands import storage as storage_ops
+
+    emit(storage_ops.provision(settings(writes=True), size, path), fmt)
+
+
 @provenance_app.command("show")
 def provenance_show(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
     """An artifact's chain of custody from the log, each step with its log position and anchor."""
@@ -440,22 +455,43 @@ def index_lookup(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
 @index_app.command("status")
 def index_status(
     checksum: Annotated[bool, typer.Option("--checksum", help="Also hash every row.")] = False,
+    sample: Annotated[
+        int, typer.Option("--sample", min=0, help="Index rows to check against their events (0: none).")
+    ] = 20,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Entries, applied vs end offsets per partition, lag."""
-    from commands import queries
+    """Entries, size, lag per partition, the last rebuild, and a sample of rows checked against the log."""
+    from commands import index as index_ops
 
-    st = queries.index_status(settings(), checksum=checksum)
+    st = index_ops.status(settings(), checksum=checksum, sample=sample)
+    check = st.get("sample_check")
     if fmt is Format.json:
         emit(st, fmt)
-        return
-    emit({k: v for k, v in st.items() if k != "partitions"}, fmt)
-    emit(st["partitions"], fmt, title="partitions")
+    else:
+        emit({k: v for k, v in st.items() if k not in ("partitions", "sample_check", "last_rebuild")}, fmt)
+        emit(st["partitions"], fmt, title="partitions")
+        if st["last_rebuild"]:
+            emit(st["last_rebuild"], fmt, title="last rebuild")
+        if check is not None:
+            verdict = "consistent" if check["consistent"] else f"{len(check['mismatches'])} MISMATCHES"
+            typer.echo(f"sample check: {check['rows_checked']} rows against their events: {verdict}")
+            if check["mismatches"]:
+                emit(check["mismatches"], fmt)
+    if check is not None and not check["consistent"]:
+        raise typer.Exit(1)
+
+
+@index_app.command("refresh")
+def index_refresh(fmt: FormatOpt = Format.table) -> None:
+    """Bring the index to the end of the log (the running service does; else this command)."""
+    from commands import index as index_ops
+
+    emit(index_ops.refresh(settings()), fmt)
 
 
 @index_app.command("rebuild")
 def index_rebuild(fmt: FormatOpt = Format.table) -> None:
-    """Rebuild the index from offset 0 (a running service is stopped for the swap, then restarted)."""
+    """Rebuild the index from offset 0, compare it with the live one, swap it in (the service pauses)."""
     from commands import index as index_ops
 
     s = settings(writes=True)
@@ -465,6 +501,14 @@ def index_rebuild(fmt: FormatOpt = Format.table) -> None:
             s, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
     emit(result, fmt)
+
+
+@index_app.command("optimize")
+def index_optimize(fmt: FormatOpt = Format.table) -> None:
+    """Compact the index store (RocksDB compaction); its size before and after."""
+    from commands import index as index_ops
+
+    emit(index_ops.optimize(settings()), fmt)
 
 
 # anchors -------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""`stella storage migrate --to PATH`: move the locker's blobs to a new evidence path.
+"""Blob storage operations: `stella storage migrate --to PATH` and `stella evidence storage provision`.
+
+Migrate moves the locker's blobs to a new evidence path.
 
 With the service stopped (it writes the blob store): every blob is read from the current
 `EvidenceLocker:Path` and written under the new one by the blob store's own durable write
@@ -11,16 +13,21 @@ old folder is left as it was: delete it once the service runs from the new one.
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from commands import service
 from locker import config
 from locker.cas import BlobStore
 from locker.config import Settings
-from locker.errors import IntegrityError, Refused, StorageUnavailable
+from locker.errors import IntegrityError, Refused, StorageUnavailable, UsageError
+from locker.files import write_durably
 
 # A batch is made durable with one group sync: up to this many blobs or bytes (read into memory).
 BATCH_BLOBS = 512
@@ -134,3 +141,65 @@ def _overridden(settings: Settings, path: Path) -> str:
     if not source.startswith("env"):
         return ""
     return f"{source} overrides the config file: set it to {path} too, or unset it"
+
+
+# `stella evidence storage provision --size <size> [--path DIR]` (runbook DR-001, step 1).
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
+MARKER = ".stella-storage.json"  # in a provisioned root: what was asked for, and when
+
+
+def parse_size(text: str) -> int:
+    """Bytes in "500G", "1.5TiB", "20GB", "4096" (binary units); raises `UsageError`."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise UsageError(f"--size {text!r}: give a size such as 500G, 1.5T or 20GiB")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def provision(settings: Settings, size: str, path: Path | None = None) -> dict[str, object]:
+    """Prepare a storage root for blobs: the folder layout, owner-only permissions, a check that
+    it is writable (a probe file written, fsynced, removed) and that the filesystem has `size`
+    free; a marker file records it. With `path`, `EvidenceLocker:Path` is set to it in the config
+    file (the service picks it up on restart). Refused (exit 5) when there is not enough room."""
+    wanted = parse_size(size)
+    root = (path or settings.evidence_path).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise Refused(f"{root} exists and is not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+        if free < wanted:
+            raise Refused(f"{root} has {_human(free)} free, less than the {_human(wanted)} asked for")
+        store = BlobStore(root)
+        store.ensure()
+        for folder in (root, store.tmp, store.blobs.parent):
+            folder.chmod(0o750)
+        write_durably(root / ".probe", b"probe")
+        (root / ".probe").unlink()
+        marker = {
+            "size_bytes": wanted,
+            "provisioned_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        write_durably(root / MARKER, json.dumps(marker).encode())
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot provision {root}: {exc.strerror or exc}") from None
+    out: dict[str, object] = {
+        "path": str(root),
+        "size_bytes": wanted,
+        "free_bytes": free,
+        "blobs_present": sum(1 for _ in store.iter_ids()),
+        "config_file": None,
+    }
+    if path is not None:
+        config.write_value(settings.home, KEY, str(root))
+        out["config_file"] = str(settings.config_file)
+        if note := _overridden(settings, root):
+            out["note"] = note
+    return out
+
+
+def _human(n: int) -> str:
+    """`n` bytes in the largest binary unit that keeps it at 1 or more."""
+    unit = max((u for u in ("K", "M", "G", "T") if n >= _UNITS[u]), key=_UNITS.__getitem__, default="")
+    return f"{n} B" if not unit else f"{n / _UNITS[unit]:.1f} {unit}iB"

@@ -93,6 +93,11 @@ class Settings:
         return self.state_path / "verifications"
 
     @property
+    def index_optimized_path(self) -> Path:
+        """The service's answer to the last `index optimize` command (the worker's own data)."""
+        return self.state_path / "index-optimize.json"
+
+    @property
     def plans_path(self) -> Path:
         """Plans of verification runs not completed yet (the worker's own data)."""
         return self.state_path / "verification-plans"

@@ -105,7 +105,25 @@ class RecoverArtifact(
     schema_version: int = 1
 
 
-Command = Union[CreateAnchor, RecoverAnchor, StartVerification, MarkCorrupted, RecoverArtifact]  # noqa: UP007 - a runtime alias msgspec reads
+class OptimizeIndex(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="index.optimize",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Compact the index store (the service holds it while it runs)."""
+
+    command_id: str
+    requested_at: datetime
+    requested_by: str = ""
+    schema_version: int = 1
+
+
+Command = Union[  # noqa: UP007 - a runtime alias msgspec reads
+    CreateAnchor, RecoverAnchor, StartVerification, MarkCorrupted, RecoverArtifact, OptimizeIndex
+]
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder: Decoder[Command] = Decoder(Command, "command")
 
@@ -162,6 +180,10 @@ def recover_artifact(artifact_id: str, source: Literal["replica"]) -> RecoverArt
         source=source,
         requested_by=actor(),
     )
+
+
+def optimize_index() -> OptimizeIndex:
+    return OptimizeIndex(command_id=new_id(), requested_at=datetime.now(UTC), requested_by=actor())
 
 
 def actor() -> str:

@@ -7,7 +7,9 @@ an event at or below its partition's applied position is a no-op.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 
 import msgspec
@@ -83,6 +85,19 @@ class IndexStore(TrackedStore):
                 break
             out.append(key[len(prefix) :].decode())
         return out
+
+    def sample_ids(self, *, ends: int = 3, randoms: int = 20) -> list[str]:
+        """Indexed artifact ids to spot-check: the first and last `ends` by id, and `randoms` more
+        (fewer only in a smaller index) from seeks to random places, whatever the index's size."""
+        keys = {key for key, _ in islice(self.scan(ARTIFACT), ends)}
+        keys |= {key for key, _ in islice(self.scan(ARTIFACT, reverse=True), ends)}
+        wanted = len(keys) + randoms
+        for _ in range(4 * randoms):  # a small index repeats itself: bounded tries
+            if len(keys) >= wanted:
+                break
+            start = b"sha256:" + secrets.token_hex(32).encode()
+            keys |= {key for key, _ in islice(self.scan(ARTIFACT, start), 1)}
+        return sorted(key[len(ARTIFACT) :].decode() for key in keys)
 
     def records(self) -> Iterator[ArtifactRecord]:
         for key, value in self.scan(ARTIFACT):

@@ -148,6 +148,21 @@ class TrackedStore:
             else:
                 it.next()
 
+    def size_bytes(self) -> int:
+        """Bytes of the store's files on disk (SST files, logs, manifests)."""
+        if not self.path.is_dir():
+            return 0
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    def compact(self) -> None:
+        """Compact every row (RocksDB manual compaction): drops deleted and overwritten rows."""
+        if self._db is None or self.readonly:
+            raise StorageUnavailable(f"the {self.what} at {self.path} is open read-only")
+        try:
+            self._db.compact_range(None, None)
+        except Exception as exc:  # rocksdict raises plain Exception on I/O errors
+            raise StorageUnavailable(f"cannot compact the {self.what} at {self.path}: {exc}") from exc
+
     def checksum(self) -> str:
         """SHA-256 over every row in key order: equal checksums mean identical projections."""
         hasher = hashlib.sha256()

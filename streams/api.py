@@ -202,14 +202,15 @@ def install_api(
     async def metrics_text(request: web.Request) -> web.StreamResponse:
         latest = chain.latest()
         created = None if latest is None or latest.created_at is None else latest.created_at.timestamp()
+        failures, last_run = verifications.summary()
         text = metrics.exposition(
             artifacts=index.count(),
             stored_bytes=index.total_bytes(),
             tree_sizes={p: trees.tree_size(p) for p in trees.applied()},
             anchor_age=None if created is None else time.time() - created,
             loops={loop.name: loop.seconds for loop in loops},
-            integrity_failures=verifications.failures_total(),
-            last_run=verifications.latest(),
+            integrity_failures=failures,
+            last_run=last_run,
         )
         return web.Response(
             body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -33,6 +35,7 @@ from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
 from locker.errors import ArtifactNotFound, InvalidInput, LockerError, UsageError
 from locker.events import ArtifactMarkedCorrupted, ArtifactRecovered, encode
+from locker.files import write_durably
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
@@ -308,6 +311,19 @@ def create_app(
         await publisher.publish(topics.events, [(artifact_id.encode(), encode(event), [])])
         log.info("artifact recovered", artifact_id=artifact_id, source=command.source)
 
+    async def optimize_index(command: requests.OptimizeIndex) -> None:
+        started = time.monotonic()
+        before = index.size_bytes()
+        await asyncio.to_thread(index.compact)
+        answer = {
+            "command_id": command.command_id,
+            "bytes_before": before,
+            "bytes_after": index.size_bytes(),
+            "seconds": round(time.monotonic() - started, 3),
+            "by": "the service",
+        }
+        await asyncio.to_thread(write_durably, settings.index_optimized_path, json.dumps(answer).encode())
+
     async def run_command(record: Record, command: requests.Command) -> None:
         match command:
             case requests.RecoverAnchor():
@@ -318,6 +334,8 @@ def create_app(
                 await mark_corrupted(record, command)
             case requests.RecoverArtifact():
                 await recover_artifact(record, command)
+            case requests.OptimizeIndex():
+                await optimize_index(command)
             case requests.CreateAnchor():
                 failed = await anchor(command.command_id, command.new_chain_reason, command.continue_from)
                 if failed:

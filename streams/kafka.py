@@ -168,6 +168,29 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
+async def fetch_values(
+    settings: Settings, topic: str, positions: Collection[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """The values of the records at (partition, offset) `positions`, with one consumer; a position
+    that is no longer on the log (before its partition's start) is left out."""
+    found: dict[tuple[int, int], bytes] = {}
+    async with consumer(settings) as client:
+        for partition, offset in sorted(set(positions)):
+            tp = TopicPartition(topic, partition)
+            client.assign([tp])
+            client.seek(tp, offset)
+            try:
+                batch = await asyncio.wait_for(
+                    client.getmany(tp, timeout_ms=1000, max_records=1), settings.timeout
+                )
+            except TimeoutError:
+                raise BrokerUnavailable(f"record {topic}/{partition}/{offset} could not be read") from None
+            for record in batch.get(tp, []):
+                if record.offset == offset:
+                    found[(partition, offset)] = bytes(record.value or b"")
+    return found
+
+
 async def fetch_value(settings: Settings, topic: str, partition: int, offset: int) -> bytes:
     """The value of one record."""
     tp = TopicPartition(topic, partition)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import secrets
 import sys
-from itertools import islice
 
 import faust
 import structlog
@@ -26,7 +24,6 @@ from locker.errors import LockerError, StorageUnavailable, UsageError
 from locker.files import write_durably
 from locker.logs import configure_logging
 from projections.anchor_store import AnchorStore
-from projections.index import ARTIFACT
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
@@ -39,22 +36,11 @@ log = structlog.get_logger("stella.worker")
 LAST_PATH = "evidence-path"
 
 
-def sample_ids(index: IndexStore, *, ends: int = 3, randoms: int = 20) -> list[str]:
-    """Indexed artifact ids to spot-check: the first and last few by id, and some at random places
-    (a seek each, whatever the size of the index)."""
-    keys = [key for key, _ in islice(index.scan(ARTIFACT), ends)]
-    keys += [key for key, _ in islice(index.scan(ARTIFACT, reverse=True), ends)]
-    for _ in range(randoms):
-        start = b"sha256:" + secrets.token_hex(32).encode()
-        keys += [key for key, _ in islice(index.scan(ARTIFACT, start), 1)]
-    return sorted({key[len(ARTIFACT) :].decode() for key in keys})
-
-
 def check_blobs(index: IndexStore, blobs: BlobStore, last_path: str = "") -> None:
     """Refuse to start (`StorageUnavailable`) when no sampled indexed artifact has its blob under the
     evidence path, which is what a changed `EvidenceLocker:Path` looks like; warn when some lack it.
     `last_path` is the evidence path the service last ran with ("" if unknown)."""
-    checked = sample_ids(index)
+    checked = index.sample_ids()
     missing = [artifact_id for artifact_id in checked if not blobs.exists(artifact_id)]
     if not missing:
         return

@@ -85,6 +85,11 @@ COMMANDS: dict[str, requests.Command] = {
         reason="hash-mismatch",
         requested_by="ops@locker-1",
     ),
+    "index.optimize": requests.OptimizeIndex(
+        command_id="2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a",
+        requested_at=datetime(2026, 11, 29, 4, 30, tzinfo=UTC),
+        requested_by="ops@locker-1",
+    ),
     "artifact.recover": requests.RecoverArtifact(
         command_id="1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
         requested_at=datetime(2026, 11, 29, 4, 20, tzinfo=UTC),

@@ -14,7 +14,7 @@ from locker.digests import digest_of
 from locker.errors import StorageUnavailable
 from locker.events import ArtifactIngested
 from projections.store import IndexStore
-from streams.worker import check_blobs, sample_ids
+from streams.worker import check_blobs
 
 WHEN = datetime(2026, 11, 29, tzinfo=UTC)
 CONTENTS = [b"artifact %d" % i for i in range(200)]
@@ -45,7 +45,7 @@ def blob_store(root: Path, contents: list[bytes]) -> BlobStore:
 
 def test_the_sample_takes_both_ends_and_random_places(index: IndexStore) -> None:
     ids = sorted(digest_of(c) for c in CONTENTS)
-    picked = sample_ids(index)
+    picked = index.sample_ids()
     assert set(ids[:3]) | set(ids[-3:]) <= set(picked) <= set(ids)
     assert 6 < len(picked) <= 26
 

@@ -148,3 +148,14 @@ def test_an_empty_run_is_finished_at_once(tmp_path: Path) -> None:
         store.apply([Checked(0, 0, task("empty", [], 0), [])])
         [run] = store.open_runs()
         assert run.finished and run.done == 0
+
+
+def test_the_summary_is_read_again_after_each_write(tmp_path: Path) -> None:
+    with VerifyStore(tmp_path / "v") as store:
+        assert store.summary() == (0, None)
+        store.apply([Checked(0, 0, task("r1", ["a", "b"], 2), [outcome("a"), outcome("b", "missing")])])
+        assert store.summary() == (1, None)
+        [run] = store.open_runs()
+        store.complete(msgspec.structs.replace(run, completed_at=T0, outcomes_digest="sha256:x"))
+        failures, latest = store.summary()
+        assert failures == 1 and latest is not None and latest.run_id == "r1"
