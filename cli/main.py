@@ -46,6 +46,7 @@ anchor_app = noun("Signed Merkle anchors of the event log.")
 storage_app = noun("Where the artifacts' blobs are stored.")
 evidence_storage = noun("The blobs of artifacts: provision, check.")
 provenance_app = noun("Where an artifact came from and what happened to it.")
+backup_app = noun("Backups of the locker: the log's forever topics, the blobs, the anchor copies.")
 app.add_typer(evidence, name="evidence")
 evidence.add_typer(index_app, name="index")
 evidence.add_typer(anchor_app, name="anchor")
@@ -55,6 +56,7 @@ app.add_typer(broker, name="broker")
 app.add_typer(service, name="service")
 app.add_typer(config_app, name="config")
 app.add_typer(storage_app, name="storage")
+app.add_typer(backup_app, name="backup")
 
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 IdArg = Annotated[str, typer.Argument(help="Artifact id (sha256:<hex>).")]
@@ -315,6 +317,47 @@ def evidence_storage_provision(
     from commands import storage as storage_ops
 
     emit(storage_ops.provision(settings(writes=True), size, path), fmt)
+
+
+TypeOpt = Annotated[str, typer.Option("--type", help="What to back up: evidence-locker.")]
+
+
+@backup_app.command("create")
+def backup_create(
+    backup_type: TypeOpt = "evidence-locker",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="The backup root (default: Backups:Path).")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """A consistent, signed, incremental backup; recorded on the log as backup.created."""
+    from commands import backup
+
+    with progress("backing up", show=fmt is Format.table and sys.stderr.isatty()) as bar:
+        task = bar.add_task("backup", total=None)
+        result = backup.create(
+            settings(writes=True),
+            backup_type,
+            output,
+            progress=lambda stage, done, total: bar.update(
+                task, description=stage, completed=done, total=total
+            ),
+        )
+    emit(result, fmt)
+
+
+@backup_app.command("list")
+def backup_list(
+    backup_type: TypeOpt = "evidence-locker",
+    root: Annotated[
+        Path | None, typer.Option("--root", help="The backup root (default: Backups:Path).")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """The backups in the root: id, time, size, artifacts, latest anchor, signature check."""
+    from commands import backup
+
+    emit(backup.listing(settings(), backup_type, root), fmt)
 
 
 @provenance_app.command("show")
@@ -694,10 +737,10 @@ def main() -> None:
             typer.echo(exc.format_message())  # the group's help
             fail("Missing command.", UsageError.exit_code)
         fail(usage_message(exc), UsageError.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         fail("aborted", 130)
-    except Exception as exc:  # a bug, or local state damaged in a way no check foresaw
-        if os.environ.get("STELLA_TRACEBACK"):
+    except BaseException as exc:  # a bug (also asyncio's CancelledError), or damage no check foresaw
+        if isinstance(exc, SystemExit) or os.environ.get("STELLA_TRACEBACK"):
             raise
         fail(f"unexpected {type(exc).__name__}: {exc} (set STELLA_TRACEBACK=1 to see where)", 1)
     sys.exit(code if isinstance(code, int) else 0)

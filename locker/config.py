@@ -36,6 +36,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Anchors:BackupPath": (None, str),
     "Anchors:Interval": (6 * 3600, int),
     "Anchors:EveryEvents": (0, int),
+    "Backups:Path": (None, str),
     "Verification:QuickSample": ("1%", str),
     "Verification:AutoRecover": (False, bool),
     "Broker:Port": (9092, int),
@@ -120,6 +121,11 @@ class Settings:
     @property
     def key_file(self) -> Path:
         return Path(str(self.values["Anchors:KeyFile"])).expanduser()
+
+    @property
+    def backups_path(self) -> Path:
+        """Where `stella backup create` writes (without --output) and `backup list` looks."""
+        return Path(str(self.values["Backups:Path"])).expanduser()
 
     @property
     def anchor_backup_path(self) -> Path:
@@ -224,6 +230,9 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
     if values["Anchors:KeyFile"] is None:
         values["Anchors:KeyFile"] = str(home / "keys" / "anchor-signing.key")
         sources["Anchors:KeyFile"] = "default (STELLA_HOME/keys, outside the evidence path)"
+    if values["Backups:Path"] is None:
+        values["Backups:Path"] = str(home / "backups" / "evidence-locker")
+        sources["Backups:Path"] = "default (STELLA_HOME/backups/evidence-locker)"
     if values["Anchors:BackupPath"] is None:
         values["Anchors:BackupPath"] = str(home / "backups" / "anchors")
         sources["Anchors:BackupPath"] = "default (STELLA_HOME/backups/anchors)"

@@ -121,8 +121,38 @@ class OptimizeIndex(
     schema_version: int = 1
 
 
+class RecordBackup(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="backup.record",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Record a finished backup on the log (`backup.created`); the CLI made it."""
+
+    command_id: str
+    requested_at: datetime
+    backup_id: str
+    backup_type: str
+    manifest_sha256: str
+    events: int
+    anchors: int
+    artifacts: int
+    blobs_copied: int
+    latest_anchor: str = ""
+    requested_by: str = ""
+    schema_version: int = 1
+
+
 Command = Union[  # noqa: UP007 - a runtime alias msgspec reads
-    CreateAnchor, RecoverAnchor, StartVerification, MarkCorrupted, RecoverArtifact, OptimizeIndex
+    CreateAnchor,
+    RecoverAnchor,
+    StartVerification,
+    MarkCorrupted,
+    RecoverArtifact,
+    OptimizeIndex,
+    RecordBackup,
 ]
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder: Decoder[Command] = Decoder(Command, "command")

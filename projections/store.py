@@ -38,6 +38,13 @@ __all__ = ["Applied", "IndexStore", "wipe"]
 Applied = tuple[int, int, Event | None]
 
 
+class _Size(msgspec.Struct):
+    size: int
+
+
+_sizes = msgspec.json.Decoder(_Size)
+
+
 class IndexStore(TrackedStore):
     """The index. A `bulk` store (a rebuild into a fresh folder) remembers the ids it wrote, so
     that folding a new artifact never reads the store (`TrackedStore`: bulk writers avoid reads);
@@ -98,6 +105,18 @@ class IndexStore(TrackedStore):
             start = b"sha256:" + secrets.token_hex(32).encode()
             keys |= {key for key, _ in islice(self.scan(ARTIFACT, start), 1)}
         return sorted(key[len(ARTIFACT) :].decode() for key in keys)
+
+    def ids_and_sizes(self) -> Iterator[tuple[str, int]]:
+        """(artifact id, size) of every artifact, in id order: what a verification run plans from
+        (reading just these two fields costs a fraction of decoding whole records)."""
+        for key, value in self.scan(ARTIFACT):
+            try:
+                size = _sizes.decode(value).size
+            except msgspec.DecodeError:
+                raise self.damaged(
+                    f"the row of {key[len(ARTIFACT) :].decode(errors='replace')} is unreadable"
+                ) from None
+            yield key[len(ARTIFACT) :].decode(), size
 
     def records(self) -> Iterator[ArtifactRecord]:
         for key, value in self.scan(ARTIFACT):

@@ -34,7 +34,7 @@ from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
 from locker.errors import ArtifactNotFound, InvalidInput, LockerError, UsageError
-from locker.events import ArtifactMarkedCorrupted, ArtifactRecovered, encode
+from locker.events import ArtifactMarkedCorrupted, ArtifactRecovered, BackupCreated, encode
 from locker.files import write_durably
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
@@ -324,6 +324,25 @@ def create_app(
         }
         await asyncio.to_thread(write_durably, settings.index_optimized_path, json.dumps(answer).encode())
 
+    async def record_backup(record: Record, command: requests.RecordBackup) -> None:
+        if not command.backup_id.startswith("elb-") or not command.manifest_sha256.startswith("sha256:"):
+            await refuse(record, InvalidInput("schema-invalid", "not a backup this locker's CLI made"))
+            return
+        event = BackupCreated(
+            backup_id=command.backup_id,
+            backup_type=command.backup_type,
+            manifest_sha256=command.manifest_sha256,
+            events=command.events,
+            anchors=command.anchors,
+            artifacts=command.artifacts,
+            blobs_copied=command.blobs_copied,
+            latest_anchor=command.latest_anchor,
+            actor=command.requested_by,
+            created_at=datetime.now(UTC),
+            correlation_id=command.command_id,
+        )
+        await publisher.publish(topics.events, [(command.backup_id.encode(), encode(event), [])])
+
     async def run_command(record: Record, command: requests.Command) -> None:
         match command:
             case requests.RecoverAnchor():
@@ -336,6 +355,8 @@ def create_app(
                 await recover_artifact(record, command)
             case requests.OptimizeIndex():
                 await optimize_index(command)
+            case requests.RecordBackup():
+                await record_backup(record, command)
             case requests.CreateAnchor():
                 failed = await anchor(command.command_id, command.new_chain_reason, command.continue_from)
                 if failed:

@@ -338,7 +338,7 @@ def make_plan(
     """Every indexed artifact, or a quick run's sample (`projections.verification.plan_sample`).
     Raises `UsageError` for a bad sample."""
     seed = command.seed if command.seed is not None else random.SystemRandom().randrange(2**62)
-    candidates = [(r.artifact_id, r.size) for r in index.records()]
+    candidates = list(index.ids_and_sizes())
     sample = ""
     if command.mode == "full":
         artifacts = sorted(candidates)

@@ -11,6 +11,7 @@ from locker.events.integrity import (
     ArtifactRecovered,
     ArtifactReplicated,
     ArtifactVerificationFailed,
+    BackupCreated,
     VerificationCompleted,
     VerificationStarted,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ArtifactReplicated",
     "ArtifactResubmitted",
     "ArtifactVerificationFailed",
+    "BackupCreated",
     "Event",
     "IngestRejected",
     "Kind",

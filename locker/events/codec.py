@@ -22,6 +22,7 @@ from locker.events.integrity import (
     ArtifactRecovered,
     ArtifactReplicated,
     ArtifactVerificationFailed,
+    BackupCreated,
     VerificationCompleted,
     VerificationStarted,
 )
@@ -36,6 +37,7 @@ Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     ArtifactMarkedCorrupted,
     ArtifactReplicated,
     ArtifactRecovered,
+    BackupCreated,
 ]
 EVENT_TYPES: tuple[type[Any], ...] = typing.get_args(Event)
 CURRENT_VERSION: dict[str, int] = {

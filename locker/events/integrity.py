@@ -111,3 +111,21 @@ class ArtifactRecovered(
     recovered_at: datetime
     correlation_id: str = ""
     schema_version: int = 1
+
+
+class BackupCreated(msgspec.Struct, frozen=True, kw_only=True, tag="backup.created", tag_field="type"):
+    """An operator's backup (`stella backup create`) is complete; `manifest_sha256` names its
+    signed manifest, which lists every file with its SHA-256."""
+
+    backup_id: str
+    backup_type: str
+    manifest_sha256: str
+    events: int  # records of evidence.events in it
+    anchors: int  # records of evidence.anchors in it
+    artifacts: int  # blobs it holds
+    blobs_copied: int  # of those, new to the backup folder (the rest were there from earlier backups)
+    latest_anchor: str = ""
+    actor: str = ""
+    created_at: datetime
+    correlation_id: str = ""
+    schema_version: int = 1

@@ -23,6 +23,7 @@ from locker.events import (
     ArtifactReplicated,
     ArtifactResubmitted,
     ArtifactVerificationFailed,
+    BackupCreated,
     Event,
     IngestRejected,
     VerificationCompleted,
@@ -116,6 +117,19 @@ FIXED: dict[str, Event] = {
         actor="ops@locker-1",
         recovered_at=datetime(2026, 11, 29, 4, 20, 1, tzinfo=UTC),
         correlation_id="1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+    ),
+    "backup.created": BackupCreated(
+        backup_id="elb-20261129T050000Z-3f2a",
+        backup_type="evidence-locker",
+        manifest_sha256="sha256:" + "9e" * 32,
+        events=1_000_123,
+        anchors=10_000,
+        artifacts=999_990,
+        blobs_copied=1_234,
+        latest_anchor="sha256:" + "5c" * 32,
+        actor="ops@locker-1",
+        created_at=datetime(2026, 11, 29, 5, 0, 42, 500000, tzinfo=UTC),
+        correlation_id="3e4f5a6b-7c8d-4e9f-0a1b-2c3d4e5f6a7b",
     ),
 }
 

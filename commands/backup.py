@@ -1,0 +1,356 @@
+"""`stella backup create|list --type evidence-locker` (runbook DR-001).
+
+A backup is consistent as of the end offsets of `evidence.events` and `evidence.anchors` when it
+starts: every record up to them (blobs are durable before their events, so every artifact those
+events ingested has its blob), the blobs of those artifacts, the anchor backup copies and the
+config file. Blobs go to a pool shared by the backups in the same root, named by their SHA-256:
+a blob an earlier backup copied is not copied again (incremental). Each blob is checked against
+its id on the way in; one that is missing or damaged in storage is listed in the manifest
+(`missing_blobs`), not copied. The manifest names every file with its SHA-256 and is signed with
+the anchor key; then the service records `backup.created`. Runs while the service runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from commands.sending import send_and_await_event
+from locker import anchors, backups, config, requests, signing
+from locker.backups import BACKUP_TYPE, BackedUpRecord, FileEntry, Manifest
+from locker.cas import BlobStore
+from locker.config import Settings
+from locker.errors import IntegrityError, InvalidInput, LockerError, StorageUnavailable, UsageError
+from locker.events import ArtifactIngested, decode
+from locker.files import write_durably
+from projections.store import IndexStore
+from streams.kafka import assign_all, consumer, end_offsets
+from streams.topics import Topics
+
+Progress = Callable[[str, int, int], None]  # (stage, done, of)
+
+BLOB_BATCH = 256
+FRAME_RECORDS = 5000
+
+
+def create(
+    settings: Settings,
+    backup_type: str = BACKUP_TYPE,
+    output: Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    if backup_type != BACKUP_TYPE:
+        raise UsageError(f"--type {backup_type!r}: the one type is {BACKUP_TYPE}")
+    signer = _signer(settings)
+    root = (output or settings.backups_path).expanduser().resolve()
+    started = time.monotonic()
+    backup_id = f"elb-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+    folder = root / backup_id
+    try:
+        folder.mkdir(parents=True)
+        pool = BlobStore(root)
+        pool.ensure()
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot write a backup under {root}: {exc.strerror or exc}") from None
+    try:
+        topics = Topics(settings.topic_prefix)
+        ends = asyncio.run(_ends(settings, [topics.events, topics.anchors]))
+        events = _save_topic(
+            settings, topics.events, ends[topics.events], folder / "events.records", progress
+        )
+        chain = _save_topic(
+            settings, topics.anchors, ends[topics.anchors], folder / "anchors.records", progress
+        )
+        ids = _ingested(folder / "events.records")
+        copied, missing, blob_bytes = _copy_blobs(BlobStore(settings.evidence_path), pool, ids, progress)
+        _copy_anchor_backups(settings.anchor_backup_path, folder / "anchor-backups")
+        _copy_config(settings, folder / "config.toml")
+        manifest = Manifest(
+            backup_id=backup_id,
+            created_at=datetime.now(UTC),
+            topic_prefix=settings.topic_prefix,
+            ends={
+                "events": _by_partition(ends[topics.events]),
+                "anchors": _by_partition(ends[topics.anchors]),
+            },
+            events=events,
+            anchors=chain,
+            artifacts=tuple(i for i in ids if i not in missing),
+            blob_bytes=blob_bytes,
+            missing_blobs=tuple(sorted(missing)),
+            files={name: _entry(folder / name) for name in _files(folder)},
+            index_checksum=_index_checksum(folder / "events.records"),
+            latest_anchor=_latest_anchor(folder / "anchors.records"),
+            verifier_key=signer.verifier.vkey,
+        )
+        raw = backups.encode_manifest(manifest)
+        write_durably(folder / "manifest.json", raw)
+        write_durably(folder / "manifest.sig", base64.b64encode(signer.sign(raw)) + b"\n")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # no half backup that looks like one
+        raise
+    manifest_sha256 = "sha256:" + hashlib.sha256(raw).hexdigest()
+    command = requests.RecordBackup(
+        command_id=requests.new_id(),
+        requested_at=datetime.now(UTC),
+        backup_id=backup_id,
+        backup_type=BACKUP_TYPE,
+        manifest_sha256=manifest_sha256,
+        events=events,
+        anchors=chain,
+        artifacts=len(manifest.artifacts),
+        blobs_copied=copied,
+        latest_anchor=manifest.latest_anchor,
+        requested_by=requests.actor(),
+    )
+    partition, offset, _ = send_and_await_event(settings, command, backup_id.encode(), "backup record")
+    return {
+        "backup_id": backup_id,
+        "path": str(folder),
+        "events": events,
+        "anchors": chain,
+        "artifacts": len(manifest.artifacts),
+        "blobs_copied": copied,
+        "blobs_already_there": len(manifest.artifacts) - copied,
+        "missing_blobs": list(manifest.missing_blobs),
+        "bytes": blob_bytes + sum(e.size for e in manifest.files.values()),
+        "latest_anchor": manifest.latest_anchor,
+        "index_checksum": manifest.index_checksum,
+        "manifest_sha256": manifest_sha256,
+        "recorded_at": f"{topics.events}[{partition}]@{offset}",
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def listing(
+    settings: Settings, backup_type: str = BACKUP_TYPE, root: Path | None = None
+) -> list[dict[str, Any]]:
+    """The backups in the root, oldest first, each with whether its signature checks out."""
+    if backup_type != BACKUP_TYPE:
+        raise UsageError(f"--type {backup_type!r}: the one type is {BACKUP_TYPE}")
+    base = (root or settings.backups_path).expanduser()
+    trusted = _verifier(settings)
+    rows: list[dict[str, Any]] = []
+    for folder in sorted(base.glob("elb-*")) if base.is_dir() else []:
+        try:
+            raw = (folder / "manifest.json").read_bytes()
+            manifest = backups.decode_manifest(raw)
+            signature = base64.b64decode((folder / "manifest.sig").read_bytes(), validate=False)
+        except (OSError, ValueError) as exc:
+            rows.append({"backup_id": folder.name, "signature": f"unreadable: {exc}"})
+            continue
+        check = (
+            "unchecked (no signing key here)"
+            if trusted is None
+            else ("ok" if trusted.verify(raw, signature) else "BAD")
+        )
+        rows.append(
+            {
+                "backup_id": manifest.backup_id,
+                "created_at": manifest.created_at.isoformat().replace("+00:00", "Z"),
+                "bytes": manifest.blob_bytes + sum(e.size for e in manifest.files.values()),
+                "artifacts": len(manifest.artifacts),
+                "events": manifest.events,
+                "latest_anchor": manifest.latest_anchor,
+                "signature": check,
+            }
+        )
+    return rows
+
+
+# Pieces.
+def _signer(settings: Settings) -> signing.Signer:
+    try:
+        return signing.load_signer(settings.key_file, settings.origin)
+    except LockerError:
+        missing = f"there is no anchor key at {settings.key_file} to sign the backup with"
+        raise UsageError(f"{missing}: run `stella init`") from None
+
+
+def _verifier(settings: Settings) -> signing.Verifier | None:
+    try:
+        return signing.load_signer(settings.key_file, settings.origin).verifier
+    except LockerError:
+        return None
+
+
+async def _ends(settings: Settings, names: list[str]) -> dict[str, dict[int, int]]:
+    return {name: await end_offsets(settings, name) for name in names}
+
+
+def _by_partition(ends: dict[int, int]) -> tuple[int, ...]:
+    return tuple(ends.get(p, 0) for p in range(max(ends, default=-1) + 1))
+
+
+def _save_topic(
+    settings: Settings, topic: str, ends: dict[int, int], path: Path, progress: Progress | None
+) -> int:
+    """Every record of `topic` below `ends`, as it is (null values, headers, timestamps), into
+    `path` in framed chunks; returns how many."""
+    with open(path, "wb") as out:
+        count = asyncio.run(_stream(settings, topic, ends, out, progress))
+        out.flush()
+        os.fsync(out.fileno())
+    return count
+
+
+async def _stream(
+    settings: Settings, topic: str, ends: dict[int, int], out: BinaryIO, progress: Progress | None
+) -> int:
+    total = sum(ends.values())
+    done = 0
+    async with consumer(settings) as c:
+        tps = await assign_all(c, topic, [p for p, end in ends.items() if end > 0])
+        if not tps:
+            return 0
+        firsts = await c.beginning_offsets(tps)
+        if any(firsts[tp] > 0 for tp in tps):
+            raise StorageUnavailable(
+                f"{topic} no longer starts at offset 0: records were deleted, a backup would not be whole"
+            )
+        await c.seek_to_beginning(*tps)
+        remaining = set(tps)
+        while remaining:
+            chunk: list[BackedUpRecord] = []
+            for tp, records in (
+                await c.getmany(*remaining, timeout_ms=1000, max_records=FRAME_RECORDS)
+            ).items():
+                for r in records:
+                    if r.offset < ends[tp.partition]:
+                        chunk.append(
+                            BackedUpRecord(
+                                r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers)
+                            )
+                        )
+                if records and records[-1].offset >= ends[tp.partition] - 1:
+                    remaining.discard(tp)
+                    c.pause(tp)
+            if chunk:
+                out.write(backups.frame(chunk))
+                done += len(chunk)
+                if progress is not None:
+                    progress(topic.rsplit(".", 1)[-1], done, total)
+    return done
+
+
+def _records(path: Path) -> Iterator[BackedUpRecord]:
+    return backups.unframe(path.read_bytes())
+
+
+def _ingested(path: Path) -> list[str]:
+    """The artifact ids that the backed-up events ingested, in id order, once each."""
+    ids = set()
+    for record in _records(path):
+        try:
+            event = decode(record.value)
+        except InvalidInput:
+            continue
+        if isinstance(event, ArtifactIngested):
+            ids.add(event.artifact_id)
+    return sorted(ids)
+
+
+def _copy_blobs(
+    source: BlobStore, pool: BlobStore, ids: list[str], progress: Progress | None
+) -> tuple[int, set[str], int]:
+    """Copy into the pool the blobs it lacks, each checked against its id. Returns (copied,
+    ids missing or damaged in storage, bytes of every blob the backup holds)."""
+    copied, missing, size = 0, set(), 0
+    for start in range(0, len(ids), BLOB_BATCH):
+        batch: list[tuple[str, bytes]] = []
+        for artifact_id in ids[start : start + BLOB_BATCH]:
+            there = pool.path(artifact_id)
+            if there.is_file():
+                size += there.stat().st_size
+                continue
+            try:
+                data = source.read(artifact_id)
+            except LockerError:
+                missing.add(artifact_id)
+                continue
+            if "sha256:" + hashlib.sha256(data).hexdigest() != artifact_id:
+                missing.add(artifact_id)  # damaged in storage: never under its id in the pool
+                continue
+            batch.append((artifact_id, data))
+            size += len(data)
+        try:
+            pool.put_many(batch)
+        except IntegrityError as exc:  # checked above; a blob changed under our feet
+            raise StorageUnavailable(f"a blob changed while it was backed up: {exc}") from None
+        copied += len(batch)
+        if progress is not None:
+            progress("blobs", min(start + BLOB_BATCH, len(ids)), len(ids))
+    return copied, missing, size
+
+
+def _copy_anchor_backups(source: Path, target: Path) -> None:
+    target.mkdir()
+    if source.is_dir():
+        for copy in sorted(source.glob("*.json")):
+            shutil.copy2(copy, target / copy.name)
+
+
+def _copy_config(settings: Settings, target: Path) -> None:
+    """The config file without secrets (none of its keys is secret today: `config.SECRET_KEYS`)."""
+    values = config.read_file(settings.config_file) if settings.config_file.exists() else {}
+    lines = [f"{key} = {value!r}" for key, value in sorted(values.items()) if key not in config.SECRET_KEYS]
+    write_durably(
+        target, ("# the config file at backup time, keys as Section:Key\n" + "\n".join(lines) + "\n").encode()
+    )
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and p.name not in ("manifest.json", "manifest.sig")
+    )
+
+
+def _entry(path: Path) -> FileEntry:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    return FileEntry(sha256="sha256:" + hasher.hexdigest(), size=path.stat().st_size)
+
+
+def _index_checksum(events: Path) -> str:
+    """The checksum of the index that the backed-up events fold to (what a restore must give)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="stella-backup-index-") as tmp,
+        IndexStore(Path(tmp) / "index", bulk=True) as index,
+    ):
+        batch: list[tuple[int, int, Any]] = []
+        for record in _records(events):
+            try:
+                event = decode(record.value)
+            except InvalidInput:
+                event = None
+            batch.append((record.partition, record.offset, event))
+            if len(batch) >= FRAME_RECORDS:
+                index.apply(batch)
+                batch = []
+        index.apply(batch)
+        return index.checksum()
+
+
+def _latest_anchor(path: Path) -> str:
+    latest = ""
+    for record in _records(path):
+        try:
+            anchors.decode(record.value or b"")
+        except InvalidInput:
+            continue
+        latest = anchors.anchor_id(record.value or b"")
+    return latest

@@ -1,0 +1,94 @@
+"""What a backup is made of: its manifest, and the framed record streams of the two forever topics.
+
+A backup folder (`stella backup create`) holds `events.records` and `anchors.records` (every record
+of `evidence.events` and `evidence.anchors` up to the end offsets at backup time, with partition,
+offset, timestamp, key, value and headers), the anchor backup copies, the config file, and
+`manifest.json` with the SHA-256 and size of each of those files, the artifact ids whose blobs
+are in the backup root's shared pool (a blob's name is its SHA-256), and the index checksum that
+folding its events gives. `manifest.sig` is the anchor key's Ed25519 signature of the manifest's
+exact bytes. No I/O here.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+import msgspec
+
+BACKUP_TYPE = "evidence-locker"
+
+
+class BackedUpRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One record as it was on its topic (a null value stays null)."""
+
+    partition: int
+    offset: int
+    timestamp: int  # milliseconds, as the broker stored it
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    sha256: str
+    size: int
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    backup_id: str
+    backup_type: str = BACKUP_TYPE
+    created_at: datetime
+    topic_prefix: str
+    ends: dict[str, tuple[int, ...]]  # "events" / "anchors": each partition's end offset at backup time
+    events: int
+    anchors: int
+    artifacts: tuple[str, ...]  # ids of the blobs in the pool that this backup needs
+    blob_bytes: int
+    missing_blobs: tuple[str, ...] = ()  # ingested, but absent or damaged in storage at backup time
+    files: dict[str, FileEntry]  # path in the backup folder -> digest and size
+    index_checksum: str  # `IndexStore.checksum()` of the fold of this backup's events
+    latest_anchor: str = ""
+    verifier_key: str  # the signing key's public half, for reading the signature offline
+    schema_version: int = 1
+
+
+_manifest_encoder = msgspec.json.Encoder(order="sorted")
+_manifest_decoder = msgspec.json.Decoder(Manifest)
+_records_encoder = msgspec.msgpack.Encoder()
+_records_decoder = msgspec.msgpack.Decoder(list[BackedUpRecord])
+_FRAME = struct.Struct(">I")
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    return _manifest_encoder.encode(manifest)
+
+
+def decode_manifest(raw: bytes) -> Manifest:
+    """Raises `msgspec.DecodeError` (and its `ValidationError`) for bytes that are no manifest."""
+    return _manifest_decoder.decode(raw)
+
+
+def frame(records: Iterable[BackedUpRecord]) -> bytes:
+    """A chunk of a record stream: its length (4 bytes, big-endian), then the msgpack list."""
+    body = _records_encoder.encode(list(records))
+    return _FRAME.pack(len(body)) + body
+
+
+def unframe(data: bytes) -> Iterator[BackedUpRecord]:
+    """Every record of a whole stream; raises `ValueError` for a stream that is cut short or
+    garbled (the manifest's digest is checked before this is ever read)."""
+    at = 0
+    while at < len(data):
+        if at + _FRAME.size > len(data):
+            raise ValueError(f"a frame header is cut short at byte {at}")
+        (size,) = _FRAME.unpack_from(data, at)
+        at += _FRAME.size
+        if at + size > len(data):
+            raise ValueError(f"a frame is cut short at byte {at}")
+        try:
+            yield from _records_decoder.decode(data[at : at + size])
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"a frame at byte {at} does not decode: {exc}") from None
+        at += size
