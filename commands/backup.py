@@ -75,6 +75,7 @@ def create(
         copied, missing, blob_bytes = _copy_blobs(BlobStore(settings.evidence_path), pool, ids, progress)
         _copy_anchor_backups(settings.anchor_backup_path, folder / "anchor-backups")
         _copy_config(settings, folder / "config.toml")
+        _sync_tree(folder)  # every file durable before the manifest that vouches for them
         manifest = Manifest(
             backup_id=backup_id,
             created_at=datetime.now(UTC),
@@ -244,7 +245,17 @@ async def _stream(
 
 
 def _records(path: Path) -> Iterator[BackedUpRecord]:
-    return backups.unframe(path.read_bytes())
+    """The records of a stream file, a frame at a time (a stream can be far larger than memory)."""
+    with open(path, "rb") as stream:
+        while header := stream.read(backups.FRAME_HEADER):
+            size = backups.frame_size(header) if len(header) == backups.FRAME_HEADER else -1
+            body = stream.read(size) if size >= 0 else b""
+            if size < 0 or len(body) != size:
+                raise StorageUnavailable(f"{path} is cut short at byte {stream.tell()}")
+            try:
+                yield from backups.decode_frame(body)
+            except ValueError as exc:
+                raise StorageUnavailable(f"{path}: {exc}") from None
 
 
 def _ingested(path: Path) -> list[str]:
@@ -307,6 +318,21 @@ def _copy_config(settings: Settings, target: Path) -> None:
     write_durably(
         target, ("# the config file at backup time, keys as Section:Key\n" + "\n".join(lines) + "\n").encode()
     )
+
+
+def _sync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+        _fsync(path)
+    _fsync(folder)
+    _fsync(folder.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _files(folder: Path) -> list[str]:

@@ -76,19 +76,33 @@ def frame(records: Iterable[BackedUpRecord]) -> bytes:
     return _FRAME.pack(len(body)) + body
 
 
+FRAME_HEADER = _FRAME.size
+
+
+def frame_size(header: bytes) -> int:
+    """The length of the frame body that a 4-byte header announces."""
+    (size,) = _FRAME.unpack(header)
+    return int(size)
+
+
+def decode_frame(body: bytes) -> list[BackedUpRecord]:
+    """The records of one frame body; raises `ValueError` if it does not decode."""
+    try:
+        return _records_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"a frame does not decode: {exc}") from None
+
+
 def unframe(data: bytes) -> Iterator[BackedUpRecord]:
     """Every record of a whole stream; raises `ValueError` for a stream that is cut short or
     garbled (the manifest's digest is checked before this is ever read)."""
     at = 0
     while at < len(data):
-        if at + _FRAME.size > len(data):
+        if at + FRAME_HEADER > len(data):
             raise ValueError(f"a frame header is cut short at byte {at}")
-        (size,) = _FRAME.unpack_from(data, at)
-        at += _FRAME.size
+        size = frame_size(data[at : at + FRAME_HEADER])
+        at += FRAME_HEADER
         if at + size > len(data):
             raise ValueError(f"a frame is cut short at byte {at}")
-        try:
-            yield from _records_decoder.decode(data[at : at + size])
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"a frame at byte {at} does not decode: {exc}") from None
+        yield from decode_frame(data[at : at + size])
         at += size
