@@ -479,6 +479,33 @@ def evidence_recover(
     emit(integrity.recover(settings(), artifact_id, source), fmt)
 
 
+@evidence.command("restore")
+def evidence_restore(
+    backup_id: Annotated[str, typer.Option("--backup-id", help="The backup (`stella backup list`).")],
+    target: Annotated[Path, typer.Option("--target", help="The empty storage root for the blobs.")],
+    root: Annotated[Path | None, typer.Option("--backup-root", help="Default: Backups:Path.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Restore into a target that holds blobs.")] = False,
+    known_anchor: Annotated[
+        list[Path] | None,
+        typer.Option("--known-anchor", help="An exported anchor the restore must not fork."),
+    ] = None,
+    new_chain: Annotated[
+        str, typer.Option("--new-chain", help="Accept a fork: the reason the next anchor chain names.")
+    ] = "",
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Restore a backup onto empty topics and an empty storage root, after checking all of it."""
+    from commands import restore
+
+    emit(
+        restore.restore(
+            settings(writes=True), backup_id, target, root=root, force=force,
+            known_anchors=known_anchor or (), new_chain=new_chain,
+        ),
+        fmt,
+    )  # fmt: skip
+
+
 @evidence.command("status")
 def evidence_status(fmt: FormatOpt = Format.table) -> None:
     """Storage, index and service at a glance."""

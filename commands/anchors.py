@@ -241,7 +241,7 @@ def recover(settings: Settings, anchor_id: str, source: str) -> dict[str, Any]:
     copies = sorted(settings.anchor_backup_path.glob(f"{wanted}*.json"))
     if len(copies) != 1:
         raise NotFound(f"{len(copies)} backup copies of anchor {anchor_id} in {settings.anchor_backup_path}")
-    raw = _backup_record(copies[0])
+    raw = read_anchor_file(copies[0])
     rid = anchors.anchor_id(raw)
     copy = anchors.decode(raw)
     trusted = verifier(settings)
@@ -265,7 +265,7 @@ def recover(settings: Settings, anchor_id: str, source: str) -> dict[str, Any]:
     }
 
 
-def _backup_record(path: Path) -> bytes:
+def read_anchor_file(path: Path) -> bytes:
     """The anchor record kept in a backup copy (an export file)."""
     try:
         return base64.b64decode(json.loads(path.read_bytes())["record"], validate=True)

@@ -244,7 +244,7 @@ async def _stream(
     return done
 
 
-def _records(path: Path) -> Iterator[BackedUpRecord]:
+def read_records(path: Path) -> Iterator[BackedUpRecord]:
     """The records of a stream file, a frame at a time (a stream can be far larger than memory)."""
     with open(path, "rb") as stream:
         while header := stream.read(backups.FRAME_HEADER):
@@ -261,7 +261,7 @@ def _records(path: Path) -> Iterator[BackedUpRecord]:
 def _ingested(path: Path) -> list[str]:
     """The artifact ids that the backed-up events ingested, in id order, once each."""
     ids = set()
-    for record in _records(path):
+    for record in read_records(path):
         try:
             event = decode(record.value)
         except InvalidInput:
@@ -358,7 +358,7 @@ def _index_checksum(events: Path) -> str:
         IndexStore(Path(tmp) / "index", bulk=True) as index,
     ):
         batch: list[tuple[int, int, Any]] = []
-        for record in _records(events):
+        for record in read_records(events):
             try:
                 event = decode(record.value)
             except InvalidInput:
@@ -373,7 +373,7 @@ def _index_checksum(events: Path) -> str:
 
 def _latest_anchor(path: Path) -> str:
     latest = ""
-    for record in _records(path):
+    for record in read_records(path):
         try:
             anchors.decode(record.value or b"")
         except InvalidInput:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from locker import backups, signing
+from commands import service
+from locker import backups, config, signing
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import digest_of
 from locker.events import BackupCreated
+from streams.kafka import end_offsets
+from streams.topics import Topics
 from tests.conftest import run_cli
 from tests.integration.helpers import events, ingest
 
@@ -88,3 +93,91 @@ def test_backup_needs_the_anchor_key_and_a_known_type(settings: Settings) -> Non
     assert no_key.returncode == 2 and "stella init" in no_key.stderr
     wrong = run_cli("backup", "create", "--type", "database", check=False)
     assert wrong.returncode == 2 and "evidence-locker" in wrong.stderr
+
+
+def _fresh_broker_view(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The same locker home against an empty broker: new topics, and consumer groups that have never
+    seen the old ones (a new topic prefix and group id stand for a new broker)."""
+    tag = os.urandom(4).hex()
+    monkeypatch.setenv("STELLA_KAFKA__TOPICPREFIX", f"restored-{tag}.")
+    monkeypatch.setenv("STELLA_KAFKA__GROUPID", f"restored-{tag}")
+    return config.load()
+
+
+def test_disaster_recovery_drill(
+    anchoring: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contents = [os.urandom(300) for _ in range(20)]
+    ingest(anchoring, contents)
+    anchor = cli_json("evidence", "anchor", "create")
+    live = cli_json("evidence", "index", "status", "--checksum")["checksum"]
+    made = cli_json("backup", "create", "--output", str(tmp_path / "backups"))
+    assert made["index_checksum"] == live
+
+    # Disaster: the service, the topics and the storage are gone.
+    service.stop(anchoring)
+    shutil.rmtree(anchoring.evidence_path)
+    fresh = _fresh_broker_view(monkeypatch)
+    target = tmp_path / "new-disk" / "evidence"
+    args = [
+        "evidence",
+        "restore",
+        "--backup-id",
+        made["backup_id"],
+        "--backup-root",
+        str(tmp_path / "backups"),
+    ]
+
+    # A damaged backup stops before anything is written, naming the file.
+    damaged_root = tmp_path / "damaged"
+    shutil.copytree(tmp_path / "backups", damaged_root)
+    stream = damaged_root / made["backup_id"] / "events.records"
+    data = bytearray(stream.read_bytes())
+    data[len(data) // 2] ^= 1
+    stream.write_bytes(bytes(data))
+    damaged_args = [*args[:-1], str(damaged_root)]  # the same restore, from the damaged copy
+    broken = run_cli(*damaged_args, "--target", str(target), check=False)
+    assert broken.returncode == 1 and "events.records" in broken.stderr, broken.stderr
+    assert not target.exists() and not sum(
+        asyncio.run(end_offsets(fresh, Topics(fresh.topic_prefix).events)).values()
+    )
+
+    restored = cli_json(*args, "--target", str(target))
+    assert (restored["events"], restored["anchors"], restored["artifacts"]) == (20, 1, 20)
+    assert restored["matches_backup"] and restored["index_checksum"] == made["index_checksum"]
+
+    # Onto topics that now hold records: refused, nothing changes.
+    again = run_cli(*args, "--target", str(tmp_path / "other"), check=False)
+    assert again.returncode == 5 and "already holds" in again.stderr
+
+    run_cli("config", "set", "EvidenceLocker:Path", str(target))
+    service.start(config.load())
+    try:
+        assert cli_json("evidence", "index", "status", "--checksum")["checksum"] == made["index_checksum"]
+        assert cli_json("evidence", "verify", "--mode", "full")["run"]["ok"] == 20
+        assert cli_json("evidence", "anchor", "verify", "--all")["verified"]
+        ingest(config.load(), [b"after the restore"])
+        after = cli_json("evidence", "anchor", "create")
+        assert after["chain_id"] == anchor["chain_id"] and after["sequence"] == anchor["sequence"] + 1
+        assert cli_json("evidence", "anchor", "verify", "--all")["verified"]
+    finally:
+        service.stop(config.load())
+
+
+def test_a_restore_that_would_fork_the_log_needs_a_new_chain(
+    anchoring: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(anchoring, [b"early %d" % i for i in range(5)])
+    made = cli_json("backup", "create", "--output", str(tmp_path / "backups"))
+    ingest(anchoring, [b"late %d" % i for i in range(5)])
+    cli_json("evidence", "anchor", "create")  # published: it covers events the backup lacks
+    service.stop(anchoring)
+    _fresh_broker_view(monkeypatch)
+    backup = ["--backup-id", made["backup_id"], "--backup-root", str(tmp_path / "backups")]
+    args = ["evidence", "restore", *backup, "--target", str(tmp_path / "target")]
+    refused = run_cli(*args, check=False)
+    assert refused.returncode == 5 and "fork" in refused.stderr and "--new-chain" in refused.stderr
+    assert not (tmp_path / "target").exists()
+    accepted = cli_json(*args, "--new-chain", "restored from an older backup")
+    assert accepted["forks"] and accepted["matches_backup"]
+    assert any("new-chain" in step for step in accepted["next"])

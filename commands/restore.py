@@ -1,0 +1,234 @@
+"""`stella evidence restore --backup-id <id> --target <path>` (runbook DR-001, step 2).
+
+Everything is checked before anything is written: the manifest's signature (against this locker's
+anchor key), every file's SHA-256 and size, every blob the backup needs (present in the pool and
+hashing to its id), and the target: the service stopped, `evidence.events` and `evidence.anchors`
+empty (records are produced again in their original order per partition, so every Merkle root comes
+out the same; appending to records already there could not), and no blob in the target folder
+unless `--force`. No fork: an anchor the locker already published (the backup's anchor copies, this
+locker's `Anchors:BackupPath`, and each `--known-anchor FILE`) whose tree of a partition is longer
+than the backup holds would be contradicted by the restored log: refused unless `--new-chain
+<reason>`, which is then recorded by the first anchor after the restore (`anchor new-chain`).
+
+Then the blobs go to the target (durable, checked), the records to the topics, the local
+projection stores are removed (the service folds them again from the restored log when it starts),
+and the restored log is folded once here to check that the index checksum is the backup's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from commands import service
+from commands.anchors import read_anchor_file
+from commands.backup import read_records
+from commands.index import replay
+from locker import anchors, backups, signing
+from locker.backups import BackedUpRecord, Manifest
+from locker.cas import BlobStore
+from locker.config import Settings
+from locker.errors import IntegrityError, InvalidInput, LockerError, NotFound, Refused, UsageError
+from projections.store import IndexStore, wipe
+from streams.kafka import create_topics, end_offsets, producer
+from streams.topics import Topics
+
+BLOB_BATCH = 256
+
+
+def restore(
+    settings: Settings,
+    backup_id: str,
+    target: Path,
+    *,
+    root: Path | None = None,
+    force: bool = False,
+    known_anchors: Iterable[Path] = (),
+    new_chain: str = "",
+) -> dict[str, Any]:
+    started = time.monotonic()
+    folder = (root or settings.backups_path).expanduser() / backup_id
+    if not (folder / "manifest.json").is_file():
+        raise NotFound(f"no backup {backup_id} in {folder.parent}")
+    manifest = _checked_manifest(settings, folder)
+    pool = BlobStore(folder.parent)
+    _check_files(folder, manifest)
+    _check_blobs(pool, manifest)
+    forks = _forks(
+        manifest, [*sorted((folder / "anchor-backups").glob("*.json")), *_copies(settings), *known_anchors]
+    )
+    if forks and not new_chain:
+        raise Refused(
+            f"restoring {backup_id} would fork the log: {forks[0]}; give --new-chain <reason> to start a "
+            "new anchor chain that names the break"
+        )
+    blobs = BlobStore(target.expanduser().resolve())
+    _check_target(settings, blobs, force)
+
+    blobs.ensure()
+    for start in range(0, len(manifest.artifacts), BLOB_BATCH):
+        batch = manifest.artifacts[start : start + BLOB_BATCH]
+        blobs.put_many(
+            [(artifact_id, pool.read(artifact_id)) for artifact_id in batch if not blobs.exists(artifact_id)]
+        )
+    topics = Topics(settings.topic_prefix)
+    asyncio.run(create_topics(settings))
+    events = asyncio.run(_produce(settings, topics.events, read_records(folder / "events.records")))
+    chain = asyncio.run(_produce(settings, topics.anchors, read_records(folder / "anchors.records")))
+    for store in (settings.index_path, settings.merkle_path, settings.chain_path, settings.verify_path):
+        wipe(store)  # folded again from the restored log by the service
+    shutil.rmtree(settings.plans_path, ignore_errors=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="stella-restore-") as tmp,
+        IndexStore(Path(tmp) / "i", bulk=True) as index,
+    ):
+        replay(settings, index)
+        checksum = index.checksum()
+    return {
+        "backup_id": backup_id,
+        "target": str(blobs.root),
+        "artifacts": len(manifest.artifacts),
+        "events": events,
+        "anchors": chain,
+        "index_checksum": checksum,
+        "matches_backup": checksum == manifest.index_checksum,
+        "forks": forks,
+        "new_chain": new_chain,
+        "next": _next_steps(settings, blobs.root, new_chain),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _checked_manifest(settings: Settings, folder: Path) -> Manifest:
+    try:
+        trusted = signing.load_signer(settings.key_file, settings.origin).verifier
+    except LockerError:
+        raise UsageError(
+            f"a backup is trusted through the locker's anchor key, and there is none at {settings.key_file}: "
+            "put the key back (it is never in a backup) before restoring"
+        ) from None
+    raw = (folder / "manifest.json").read_bytes()
+    try:
+        signature = base64.b64decode((folder / "manifest.sig").read_bytes(), validate=False)
+    except (OSError, ValueError):
+        signature = b""
+    if not trusted.verify(raw, signature):
+        raise IntegrityError(
+            f"the signature {folder / 'manifest.sig'}", "a signature by the anchor key", "none that verifies"
+        )
+    try:
+        return backups.decode_manifest(raw)
+    except ValueError as exc:
+        raise IntegrityError(
+            f"the manifest {folder / 'manifest.json'}", "a backup manifest", str(exc)
+        ) from None
+
+
+def _check_files(folder: Path, manifest: Manifest) -> None:
+    for name, entry in manifest.files.items():
+        path = folder / name
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise IntegrityError(f"the backup file {path}", entry.sha256, "no such file") from None
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != entry.sha256 or len(data) != entry.size:
+            raise IntegrityError(f"the backup file {path}", entry.sha256, actual)
+
+
+def _check_blobs(pool: BlobStore, manifest: Manifest) -> None:
+    for artifact_id in manifest.artifacts:
+        try:
+            actual = pool.hash_of(artifact_id)
+        except LockerError:
+            raise IntegrityError(
+                f"the backed-up blob {pool.path(artifact_id)}", artifact_id, "no such file"
+            ) from None
+        if actual != artifact_id:
+            raise IntegrityError(f"the backed-up blob {pool.path(artifact_id)}", artifact_id, actual)
+
+
+def _copies(settings: Settings) -> list[Path]:
+    folder = settings.anchor_backup_path
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def _forks(manifest: Manifest, files: Iterable[Path]) -> list[str]:
+    """Published anchors whose tree of a partition goes beyond the backup's records."""
+    ends = manifest.ends.get("events", ())
+    found = []
+    for path in files:
+        raw = read_anchor_file(path)
+        try:
+            anchor = anchors.decode(raw)
+        except InvalidInput:
+            raise IntegrityError(f"the anchor file {path}", "an exported anchor", "unreadable") from None
+        for head in anchor.body.partitions:
+            held = ends[head.partition] if head.partition < len(ends) else 0
+            if head.tree_size > held:
+                found.append(
+                    f"anchor {anchors.anchor_id(raw)} covers {head.tree_size} events of "
+                    f"partition {head.partition}, the backup holds {held}"
+                )
+                break
+    return found
+
+
+def _check_target(settings: Settings, blobs: BlobStore, force: bool) -> None:
+    pid = service.daemon(settings).pid()
+    if pid is not None:
+        raise Refused(f"the service is running (pid {pid}); stop it first: `stella service stop`")
+    topics = Topics(settings.topic_prefix)
+    for topic in (topics.events, topics.anchors):
+        held = sum(asyncio.run(end_offsets(settings, topic)).values())
+        if held:
+            raise Refused(
+                f"{topic} already holds {held} records: a restore needs empty topics (a new broker, or a "
+                "new Kafka:TopicPrefix), so that every record gets its old offset back"
+            )
+    if blobs.blobs.is_dir() and next(blobs.iter_ids(), None) is not None and not force:
+        raise Refused(f"{blobs.root} already holds blobs; give --force to restore into it anyway")
+
+
+async def _produce(settings: Settings, topic: str, records: Iterable[BackedUpRecord]) -> int:
+    """Each record to its partition in its original order, with its timestamp and headers."""
+    count = 0
+    async with producer(settings, max_batch_size=1 << 20) as p:  # idempotent, acks=all: order kept
+        pending = []
+        for r in records:
+            pending.append(
+                await p.send(
+                    topic,
+                    r.value,
+                    key=r.key,
+                    partition=r.partition,
+                    timestamp_ms=r.timestamp,
+                    headers=list(r.headers),
+                )
+            )
+            count += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    return count
+
+
+def _next_steps(settings: Settings, target: Path, new_chain: str) -> list[str]:
+    steps = []
+    if target != settings.evidence_path.expanduser().resolve():
+        steps.append(f"stella config set EvidenceLocker:Path {target}")
+    steps.append(
+        "stella service start  (the index, Merkle trees and anchor chain are folded again from the log)"
+    )
+    if new_chain:
+        steps.append(f'stella evidence anchor new-chain --reason "{new_chain}"')
+    steps += ["stella evidence verify --mode full", "stella evidence anchor verify --all"]
+    return steps
