@@ -20,21 +20,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from commands import queries, service
+from commands.sending import exchange
 from locker import anchors, merkle, requests, signing
 from locker.anchors import AnchorCreated, StoredAnchor
 from locker.config import Settings
-from locker.dlq import DeadLetter
-from locker.errors import IntegrityError, InvalidInput, NotFound, Refused, TimedOut, UsageError
+from locker.errors import IntegrityError, InvalidInput, NotFound, Refused, UsageError
 from locker.merkle import Frontier
 from projections import anchor_chain, proofs
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.proofs import b64
 from streams.anchoring import read_anchors, read_records
-from streams.kafka import consumer, end_offsets, fetch_value, producer, read_to_end
+from streams.kafka import end_offsets, fetch_value, read_to_end
 from streams.topics import Topics
 
 
@@ -82,38 +80,22 @@ def ensure_key(settings: Settings) -> bool:
 async def _request(
     settings: Settings, command: requests.CreateAnchor | requests.RecoverAnchor
 ) -> tuple[StoredAnchor, AnchorCreated | anchors.AnchorRecovered]:
-    """Send `command`; return the anchors record that answers it, or raise `Refused` with the
-    reason the service dead-lettered it for."""
-    topics = Topics(settings.topic_prefix)
-    answers, refusals = TopicPartition(topics.anchors, 0), TopicPartition(topics.dlq, 0)
-    value = requests.encode(command)
-    async with consumer(settings) as watcher, producer(settings) as sender:
-        watcher.assign([answers, refusals])
-        await watcher.seek_to_end(answers, refusals)
-        for tp in (answers, refusals):
-            await watcher.position(tp)
-        await sender.send_and_wait(topics.commands, key=command.command_id.encode(), value=value)
-        deadline = time.monotonic() + settings.timeout
-        while time.monotonic() < deadline:
-            for tp, records in (await watcher.getmany(timeout_ms=500)).items():
-                for record in records:
-                    if tp == refusals:
-                        if record.value == value:
-                            letter = DeadLetter.from_headers(list(record.headers))
-                            raise Refused(
-                                f"the service refused the command: {letter.reason}: {letter.detail}"
-                            )
-                        continue
-                    try:
-                        reply = anchors.decode_record(record.value)
-                    except InvalidInput:
-                        continue
-                    if reply.correlation_id == command.command_id:
-                        return StoredAnchor(record.offset, record.value), reply
-    raise TimedOut(
-        f"anchor request {command.command_id} sent but not answered within {settings.timeout:.0f}s "
-        "(queued; is the service running? `stella service status`)"
-    )
+    """Send `command`; return the anchors record that answers it (its correlation id), or raise
+    `Refused` with the reason the service dead-lettered it for."""
+
+    def answer(record: Any) -> tuple[StoredAnchor, AnchorCreated | anchors.AnchorRecovered] | None:
+        try:
+            reply = anchors.decode_record(record.value)
+        except InvalidInput:
+            return None
+        return (
+            (StoredAnchor(record.offset, record.value), reply)
+            if reply.correlation_id == command.command_id
+            else None
+        )
+
+    anchors_topic = Topics(settings.topic_prefix).anchors  # one partition: any key names it
+    return await exchange(settings, command, "anchor request", watch=(anchors_topic, b""), answer=answer)
 
 
 def create(settings: Settings, new_chain_reason: str = "") -> dict[str, Any]:

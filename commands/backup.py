@@ -31,8 +31,9 @@ from locker.backups import BACKUP_TYPE, BackedUpRecord, FileEntry, Manifest
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.errors import IntegrityError, InvalidInput, LockerError, StorageUnavailable, UsageError
-from locker.events import ArtifactIngested, decode
+from locker.events import ArtifactIngested, Event, decode
 from locker.files import write_durably
+from locker.times import iso_utc
 from projections.store import IndexStore
 from streams.kafka import assign_all, consumer, end_offsets
 from streams.topics import Topics
@@ -71,7 +72,7 @@ def create(
         chain = _save_topic(
             settings, topics.anchors, ends[topics.anchors], folder / "anchors.records", progress
         )
-        ids = _ingested(folder / "events.records")
+        ids, index_checksum = _fold(folder / "events.records")
         copied, missing, blob_bytes = _copy_blobs(BlobStore(settings.evidence_path), pool, ids, progress)
         _copy_anchor_backups(settings.anchor_backup_path, folder / "anchor-backups")
         _copy_config(settings, folder / "config.toml")
@@ -90,7 +91,7 @@ def create(
             blob_bytes=blob_bytes,
             missing_blobs=tuple(sorted(missing)),
             files={name: _entry(folder / name) for name in _files(folder)},
-            index_checksum=_index_checksum(folder / "events.records"),
+            index_checksum=index_checksum,
             latest_anchor=_latest_anchor(folder / "anchors.records"),
             verifier_key=signer.verifier.vkey,
         )
@@ -158,7 +159,7 @@ def listing(
         rows.append(
             {
                 "backup_id": manifest.backup_id,
-                "created_at": manifest.created_at.isoformat().replace("+00:00", "Z"),
+                "created_at": iso_utc(manifest.created_at),
                 "bytes": manifest.blob_bytes + sum(e.size for e in manifest.files.values()),
                 "artifacts": len(manifest.artifacts),
                 "events": manifest.events,
@@ -258,19 +259,6 @@ def read_records(path: Path) -> Iterator[BackedUpRecord]:
                 raise StorageUnavailable(f"{path}: {exc}") from None
 
 
-def _ingested(path: Path) -> list[str]:
-    """The artifact ids that the backed-up events ingested, in id order, once each."""
-    ids = set()
-    for record in read_records(path):
-        try:
-            event = decode(record.value)
-        except InvalidInput:
-            continue
-        if isinstance(event, ArtifactIngested):
-            ids.add(event.artifact_id)
-    return sorted(ids)
-
-
 def _copy_blobs(
     source: BlobStore, pool: BlobStore, ids: list[str], progress: Progress | None
 ) -> tuple[int, set[str], int]:
@@ -351,24 +339,28 @@ def _entry(path: Path) -> FileEntry:
     return FileEntry(sha256="sha256:" + hasher.hexdigest(), size=path.stat().st_size)
 
 
-def _index_checksum(events: Path) -> str:
-    """The checksum of the index that the backed-up events fold to (what a restore must give)."""
+def _fold(events: Path) -> tuple[list[str], str]:
+    """One pass over the backed-up events: the artifact ids they ingested (in id order, once
+    each), and the checksum of the index they fold to (what a restore must give)."""
+    ids: set[str] = set()
     with (
         tempfile.TemporaryDirectory(prefix="stella-backup-index-") as tmp,
         IndexStore(Path(tmp) / "index", bulk=True) as index,
     ):
-        batch: list[tuple[int, int, Any]] = []
+        batch: list[tuple[int, int, Event | None]] = []
         for record in read_records(events):
             try:
-                event = decode(record.value)
+                event: Event | None = decode(record.value)
             except InvalidInput:
                 event = None
+            if isinstance(event, ArtifactIngested):
+                ids.add(event.artifact_id)
             batch.append((record.partition, record.offset, event))
             if len(batch) >= FRAME_RECORDS:
                 index.apply(batch)
                 batch = []
         index.apply(batch)
-        return index.checksum()
+        return sorted(ids), index.checksum()
 
 
 def _latest_anchor(path: Path) -> str:

@@ -18,7 +18,6 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from locker.config import Settings
 from locker.errors import InvalidInput, StoreDamaged, TimedOut
 from locker.events import ArtifactIngested, Event, decode
 from locker.files import write_durably
+from locker.times import now_iso
 from projections.index import ArtifactRecord
 from projections.store import IndexStore, wipe
 from streams.kafka import Progress, end_offsets, fetch_values
@@ -104,7 +104,7 @@ def rebuild(settings: Settings, progress: Progress | None = None) -> dict[str, A
         "matches_live": None if live_checksum is None else live_checksum == checksum,
         "seconds": round(time.monotonic() - started, 3),
         "service_restarted": was_running,
-        "at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "at": now_iso(),
     }
     write_durably(settings.state_path / LAST_REBUILD, json.dumps(result).encode())
     return result

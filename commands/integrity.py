@@ -27,6 +27,7 @@ from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, InvalidInput, NotFound, StorageUnavailable, TimedOut, UsageError
 from locker.events.integrity import Mode
 from locker.sha256_python import sha256_hex
+from locker.times import iso_utc
 from locker.verification import OUTCOMES, Outcome, outcome_decoder
 from projections.store import IndexStore
 from projections.verification import RunState, sample_size
@@ -132,7 +133,7 @@ def _public(outcome: Outcome) -> dict[str, Any]:
         "expected_size": outcome.expected_size,
         "actual_size": outcome.actual_size,
         "detail": outcome.detail,
-        "verified_at": outcome.verified_at.isoformat().replace("+00:00", "Z"),
+        "verified_at": iso_utc(outcome.verified_at),
     }
 
 
@@ -192,7 +193,7 @@ def inspect(settings: Settings, artifact_id: str, *, rehash: bool = False) -> di
         None
         if last is None
         else {
-            "at": datetime.fromtimestamp(last[0] / 1000, UTC).isoformat().replace("+00:00", "Z"),
+            "at": iso_utc(datetime.fromtimestamp(last[0] / 1000, UTC)),
             "outcome": last[1],
         }
     )

@@ -30,6 +30,7 @@ from locker.events import (
     Event,
     decode,
 )
+from locker.times import iso_utc
 from locker.verification import outcome_decoder
 from projections.anchor_chain import UNCHECKED
 from streams.kafka import end_offsets
@@ -64,7 +65,7 @@ def show(settings: Settings, artifact_id: str) -> dict[str, Any]:
             continue  # a failure is on the log itself, as artifact.verification_failed
         steps.append(
             {
-                "at": _iso(outcome.verified_at),
+                "at": iso_utc(outcome.verified_at),
                 "what": "verified ok",
                 "actor": f"verification run {outcome.run_id} ({outcome.mode})",
                 "detail": f"{outcome.actual_size} bytes hash to the id",
@@ -124,7 +125,7 @@ def _step(event: Event) -> dict[str, str] | None:
 
 
 def _row(at: datetime, what: str, actor: str, detail: str) -> dict[str, str]:
-    return {"at": _iso(at), "what": what, "actor": actor, "detail": detail}
+    return {"at": iso_utc(at), "what": what, "actor": actor, "detail": detail}
 
 
 def _anchors(settings: Settings) -> Callable[[int, int], str | None]:
@@ -147,7 +148,3 @@ def _anchors(settings: Settings) -> Callable[[int, int], str | None]:
         return ids[i] if i < len(ids) else None
 
     return covering
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -19,7 +19,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from commands import service
@@ -28,6 +27,7 @@ from locker.cas import BlobStore
 from locker.config import Settings
 from locker.errors import IntegrityError, Refused, StorageUnavailable, UsageError
 from locker.files import write_durably
+from locker.times import now_iso
 
 # A batch is made durable with one group sync: up to this many blobs or bytes (read into memory).
 BATCH_BLOBS = 512
@@ -179,7 +179,7 @@ def provision(settings: Settings, size: str, path: Path | None = None) -> dict[s
         (root / ".probe").unlink()
         marker = {
             "size_bytes": wanted,
-            "provisioned_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "provisioned_at": now_iso(),
         }
         write_durably(root / MARKER, json.dumps(marker).encode())
     except OSError as exc:

@@ -26,6 +26,7 @@ import msgspec
 from locker import merkle, signing
 from locker.decoding import Decoder
 from locker.errors import IntegrityError, InvalidInput, NotFound
+from locker.times import iso_utc
 
 
 class PartitionHead(msgspec.Struct, frozen=True, kw_only=True):
@@ -376,7 +377,7 @@ def summary(item: StoredAnchor, anchor: AnchorCreated) -> dict[str, Any]:
         "anchor_id": item.id,
         "chain_id": body.chain_id,
         "sequence": body.sequence,
-        "created_at": body.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_utc(body.created_at),
         "previous": _b64(body.previous),
         "offset": item.offset,
         "tree_sizes": {str(h.partition): h.tree_size for h in body.partitions},

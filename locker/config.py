@@ -73,6 +73,11 @@ class Settings:
         return Path(str(self.values["EvidenceLocker:Path"])).expanduser()
 
     @property
+    def quick_sample(self) -> str:
+        """Verification:QuickSample: a quick run's sample without --sample ("500", "2%")."""
+        return str(self.values["Verification:QuickSample"])
+
+    @property
     def auto_recover(self) -> bool:
         """Verification:AutoRecover: a failed check with a good replica restores the blob itself."""
         return bool(self.values["Verification:AutoRecover"])

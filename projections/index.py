@@ -25,6 +25,7 @@ from locker.events import (
     VerificationCompleted,
     VerificationStarted,
 )
+from locker.times import iso_utc
 
 # An artifact's status. Only an "ingested" artifact is served; the others answer 409 with
 # the record's `status_reason`.
@@ -75,8 +76,8 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
             "media_type": self.media_type,
             "status": self.status,
             "status_reason": self.status_reason,
-            "replicated_at": None if self.replicated_at is None else _iso(self.replicated_at),
-            "ingested_at": _iso(self.ingested_at),
+            "replicated_at": None if self.replicated_at is None else iso_utc(self.replicated_at),
+            "ingested_at": iso_utc(self.ingested_at),
         }
 
 
@@ -160,7 +161,7 @@ def _recovered(
 ) -> ArtifactRecord | None:
     if record is None:
         return None
-    reason = f"recovered from the {event.source} at {_iso(event.recovered_at)}"
+    reason = f"recovered from the {event.source} at {iso_utc(event.recovered_at)}"
     return msgspec.structs.replace(
         record, status=INGESTED, status_reason=reason, changed_by=event.correlation_id
     )
@@ -173,10 +174,6 @@ def _untouched(
     position: Position,
 ) -> ArtifactRecord | None:
     return record
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def fold(events: Iterable[tuple[Position, Event]]) -> dict[str, ArtifactRecord]:

@@ -17,6 +17,7 @@ import msgspec
 
 from locker.errors import UsageError
 from locker.events.integrity import Mode
+from locker.times import iso_utc
 from locker.verification import Outcome
 
 
@@ -65,8 +66,8 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             "unreadable": self.unreadable,
             "failed": self.failed,
             "bytes_read": self.bytes_read,
-            "started_at": _iso(self.started_at),
-            "completed_at": None if self.completed_at is None else _iso(self.completed_at),
+            "started_at": iso_utc(self.started_at),
+            "completed_at": None if self.completed_at is None else iso_utc(self.completed_at),
             "outcomes_digest": self.outcomes_digest,
         }
 
@@ -126,7 +127,3 @@ def chunks(artifacts: Sequence[tuple[str, int]], size: int) -> list[tuple[tuple[
     """`artifacts` cut into tasks of at most `size`; one empty task for an empty plan (so that
     the run still reaches the loop that completes it)."""
     return [tuple(artifacts[i : i + size]) for i in range(0, len(artifacts), size)] or [()]
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -264,10 +264,15 @@ def create_app(
         except UsageError as error:
             await refuse(record, InvalidInput("schema-invalid", str(error)))
 
+    async def refused_unless_indexed(record: Record, artifact_id: str) -> bool:
+        """Dead-letter a command about an artifact the index does not hold; True if it did."""
+        if is_digest(artifact_id) and index.get(artifact_id) is not None:
+            return False
+        await refuse(record, InvalidInput("not-found", f"artifact {artifact_id[:80]} is not in the index"))
+        return True
+
     async def mark_corrupted(record: Record, command: requests.MarkCorrupted) -> None:
-        if not is_digest(command.artifact_id) or index.get(command.artifact_id) is None:
-            detail = f"artifact {command.artifact_id[:80]} is not in the index"
-            await refuse(record, InvalidInput("not-found", detail))
+        if await refused_unless_indexed(record, command.artifact_id):
             return
         event = ArtifactMarkedCorrupted(
             artifact_id=command.artifact_id,
@@ -285,10 +290,7 @@ def create_app(
                 record, InvalidInput("no-replica", "no replica store: EvidenceLocker:ReplicaPath is not set")
             )
             return
-        if not is_digest(artifact_id) or index.get(artifact_id) is None:
-            await refuse(
-                record, InvalidInput("not-found", f"artifact {artifact_id[:80]} is not in the index")
-            )
+        if await refused_unless_indexed(record, artifact_id):
             return
         try:
             data = await asyncio.to_thread(replica.read, artifact_id)

@@ -151,7 +151,9 @@ async def assign_all(
     client: AIOKafkaConsumer, topic: str, only: Collection[int] | None = None
 ) -> list[TopicPartition]:
     """Assign every partition of `topic` (those in `only`) to `client` (fresh metadata); [] if
-    it does not exist."""
+    it does not exist. The topic joins the ones the client tracks first: a consumer that already
+    has an assignment asks the broker for the metadata of those topics only."""
+    await client._client.add_topic(topic)
     await client._client.force_metadata_update()
     found = sorted(client.partitions_for_topic(topic) or ())
     tps = [TopicPartition(topic, p) for p in found if only is None or p in only]

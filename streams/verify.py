@@ -321,7 +321,7 @@ async def start_run(
         ends = await end_offsets(settings, v.topics.verifications)
         outcomes_from = tuple(ends.get(p, 0) for p in range(max(ends, default=-1) + 1))
         plan = await asyncio.to_thread(
-            make_plan, command, index, v.store, default_sample(settings), outcomes_from
+            make_plan, command, index, v.store, settings.quick_sample, outcomes_from
         )
         await asyncio.to_thread(write_durably, path, msgspec.json.encode(plan))
     await send_plan(v, publisher, command, plan)
@@ -400,7 +400,3 @@ def _plan_file(plans: Path, run_id: str) -> Path:
     if not RUN_ID.match(run_id):  # refused before planning (`plan_run`); never a path outside
         raise InvalidInput("schema-invalid", f"run id {run_id[:80]!r} is not letters, digits and -")
     return plans / f"{run_id}.json"
-
-
-def default_sample(settings: Settings) -> str:
-    return str(settings.get("Verification:QuickSample"))
