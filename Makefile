@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale bench-verify clean
+.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale bench-verify bench-recovery clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -80,6 +80,11 @@ bench-scale: jars
 # Full verification of 2 GiB of blobs (1 KiB - 8 MiB) against sha256sum on every core; a 1% quick run.
 bench-verify: jars
 	$(BIN)/python bench/verify.py $(BENCH_VERIFY_ARGS)
+
+# Backup and restore against tar, a restore of the log against a raw produce, and point-in-time
+# recovery, on one locker of 1M artifacts (about 25 minutes); BENCH_RECOVERY_ARGS="--count 20000".
+bench-recovery: jars
+	$(BIN)/python bench/recovery.py $(BENCH_RECOVERY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -388,6 +388,10 @@ def evidence_verify(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Quick: fix the sample's order (the run prints its seed).")
     ] = None,
+    to_anchor: Annotated[
+        str | None,
+        typer.Option("--to-anchor", help="Full: the artifacts and roots as of this anchor (id or prefix)."),
+    ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Re-hash artifacts against their ids in the service; exit 1 if any failed."""
@@ -406,7 +410,12 @@ def evidence_verify(
                 lines.update(done, total)
 
         result = integrity.verify(
-            settings(), "full" if mode == "full" else "quick", sample=sample, seed=seed, progress=report
+            settings(),
+            "full" if mode == "full" else "quick",
+            sample=sample,
+            seed=seed,
+            to_anchor=to_anchor,
+            progress=report,
         )
     lines.close()
     show_report(result, fmt)
@@ -442,12 +451,17 @@ def show_report(result: dict[str, Any], fmt: Format) -> None:
         counts = ", ".join(f"{run[k]} {k}" for k in ("ok", "mismatch", "missing", "unreadable"))
         checked = f"{run['done']} of {run['planned']} checked"
         typer.echo(f"run {run['run_id']} ({run['mode']}, {state}): {checked}: {counts}")
+        if "anchor" in result:
+            roots = ", ".join(f"{r['partition']}: {r['tree_size']}" for r in result["anchor"]["roots"])
+            typer.echo(f"as of anchor {result['anchor']['id']}: verified, roots match (tree sizes {roots})")
         rows = [
             {"artifact_id": a["artifact_id"], "outcome": a["outcome"], "detail": a["detail"]}
             for a in result["artifacts"]
         ]
         if rows:
             emit(rows, fmt, title=result["filter"])
+        if anchor := result["voided_by_restore_to"]:
+            typer.echo(f"note: the run's events were voided by the restore to anchor {anchor}")
         if result["outcomes_expired"]:
             typer.echo("note: some of the run's outcomes are past evidence.verifications' retention")
     if run["failed"]:
@@ -481,8 +495,17 @@ def evidence_recover(
 
 @evidence.command("restore")
 def evidence_restore(
-    backup_id: Annotated[str, typer.Option("--backup-id", help="The backup (`stella backup list`).")],
-    target: Annotated[Path, typer.Option("--target", help="The empty storage root for the blobs.")],
+    backup_id: Annotated[
+        str | None, typer.Option("--backup-id", help="The backup (`stella backup list`).")
+    ] = None,
+    target: Annotated[
+        Path | None, typer.Option("--target", help="With --backup-id: the empty storage root for the blobs.")
+    ] = None,
+    to_anchor: Annotated[
+        str | None,
+        typer.Option("--to-anchor", help="Point-in-time: void what came after this anchor (id or prefix)."),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="With --to-anchor: why, for the log.")] = "",
     root: Annotated[Path | None, typer.Option("--backup-root", help="Default: Backups:Path.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Restore into a target that holds blobs.")] = False,
     known_anchor: Annotated[
@@ -494,9 +517,22 @@ def evidence_restore(
     ] = "",
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Restore a backup onto empty topics and an empty storage root, after checking all of it."""
-    from commands import restore
+    """Restore a backup onto empty topics and an empty storage root, after checking all of it; or
+    (--to-anchor) bring the locker's state back to an anchor, voiding what came after it."""
+    from commands import recovery, restore
 
+    if (backup_id is None) == (to_anchor is None):
+        raise UsageError("give exactly one of --backup-id ID --target PATH, or --to-anchor ANCHOR")
+    if to_anchor is not None:
+        if target or root or force or known_anchor or new_chain:
+            raise UsageError(
+                "--target, --backup-root, --force, --known-anchor and --new-chain go with --backup-id"
+            )
+        show_restored(recovery.restore_to_anchor(settings(), to_anchor, reason), fmt)
+        return
+    if target is None:
+        raise UsageError("--backup-id needs --target PATH: the empty storage root for the blobs")
+    assert backup_id is not None
     emit(
         restore.restore(
             settings(writes=True), backup_id, target, root=root, force=force,
@@ -504,6 +540,20 @@ def evidence_restore(
         ),
         fmt,
     )  # fmt: skip
+
+
+def show_restored(result: dict[str, Any], fmt: Format) -> None:
+    if fmt is Format.json:
+        emit(result, fmt)
+        return
+    typer.echo(f"restored to anchor {result['anchor']} (restore {result['restore_id']})")
+    emit(result["partitions"], fmt, title="voided, per partition (the records stay in the log)")
+    typer.echo(
+        f"{result['voided_records']} records voided; {len(result['artifacts_voided'])} artifacts no longer "
+        f"indexed; the index holds {result['artifacts']} artifacts, checksum {result['index_checksum']}"
+    )
+    for step in result["next"]:
+        typer.echo(f"next: {step}")
 
 
 @evidence.command("status")

@@ -147,12 +147,13 @@ async def recompute_roots(settings: Settings, wanted: set[tuple[int, int]]) -> L
     return LogRoots(roots)
 
 
-def verify_latest(settings: Settings) -> dict[str, Any]:
-    """The latest anchor, from the chain projection: its signature, its link to the anchor before
-    it, a consistency proof from that one and its roots, both from the Merkle store. O(log n)."""
+def verify_latest(settings: Settings, anchor_id: str | None = None) -> dict[str, Any]:
+    """The latest anchor (or `anchor_id`), from the chain projection: its signature, its link to
+    the anchor before it, a consistency proof from that one and its roots, both from the Merkle
+    store. O(log n)."""
     trusted = verifier(settings)
     with chain_view(settings) as chain:
-        entry = chain.latest()
+        entry = chain.latest() if anchor_id is None else chain.entry(chain.find(anchor_id)[0].offset)
         if entry is None:
             raise NotFound("there is no anchor yet; run `stella evidence anchor create`")
         anchor, aid = entry.anchor(), entry.anchor_id

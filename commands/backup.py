@@ -3,11 +3,14 @@
 A backup is consistent as of the end offsets of `evidence.events` and `evidence.anchors` when it
 starts: every record up to them (blobs are durable before their events, so every artifact those
 events ingested has its blob), the blobs of those artifacts, the anchor backup copies and the
-config file. Blobs go to a pool shared by the backups in the same root, named by their SHA-256:
-a blob an earlier backup copied is not copied again (incremental). Each blob is checked against
-its id on the way in; one that is missing or damaged in storage is listed in the manifest
-(`missing_blobs`), not copied. The manifest names every file with its SHA-256 and is signed with
-the anchor key; then the service records `backup.created`. Runs while the service runs.
+config file. Blobs are appended to the backup's `blobs.pack`, unless the latest earlier backup in
+the same root (its signature good, its files there) holds them already: its pack is read instead
+(incremental), and `blobs.index` says where each blob is. One pack file instead of a file per blob
+makes a backup a sequential write (a million small files cost a million file creations). Each
+blob is checked against its id on the way in; one that is missing or damaged in storage is listed
+in the manifest (`missing_blobs`), not copied. The manifest names every file with its SHA-256,
+and every earlier pack it reads, and is signed with the anchor key; then the service records
+`backup.created`. Runs while the service runs.
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from commands.sending import send_and_await_event
 from locker import anchors, backups, config, requests, signing
-from locker.backups import BACKUP_TYPE, BackedUpRecord, FileEntry, Manifest
+from locker.backups import BACKUP_TYPE, BackedUpRecord, FileEntry, Manifest, PackedBlob
 from locker.cas import BlobStore
 from locker.config import Settings
-from locker.errors import IntegrityError, InvalidInput, LockerError, StorageUnavailable, UsageError
+from locker.errors import InvalidInput, LockerError, StorageUnavailable, UsageError
 from locker.events import ArtifactIngested, Event, decode
 from locker.files import write_durably
 from locker.times import iso_utc
@@ -59,8 +63,6 @@ def create(
     folder = root / backup_id
     try:
         folder.mkdir(parents=True)
-        pool = BlobStore(root)
-        pool.ensure()
     except OSError as exc:
         raise StorageUnavailable(f"cannot write a backup under {root}: {exc.strerror or exc}") from None
     try:
@@ -73,7 +75,12 @@ def create(
             settings, topics.anchors, ends[topics.anchors], folder / "anchors.records", progress
         )
         ids, index_checksum = _fold(folder / "events.records")
-        copied, missing, blob_bytes = _copy_blobs(BlobStore(settings.evidence_path), pool, ids, progress)
+        earlier, earlier_packs = _earlier_blobs(root, backup_id, signer.verifier)
+        copied, missing, placed = _pack_blobs(
+            BlobStore(settings.evidence_path), folder, backup_id, ids, earlier, progress
+        )
+        write_durably(folder / backups.BLOB_INDEX, backups.encode_blob_index(placed))
+        packs = {name: earlier_packs[name] for name in sorted({b.pack for b in placed} - {backup_id})}
         _copy_anchor_backups(settings.anchor_backup_path, folder / "anchor-backups")
         _copy_config(settings, folder / "config.toml")
         _sync_tree(folder)  # every file durable before the manifest that vouches for them
@@ -87,10 +94,11 @@ def create(
             },
             events=events,
             anchors=chain,
-            artifacts=tuple(i for i in ids if i not in missing),
-            blob_bytes=blob_bytes,
+            artifacts=len(placed),
+            blob_bytes=sum(b.size for b in placed),
             missing_blobs=tuple(sorted(missing)),
-            files={name: _entry(folder / name) for name in _files(folder)},
+            files=(files := {name: file_entry(folder / name) for name in _files(folder)}),
+            packs=packs | ({backup_id: files[backups.PACK]} if backups.PACK in files else {}),
             index_checksum=index_checksum,
             latest_anchor=_latest_anchor(folder / "anchors.records"),
             verifier_key=signer.verifier.vkey,
@@ -110,7 +118,7 @@ def create(
         manifest_sha256=manifest_sha256,
         events=events,
         anchors=chain,
-        artifacts=len(manifest.artifacts),
+        artifacts=manifest.artifacts,
         blobs_copied=copied,
         latest_anchor=manifest.latest_anchor,
         requested_by=requests.actor(),
@@ -121,11 +129,12 @@ def create(
         "path": str(folder),
         "events": events,
         "anchors": chain,
-        "artifacts": len(manifest.artifacts),
+        "artifacts": manifest.artifacts,
         "blobs_copied": copied,
-        "blobs_already_there": len(manifest.artifacts) - copied,
+        "blobs_already_there": manifest.artifacts - copied,
+        "earlier_packs": sorted(packs),
         "missing_blobs": list(manifest.missing_blobs),
-        "bytes": blob_bytes + sum(e.size for e in manifest.files.values()),
+        "bytes": sum(e.size for e in manifest.files.values()),
         "latest_anchor": manifest.latest_anchor,
         "index_checksum": manifest.index_checksum,
         "manifest_sha256": manifest_sha256,
@@ -160,8 +169,9 @@ def listing(
             {
                 "backup_id": manifest.backup_id,
                 "created_at": iso_utc(manifest.created_at),
-                "bytes": manifest.blob_bytes + sum(e.size for e in manifest.files.values()),
-                "artifacts": len(manifest.artifacts),
+                "bytes": sum(e.size for e in manifest.files.values()),
+                "artifacts": manifest.artifacts,
+                "reads_packs_of": sorted(set(manifest.packs) - {manifest.backup_id}),
                 "events": manifest.events,
                 "latest_anchor": manifest.latest_anchor,
                 "signature": check,
@@ -259,18 +269,52 @@ def read_records(path: Path) -> Iterator[BackedUpRecord]:
                 raise StorageUnavailable(f"{path}: {exc}") from None
 
 
-def _copy_blobs(
-    source: BlobStore, pool: BlobStore, ids: list[str], progress: Progress | None
-) -> tuple[int, set[str], int]:
-    """Copy into the pool the blobs it lacks, each checked against its id. Returns (copied,
-    ids missing or damaged in storage, bytes of every blob the backup holds)."""
-    copied, missing, size = 0, set(), 0
-    for start in range(0, len(ids), BLOB_BATCH):
-        batch: list[tuple[str, bytes]] = []
-        for artifact_id in ids[start : start + BLOB_BATCH]:
-            there = pool.path(artifact_id)
-            if there.is_file():
-                size += there.stat().st_size
+def _earlier_blobs(
+    root: Path, backup_id: str, trusted: signing.Verifier
+) -> tuple[dict[str, PackedBlob], dict[str, FileEntry]]:
+    """Where the latest earlier backup in `root` has each blob, and the packs that holds them; empty
+    when there is none whose signature, blob index and packs check out (everything is copied)."""
+    for folder in sorted(root.glob("elb-*"), reverse=True):
+        if folder.name >= backup_id:
+            continue
+        try:
+            raw = (folder / "manifest.json").read_bytes()
+            signature = base64.b64decode((folder / "manifest.sig").read_bytes(), validate=False)
+            manifest = backups.decode_manifest(raw)
+            index = folder / backups.BLOB_INDEX
+            if not trusted.verify(raw, signature) or file_entry(index) != manifest.files.get(
+                backups.BLOB_INDEX
+            ):
+                continue
+            if any(
+                (root / name / backups.PACK).stat().st_size != e.size for name, e in manifest.packs.items()
+            ):
+                continue
+            placed = backups.decode_blob_index(index.read_bytes())
+        except (OSError, ValueError):
+            continue  # not a backup this locker can build on: look further back
+        return {b.artifact_id: b for b in placed}, dict(manifest.packs)
+    return {}, {}
+
+
+def _pack_blobs(
+    source: BlobStore,
+    folder: Path,
+    backup_id: str,
+    ids: list[str],
+    earlier: dict[str, PackedBlob],
+    progress: Progress | None,
+) -> tuple[int, set[str], list[PackedBlob]]:
+    """Append to the backup's pack the blobs `earlier` lacks, each checked against its id. Returns
+    (copied, ids missing or damaged in storage, where every blob the backup holds is)."""
+    copied, missing, placed = 0, set(), []
+    pack = folder / backups.PACK
+    offset = 0
+    with open(pack, "wb") as out:
+        for n, artifact_id in enumerate(ids, 1):
+            known = earlier.get(artifact_id)
+            if known is not None:
+                placed.append(known)
                 continue
             try:
                 data = source.read(artifact_id)
@@ -278,18 +322,19 @@ def _copy_blobs(
                 missing.add(artifact_id)
                 continue
             if "sha256:" + hashlib.sha256(data).hexdigest() != artifact_id:
-                missing.add(artifact_id)  # damaged in storage: never under its id in the pool
+                missing.add(artifact_id)  # damaged in storage: never backed up under its id
                 continue
-            batch.append((artifact_id, data))
-            size += len(data)
-        try:
-            pool.put_many(batch)
-        except IntegrityError as exc:  # checked above; a blob changed under our feet
-            raise StorageUnavailable(f"a blob changed while it was backed up: {exc}") from None
-        copied += len(batch)
-        if progress is not None:
-            progress("blobs", min(start + BLOB_BATCH, len(ids)), len(ids))
-    return copied, missing, size
+            out.write(data)
+            placed.append(PackedBlob(artifact_id, backup_id, offset, len(data)))
+            offset += len(data)
+            copied += 1
+            if progress is not None and n % BLOB_BATCH == 0:
+                progress("blobs", n, len(ids))
+    if not copied:
+        pack.unlink()
+    if progress is not None:
+        progress("blobs", len(ids), len(ids))
+    return copied, missing, placed
 
 
 def _copy_anchor_backups(source: Path, target: Path) -> None:
@@ -331,7 +376,8 @@ def _files(folder: Path) -> list[str]:
     )
 
 
-def _entry(path: Path) -> FileEntry:
+def file_entry(path: Path) -> FileEntry:
+    """The SHA-256 and size of a file, read a MiB at a time."""
     hasher = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -357,10 +403,18 @@ def _fold(events: Path) -> tuple[list[str], str]:
                 ids.add(event.artifact_id)
             batch.append((record.partition, record.offset, event))
             if len(batch) >= FRAME_RECORDS:
-                index.apply(batch)
+                index.apply(batch, partial(_read_range, events))
                 batch = []
-        index.apply(batch)
+        index.apply(batch, partial(_read_range, events))
         return sorted(ids), index.checksum()
+
+
+def _read_range(events: Path, partition: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """A `LogRange` over a backed-up record stream, for the `state.restored` records in it (rare:
+    each one reads the stream again)."""
+    for record in read_records(events):
+        if record.partition == partition and start <= record.offset < end:
+            yield record.offset, record.value or b""
 
 
 def _latest_anchor(path: Path) -> str:

@@ -18,6 +18,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from locker.times import now_iso
 from projections.index import ArtifactRecord
 from projections.store import IndexStore, wipe
 from streams.kafka import Progress, end_offsets, fetch_values
-from streams.reader import read_batches
+from streams.reader import read_batches, read_range
 from streams.topics import Topics
 
 
@@ -44,9 +45,10 @@ def replay(
     done = 0
     topic = Topics(settings.topic_prefix).events
     starts = {partition: store.resume_at(partition) for partition in store.applied()}
+    log = partial(read_range, settings, topic)
     with rare_collections():
         for records in read_batches(settings, topic, starts=starts, max_records=batch, progress=progress):
-            store.apply([(partition, offset, _decode(value)) for partition, offset, value in records])
+            store.apply([(partition, offset, _decode(value)) for partition, offset, value in records], log)
             done += len(records)
     return done
 

@@ -18,13 +18,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from commands import queries
+from commands import anchors, queries
 from commands.sending import send_and_wait
 from locker import requests, verification
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
-from locker.errors import ArtifactNotFound, InvalidInput, NotFound, StorageUnavailable, TimedOut, UsageError
+from locker.errors import (
+    ArtifactNotFound,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StorageUnavailable,
+    TimedOut,
+    UsageError,
+)
 from locker.events.integrity import Mode
 from locker.sha256_python import sha256_hex
 from locker.times import iso_utc
@@ -51,14 +59,20 @@ def verify(
     *,
     sample: str = "",
     seed: int | None = None,
+    to_anchor: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Start a run and wait for it; the report of its failures (`report`)."""
+    """Start a run and wait for it; the report of its failures (`report`). With `to_anchor`, a
+    full run of the artifacts that anchor covers, after checking the anchor itself: signature,
+    link, and roots against the Merkle trees (`anchors.verify_latest`)."""
     if mode == "full" and (sample or seed is not None):
         raise UsageError("--sample and --seed choose a quick run's sample; a full run checks everything")
+    if to_anchor is not None and mode != "full":
+        raise UsageError("--to-anchor goes with --mode full")
     if sample:
         sample_size(sample, 100)  # a bad sample is a usage error here, not a refusal later
-    command = requests.start_verification(mode, sample, seed)
+    anchor = None if to_anchor is None else checked_anchor(settings, to_anchor)
+    command = requests.start_verification(mode, sample, seed, "" if anchor is None else anchor["id"])
     run_id = command.command_id
     run = send_and_wait(settings, command, lambda: run_state(settings, run_id), "verification run")
     stall = max(settings.timeout, 60.0)
@@ -78,7 +92,20 @@ def verify(
             )
     if progress is not None:
         progress(run.done, run.planned)
-    return report(settings, run_id=run_id)
+    result = report(settings, run_id=run_id)
+    return result if anchor is None else {**result, "anchor": anchor}
+
+
+def checked_anchor(settings: Settings, anchor_id: str) -> dict[str, Any]:
+    """The anchor's id and tree sizes; `IntegrityError` if it does not verify."""
+    checked = anchors.verify_latest(settings, anchor_id)
+    if not checked["verified"]:
+        first = checked["breaks"][0]
+        raise IntegrityError(f"anchor {checked['latest']}", "an anchor that verifies", first["detail"])
+    with anchors.chain_view(settings) as chain:
+        _, found = chain.find(checked["latest"])
+    heads = [{"partition": h.partition, "tree_size": h.tree_size} for h in found.body.partitions]
+    return {"id": checked["latest"], "verified": True, "roots": heads}
 
 
 def report(settings: Settings, *, run_id: str | None = None, only: str | None = None) -> dict[str, Any]:
@@ -101,7 +128,18 @@ def report(settings: Settings, *, run_id: str | None = None, only: str | None = 
         "filter": only or "failed",
         "artifacts": [_public(o) for o in sorted(listed, key=lambda o: o.artifact_id)],
         "outcomes_expired": expired,
+        "voided_by_restore_to": _voided_by(settings, run.run_id),
     }
+
+
+def _voided_by(settings: Settings, run_id: str) -> str | None:
+    """The anchor a point-in-time restore went back to, if it voided this run's events (the run's
+    failures then no longer count in the index; the report stays what the run found)."""
+    with queries.index_store(settings) as index:
+        for row in index.voided():
+            if row.run_id == run_id and row.type.startswith("verification."):
+                return row.anchor_id
+    return None
 
 
 def _outcomes(settings: Settings, run: RunState, wanted: str) -> tuple[list[Outcome], bool]:

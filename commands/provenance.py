@@ -6,6 +6,8 @@ resubmissions, verification failures, corruption, replication, recovery). The ru
 and found it good are on `evidence.verifications` (same key, within that topic's retention).
 Each step names its log position and, for events, the first anchor whose signed tree covers it:
 the proof that the step is in the log as anchored (`stella evidence proof`, `anchor verify`).
+A step a point-in-time restore voided says so; an artifact whose ingest was voided (no longer
+indexed) still has its provenance, with status "voided".
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from commands import queries
 from commands.anchors import chain_view
 from locker.config import Settings
-from locker.errors import InvalidInput
+from locker.digests import parse_digest
+from locker.errors import ArtifactNotFound, InvalidInput
 from locker.events import (
     ArtifactIngested,
     ArtifactMarkedCorrupted,
@@ -40,7 +43,12 @@ from streams.topics import Topics
 
 
 def show(settings: Settings, artifact_id: str) -> dict[str, Any]:
-    record = queries.find(settings, artifact_id)
+    parse_digest(artifact_id, what="artifact id")
+    with queries.index_store(settings) as index:
+        record = index.get(artifact_id)
+        voided = {(v.partition, v.offset): v for v in index.voided() if v.artifact_id == artifact_id}
+    if record is None and not voided:
+        raise ArtifactNotFound(artifact_id)
     topics = Topics(settings.topic_prefix)
     key = artifact_id.encode()
     steps: list[dict[str, Any]] = []
@@ -53,6 +61,9 @@ def show(settings: Settings, artifact_id: str) -> dict[str, Any]:
         step = _step(event)
         if step is not None:
             anchor = covering(partition, offset)
+            void = voided.get((partition, offset))
+            if void is not None:  # still in the log, and anchored; it no longer counts
+                step["what"] += f" (voided by the restore to anchor {void.anchor_id})"
             steps.append(
                 {**step, "topic": topics.events, "partition": partition, "offset": offset, "anchor": anchor}
             )
@@ -78,9 +89,9 @@ def show(settings: Settings, artifact_id: str) -> dict[str, Any]:
     steps.sort(key=lambda s: (s["at"], s["topic"], s["offset"]))
     return {
         "artifact_id": artifact_id,
-        "status": record.status,
-        "producer": record.producer,
-        "subjects": list(record.subjects),
+        "status": "voided" if record is None else record.status,
+        "producer": "" if record is None else record.producer,
+        "subjects": [] if record is None else list(record.subjects),
         "steps": steps,
     }
 

@@ -1,16 +1,18 @@
 """`stella evidence restore --backup-id <id> --target <path>` (runbook DR-001, step 2).
 
 Everything is checked before anything is written: the manifest's signature (against this locker's
-anchor key), every file's SHA-256 and size, every blob the backup needs (present in the pool and
-hashing to its id), and the target: the service stopped, `evidence.events` and `evidence.anchors`
-empty (records are produced again in their original order per partition, so every Merkle root comes
-out the same; appending to records already there could not), and no blob in the target folder
-unless `--force`. No fork: an anchor the locker already published (the backup's anchor copies, this
-locker's `Anchors:BackupPath`, and each `--known-anchor FILE`) whose tree of a partition is longer
-than the backup holds would be contradicted by the restored log: refused unless `--new-chain
-<reason>`, which is then recorded by the first anchor after the restore (`anchor new-chain`).
+anchor key), the SHA-256 and size of every file and of every earlier backup's pack it reads, that
+the blob index places every blob inside those packs, and the target: the service stopped,
+`evidence.events` and `evidence.anchors` empty (records are produced again in their original order
+per partition, so every Merkle root comes out the same; appending to records already there could
+not), and no blob in the target folder unless `--force`. No fork: an anchor the locker already
+published (the backup's anchor copies, this locker's `Anchors:BackupPath`, and each `--known-anchor
+FILE`) whose tree of a partition is longer than the backup holds would be contradicted by the
+restored log: refused unless `--new-chain <reason>`, which `backup.restored` records and the first
+anchor after the restore names (`anchor new-chain`).
 
-Then the blobs go to the target (durable, checked), the records to the topics, the local
+Then the blobs go to the target (durable, each checked against its id again), the records to the
+topics followed by a `backup.restored` event (the restore is a fact on the log too), the local
 projection stores are removed (the service folds them again from the restored log when it starts),
 and the restored log is folded once here to check that the index checksum is the backup's.
 """
@@ -24,18 +26,20 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from commands import service
 from commands.anchors import read_anchor_file
-from commands.backup import read_records
+from commands.backup import file_entry, read_records
 from commands.index import replay
-from locker import anchors, backups, signing
-from locker.backups import BackedUpRecord, Manifest
+from locker import anchors, backups, requests, signing
+from locker.backups import BackedUpRecord, Manifest, PackedBlob
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.errors import IntegrityError, InvalidInput, LockerError, NotFound, Refused, UsageError
+from locker.events import BackupRestored, encode
 from projections.store import IndexStore, wipe
 from streams.kafka import create_topics, end_offsets, producer
 from streams.topics import Topics
@@ -58,9 +62,8 @@ def restore(
     if not (folder / "manifest.json").is_file():
         raise NotFound(f"no backup {backup_id} in {folder.parent}")
     manifest = _checked_manifest(settings, folder)
-    pool = BlobStore(folder.parent)
     _check_files(folder, manifest)
-    _check_blobs(pool, manifest)
+    placed = _checked_blob_index(folder, manifest)
     forks = _forks(
         manifest, [*sorted((folder / "anchor-backups").glob("*.json")), *_copies(settings), *known_anchors]
     )
@@ -71,17 +74,30 @@ def restore(
         )
     blobs = BlobStore(target.expanduser().resolve())
     _check_target(settings, blobs, force)
+    phases = {"check": time.monotonic() - started}
 
+    mark = time.monotonic()
     blobs.ensure()
-    for start in range(0, len(manifest.artifacts), BLOB_BATCH):
-        batch = manifest.artifacts[start : start + BLOB_BATCH]
-        blobs.put_many(
-            [(artifact_id, pool.read(artifact_id)) for artifact_id in batch if not blobs.exists(artifact_id)]
-        )
+    _unpack(folder.parent, placed, blobs)
+    phases["blobs"], mark = time.monotonic() - mark, time.monotonic()
     topics = Topics(settings.topic_prefix)
     asyncio.run(create_topics(settings))
     events = asyncio.run(_produce(settings, topics.events, read_records(folder / "events.records")))
     chain = asyncio.run(_produce(settings, topics.anchors, read_records(folder / "anchors.records")))
+    restored = BackupRestored(
+        backup_id=backup_id,
+        manifest_sha256="sha256:" + hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest(),
+        events=events,
+        anchors=chain,
+        artifacts=manifest.artifacts,
+        target=str(blobs.root),
+        new_chain=new_chain,
+        actor=requests.actor(),
+        restored_at=datetime.now(UTC),
+        correlation_id=requests.new_id(),
+    )
+    asyncio.run(_record(settings, topics.events, backup_id, restored))
+    phases["records"], mark = time.monotonic() - mark, time.monotonic()
     for store in (settings.index_path, settings.merkle_path, settings.chain_path, settings.verify_path):
         wipe(store)  # folded again from the restored log by the service
     shutil.rmtree(settings.plans_path, ignore_errors=True)
@@ -91,10 +107,11 @@ def restore(
     ):
         replay(settings, index)
         checksum = index.checksum()
+    phases["index"] = time.monotonic() - mark
     return {
         "backup_id": backup_id,
         "target": str(blobs.root),
-        "artifacts": len(manifest.artifacts),
+        "artifacts": manifest.artifacts,
         "events": events,
         "anchors": chain,
         "index_checksum": checksum,
@@ -103,6 +120,7 @@ def restore(
         "new_chain": new_chain,
         "next": _next_steps(settings, blobs.root, new_chain),
         "seconds": round(time.monotonic() - started, 3),
+        "phases": {name: round(seconds, 3) for name, seconds in phases.items()},
     }
 
 
@@ -132,27 +150,51 @@ def _checked_manifest(settings: Settings, folder: Path) -> Manifest:
 
 
 def _check_files(folder: Path, manifest: Manifest) -> None:
-    for name, entry in manifest.files.items():
-        path = folder / name
+    """Every file of the backup, and every earlier pack it reads, has its SHA-256 and size."""
+    wanted = {folder / name: entry for name, entry in manifest.files.items()}
+    wanted |= {folder.parent / name / backups.PACK: entry for name, entry in manifest.packs.items()}
+    for path, entry in wanted.items():
         try:
-            data = path.read_bytes()
+            actual = file_entry(path)
         except OSError:
             raise IntegrityError(f"the backup file {path}", entry.sha256, "no such file") from None
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != entry.sha256 or len(data) != entry.size:
-            raise IntegrityError(f"the backup file {path}", entry.sha256, actual)
+        if actual != entry:
+            raise IntegrityError(f"the backup file {path}", entry.sha256, actual.sha256)
 
 
-def _check_blobs(pool: BlobStore, manifest: Manifest) -> None:
-    for artifact_id in manifest.artifacts:
-        try:
-            actual = pool.hash_of(artifact_id)
-        except LockerError:
+def _checked_blob_index(folder: Path, manifest: Manifest) -> list[PackedBlob]:
+    """Where each blob is (the index's digest is checked already); every place inside a checked
+    pack. Each blob is checked against its id again when it is written (`BlobStore.put_many`)."""
+    path = folder / backups.BLOB_INDEX
+    try:
+        placed = backups.decode_blob_index(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"the blob index {path}", "a blob index", str(exc)) from None
+    for blob in placed:
+        pack = manifest.packs.get(blob.pack)
+        if pack is None or blob.offset < 0 or blob.size < 0 or blob.offset + blob.size > pack.size:
             raise IntegrityError(
-                f"the backed-up blob {pool.path(artifact_id)}", artifact_id, "no such file"
-            ) from None
-        if actual != artifact_id:
-            raise IntegrityError(f"the backed-up blob {pool.path(artifact_id)}", artifact_id, actual)
+                f"the blob index {path}", "places inside the backup's packs", f"{blob.artifact_id} is not"
+            )
+    if len(placed) != manifest.artifacts:
+        raise IntegrityError(f"the blob index {path}", f"{manifest.artifacts} blobs", f"{len(placed)}")
+    return placed
+
+
+def _unpack(root: Path, placed: list[PackedBlob], blobs: BlobStore) -> None:
+    """Each blob from its pack into `blobs`, durable, in batches, in pack order."""
+    by_pack: dict[str, list[PackedBlob]] = {}
+    for blob in placed:
+        by_pack.setdefault(blob.pack, []).append(blob)
+    for name, items in sorted(by_pack.items()):
+        items.sort(key=lambda b: b.offset)
+        with open(root / name / backups.PACK, "rb") as pack:
+            for start in range(0, len(items), BLOB_BATCH):
+                batch = []
+                for blob in items[start : start + BLOB_BATCH]:
+                    pack.seek(blob.offset)
+                    batch.append((blob.artifact_id, pack.read(blob.size)))
+                blobs.put_many(batch)
 
 
 def _copies(settings: Settings) -> list[Path]:
@@ -195,6 +237,12 @@ def _check_target(settings: Settings, blobs: BlobStore, force: bool) -> None:
             )
     if blobs.blobs.is_dir() and next(blobs.iter_ids(), None) is not None and not force:
         raise Refused(f"{blobs.root} already holds blobs; give --force to restore into it anyway")
+
+
+async def _record(settings: Settings, topic: str, backup_id: str, event: BackupRestored) -> None:
+    """The restore itself, as the first record after the restored ones."""
+    async with producer(settings) as p:
+        await p.send_and_wait(topic, encode(event), key=backup_id.encode())
 
 
 async def _produce(settings: Settings, topic: str, records: Iterable[BackedUpRecord]) -> int:

@@ -1,12 +1,14 @@
-"""What a backup is made of: its manifest, and the framed record streams of the two forever topics.
+"""What a backup is made of: its manifest, the framed record streams of the two forever topics,
+and its blobs in pack files.
 
 A backup folder (`stella backup create`) holds `events.records` and `anchors.records` (every record
 of `evidence.events` and `evidence.anchors` up to the end offsets at backup time, with partition,
-offset, timestamp, key, value and headers), the anchor backup copies, the config file, and
-`manifest.json` with the SHA-256 and size of each of those files, the artifact ids whose blobs
-are in the backup root's shared pool (a blob's name is its SHA-256), and the index checksum that
-folding its events gives. `manifest.sig` is the anchor key's Ed25519 signature of the manifest's
-exact bytes. No I/O here.
+offset, timestamp, key, value and headers), `blobs.pack` (the blobs no earlier backup in the same
+root holds, one after the other), `blobs.index` (where each blob the backup needs is: which
+backup's pack, at which offset, how long), the anchor backup copies, the config file, and
+`manifest.json` with the SHA-256 and size of each of those files and of every earlier pack it
+reads, and the index checksum that folding its events gives. `manifest.sig` is the anchor key's
+Ed25519 signature of the manifest's exact bytes. No I/O here.
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ class FileEntry(msgspec.Struct, frozen=True):
     size: int
 
 
+class PackedBlob(msgspec.Struct, frozen=True, array_like=True):
+    """Where one blob of a backup is: `size` bytes at `offset` of backup `pack`'s `blobs.pack`."""
+
+    artifact_id: str
+    pack: str
+    offset: int
+    size: int
+
+
+PACK = "blobs.pack"
+BLOB_INDEX = "blobs.index"
+VERSION = 2  # 1: blobs as files in a pool shared by the backups of a root
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     backup_id: str
     backup_type: str = BACKUP_TYPE
@@ -44,14 +60,15 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     ends: dict[str, tuple[int, ...]]  # "events" / "anchors": each partition's end offset at backup time
     events: int
     anchors: int
-    artifacts: tuple[str, ...]  # ids of the blobs in the pool that this backup needs
+    artifacts: int  # blobs this backup holds (listed in its `blobs.index`)
     blob_bytes: int
     missing_blobs: tuple[str, ...] = ()  # ingested, but absent or damaged in storage at backup time
     files: dict[str, FileEntry]  # path in the backup folder -> digest and size
+    packs: dict[str, FileEntry] = {}  # backup id -> its `blobs.pack`, for every pack this one reads
     index_checksum: str  # `IndexStore.checksum()` of the fold of this backup's events
     latest_anchor: str = ""
     verifier_key: str  # the signing key's public half, for reading the signature offline
-    schema_version: int = 1
+    schema_version: int = VERSION
 
 
 _manifest_encoder = msgspec.json.Encoder(order="sorted")
@@ -66,8 +83,35 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 
 def decode_manifest(raw: bytes) -> Manifest:
-    """Raises `msgspec.DecodeError` (and its `ValidationError`) for bytes that are no manifest."""
+    """Raises `msgspec.DecodeError` (and its `ValidationError`) for bytes that are no manifest of
+    this version (a version-1 backup, blobs in a shared pool, is no longer read)."""
+    version = _version_decoder.decode(raw).schema_version
+    if version != VERSION:
+        raise msgspec.ValidationError(f"a backup of format version {version}; this locker reads {VERSION}")
     return _manifest_decoder.decode(raw)
+
+
+class _Version(msgspec.Struct):
+    schema_version: int = 1
+
+
+_version_decoder = msgspec.json.Decoder(_Version)
+
+
+_blobs_encoder = msgspec.msgpack.Encoder()
+_blobs_decoder = msgspec.msgpack.Decoder(list[PackedBlob])
+
+
+def encode_blob_index(blobs: list[PackedBlob]) -> bytes:
+    return _blobs_encoder.encode(blobs)
+
+
+def decode_blob_index(raw: bytes) -> list[PackedBlob]:
+    """Raises `ValueError` for bytes that are no blob index."""
+    try:
+        return _blobs_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"the blob index does not decode: {exc}") from None
 
 
 def frame(records: Iterable[BackedUpRecord]) -> bytes:

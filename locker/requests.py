@@ -60,15 +60,19 @@ class StartVerification(
     tag_field="type",
     forbid_unknown_fields=True,
 ):
-    """Verify every artifact (`full`) or a sample (`quick`); the run's id is the command's."""
+    """Verify every artifact (`full`) or a sample (`quick`); the run's id is the command's.
+
+    Version 2 added `to_anchor`: a full run of the artifacts that anchor's trees cover.
+    """
 
     command_id: str
     requested_at: datetime
     mode: Mode
     sample: str = ""  # quick: "500" or "2%"; "" for the configured default
     seed: int | None = None  # quick: None for a random one
+    to_anchor: str = ""  # full: only the artifacts ingested at or before this anchor
     requested_by: str = ""
-    schema_version: int = 1
+    schema_version: int = 2
 
 
 class MarkCorrupted(
@@ -145,6 +149,24 @@ class RecordBackup(
     schema_version: int = 1
 
 
+class RestoreToAnchor(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="state.restore",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Point-in-time recovery: every partition back to anchor `anchor_id` (`state.restored`)."""
+
+    command_id: str
+    requested_at: datetime
+    anchor_id: str
+    reason: str = ""
+    requested_by: str = ""
+    schema_version: int = 1
+
+
 Command = Union[  # noqa: UP007 - a runtime alias msgspec reads
     CreateAnchor,
     RecoverAnchor,
@@ -153,6 +175,7 @@ Command = Union[  # noqa: UP007 - a runtime alias msgspec reads
     RecoverArtifact,
     OptimizeIndex,
     RecordBackup,
+    RestoreToAnchor,
 ]
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder: Decoder[Command] = Decoder(Command, "command")
@@ -181,13 +204,26 @@ def recover_anchor(record: bytes, replaces_offset: int, reason: str) -> RecoverA
     )
 
 
-def start_verification(mode: Mode, sample: str = "", seed: int | None = None) -> StartVerification:
+def start_verification(
+    mode: Mode, sample: str = "", seed: int | None = None, to_anchor: str = ""
+) -> StartVerification:
     return StartVerification(
         command_id=new_id(),
         requested_at=datetime.now(UTC),
         mode=mode,
         sample=sample,
         seed=seed,
+        to_anchor=to_anchor,
+        requested_by=actor(),
+    )
+
+
+def restore_to_anchor(anchor_id: str, reason: str) -> RestoreToAnchor:
+    return RestoreToAnchor(
+        command_id=new_id(),
+        requested_at=datetime.now(UTC),
+        anchor_id=anchor_id,
+        reason=reason,
         requested_by=actor(),
     )
 

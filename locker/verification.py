@@ -51,6 +51,7 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, tag="verification.task", t
     seed: int = 0
     # evidence.verifications' end offset of each partition when the run began
     outcomes_from: tuple[int, ...] = ()
+    to_anchor: str = ""  # a full run as of this anchor
     schema_version: int = 1
 
 

@@ -3,11 +3,16 @@
 `apply(record, event, position)` is the one state transition; the live processor, a rebuild
 from offset 0 and a point-in-time replay all call it. `rows(record)` is the record's layout in
 the key-value store, so that the store never decides anything itself.
+
+A `state.restored` record voids the records of its partition from its `voided_from` up to itself
+(`voided_range`). What they did is undone by folding again, with `as_of`, the artifacts they
+touched from the records of the partition that still count (`counts`) before the voided range:
+every event of an artifact is on its key's partition, so that is the artifact's whole history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from functools import singledispatch
 
@@ -22,6 +27,7 @@ from locker.events import (
     ArtifactVerificationFailed,
     Event,
     IngestRejected,
+    StateRestored,
     VerificationCompleted,
     VerificationStarted,
 )
@@ -176,6 +182,66 @@ def _untouched(
     return record
 
 
+class VoidedRange(msgspec.Struct, frozen=True, kw_only=True):
+    """What one `state.restored` record voided on its partition: offsets `start` to `end`
+    (the record's own offset, not included)."""
+
+    restore_id: str
+    anchor_id: str
+    partition: int
+    start: int
+    end: int
+    restored_at: datetime
+    reason: str = ""
+    actor: str = ""
+
+
+class Voided(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One record a point-in-time restore voided: it stays in the log, and no longer counts."""
+
+    partition: int
+    offset: int
+    type: str  # the event's type, or "not an event"
+    artifact_id: str = ""
+    run_id: str = ""  # a verification run's events
+    restore_id: str
+    anchor_id: str
+
+
+def voided_range(event: StateRestored, position: Position) -> VoidedRange | None:
+    """The range a `state.restored` record at `position` voids; None if it names another
+    partition than its own (it voids nowhere: a record cannot void another partition's past)."""
+    if event.partition != position.partition:
+        return None
+    return VoidedRange(
+        restore_id=event.restore_id,
+        anchor_id=event.anchor_id,
+        partition=position.partition,
+        start=min(max(event.voided_from, 0), position.offset),
+        end=position.offset,
+        restored_at=event.restored_at,
+        reason=event.reason,
+        actor=event.actor,
+    )
+
+
+def counts(offset: int, voided: Sequence[VoidedRange]) -> bool:
+    """Whether the record at `offset` still counts, given its partition's earlier voided ranges."""
+    return not any(r.start <= offset < r.end for r in voided)
+
+
+def as_of(
+    artifact_ids: Collection[str], history: Iterable[tuple[Position, Event]]
+) -> dict[str, ArtifactRecord | None]:
+    """The records of `artifact_ids` after `history` alone (their counting events, in order)."""
+    records: dict[str, ArtifactRecord | None] = dict.fromkeys(artifact_ids)
+    for position, event in history:
+        artifact_id = artifact_of(event)
+        if artifact_id in records:
+            records[artifact_id] = apply(event, records[artifact_id], position)
+    return records
+
+
 def fold(events: Iterable[tuple[Position, Event]]) -> dict[str, ArtifactRecord]:
     """The whole index from a sequence of events: what a rebuild computes."""
     index: dict[str, ArtifactRecord] = {}
@@ -195,6 +261,9 @@ SUBJECT = b"s/"
 KIND = b"k/"
 COUNT = b"~count"
 TOTAL_BYTES = b"~bytes"
+CONTENT = (ARTIFACT, KIND, SUBJECT, TOTAL_BYTES, COUNT)  # in key order: what the index holds
+VOIDED = b"v/"  # v/<partition>/<offset>: a `Voided` record
+RANGES = b"~void/"  # ~void/<partition>/<end>: a `VoidedRange`
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _decoder = msgspec.json.Decoder(ArtifactRecord)
@@ -211,3 +280,27 @@ def rows(record: ArtifactRecord) -> dict[bytes, bytes]:
 
 def decode_record(raw: bytes) -> ArtifactRecord:
     return _decoder.decode(raw)
+
+
+def voided_key(partition: int, offset: int) -> bytes:
+    return VOIDED + b"%05d/%020d" % (partition, offset)
+
+
+def range_key(voided: VoidedRange) -> bytes:
+    return RANGES + b"%05d/%020d" % (voided.partition, voided.end)
+
+
+def encode_row(row: Voided | VoidedRange) -> bytes:
+    return _encoder.encode(row)
+
+
+_ranges = msgspec.json.Decoder(VoidedRange)
+_voided = msgspec.json.Decoder(Voided)
+
+
+def decode_range(raw: bytes) -> VoidedRange:
+    return _ranges.decode(raw)
+
+
+def decode_voided(raw: bytes) -> Voided:
+    return _voided.decode(raw)

@@ -31,6 +31,7 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     sample: str = ""  # quick runs
     seed: int = 0  # quick runs: `verify --mode quick --seed` with it picks the same sample again
     outcomes_from: tuple[int, ...] = ()  # evidence.verifications' offsets (by partition) before the run
+    to_anchor: str = ""  # a full run of the artifacts this anchor covers
     ok: int = 0
     mismatch: int = 0
     missing: int = 0
@@ -58,6 +59,7 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             "run_id": self.run_id,
             "mode": self.mode,
             **({"sample": self.sample, "seed": self.seed} if self.mode == "quick" else {}),
+            **({"to_anchor": self.to_anchor} if self.to_anchor else {}),
             "planned": self.planned,
             "done": self.done,
             "ok": self.ok,

@@ -154,6 +154,7 @@ class VerifyStore(TrackedStore):
                     sample=task.sample,
                     seed=task.seed,
                     outcomes_from=task.outcomes_from,
+                    to_anchor=task.to_anchor,
                 )
                 wb.put(PENDING + task.run_id.encode(), b"")
             elif not item.outcomes or run.completed_at is not None:

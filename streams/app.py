@@ -33,8 +33,8 @@ from locker import requests, signing
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
-from locker.errors import ArtifactNotFound, InvalidInput, LockerError, UsageError
-from locker.events import ArtifactMarkedCorrupted, ArtifactRecovered, BackupCreated, encode
+from locker.errors import ArtifactNotFound, InvalidInput, LockerError, NotFound, UsageError
+from locker.events import ArtifactMarkedCorrupted, ArtifactRecovered, BackupCreated, StateRestored, encode
 from locker.files import write_durably
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
@@ -47,6 +47,7 @@ from streams.api import install_api
 from streams.blob_writer import BlobWriter
 from streams.kafka import Record
 from streams.publisher import BatchPublisher
+from streams.reader import read_range
 from streams.replicate import Replicating
 from streams.runtime import Loop, dead_letter
 from streams.services import Services
@@ -121,7 +122,16 @@ def create_app(
     blob_writer = BlobWriter(blobs)
     app.add_dependency(blob_writer)
     verifier = None if signer is None else signer.verifier
-    services = Services(topics, blobs, index, trees, chain, verifier, settings.max_content_bytes)
+    services = Services(
+        topics,
+        blobs,
+        index,
+        trees,
+        chain,
+        verifier,
+        settings.max_content_bytes,
+        log=partial(read_range, settings, topics.events),
+    )
     every_events = settings.integer("Anchors:EveryEvents")
     since_anchor = 0
 
@@ -258,11 +268,17 @@ def create_app(
 
     async def start_verification(record: Record, command: requests.StartVerification) -> None:
         try:
-            await verify.start_run(verifying, publisher, settings, index, command)
+            as_of = None
+            if command.to_anchor:
+                _, found = chain.find(command.to_anchor)
+                as_of = {h.partition: h.last_offset for h in found.body.partitions if h.tree_size}
+            await verify.start_run(verifying, publisher, settings, index, command, as_of)
         except InvalidInput as error:
             await refuse(record, error)
         except UsageError as error:
             await refuse(record, InvalidInput("schema-invalid", str(error)))
+        except NotFound as error:
+            await refuse(record, InvalidInput("not-found", str(error)))
 
     async def refused_unless_indexed(record: Record, artifact_id: str) -> bool:
         """Dead-letter a command about an artifact the index does not hold; True if it did."""
@@ -345,6 +361,30 @@ def create_app(
         )
         await publisher.publish(topics.events, [(command.backup_id.encode(), encode(event), [])])
 
+    async def restore_to_anchor(record: Record, command: requests.RestoreToAnchor) -> None:
+        """`state.restored` on every partition of `evidence.events`, voiding what came after the
+        anchor's tree of that partition (all of it where the anchor has no tree of it)."""
+        try:
+            stored, found = chain.find(command.anchor_id)
+        except NotFound as error:
+            await refuse(record, InvalidInput("not-found", str(error)))
+            return
+        heads = {h.partition: h.last_offset + 1 for h in found.body.partitions if h.tree_size}
+        restored_at = datetime.now(UTC)
+        for partition in await publisher.partitions(topics.events):
+            event = StateRestored(
+                restore_id=command.command_id,
+                anchor_id=stored.id,
+                partition=partition,
+                voided_from=heads.get(partition, 0),
+                reason=command.reason,
+                actor=command.requested_by,
+                restored_at=restored_at,
+                correlation_id=command.command_id,
+            )
+            await publisher.publish(topics.events, [(stored.id.encode(), encode(event), [])], partition)
+        log.info("restored to anchor", anchor=stored.id, restore_id=command.command_id)
+
     async def run_command(record: Record, command: requests.Command) -> None:
         match command:
             case requests.RecoverAnchor():
@@ -359,6 +399,8 @@ def create_app(
                 await optimize_index(command)
             case requests.RecordBackup():
                 await record_backup(record, command)
+            case requests.RestoreToAnchor():
+                await restore_to_anchor(record, command)
             case requests.CreateAnchor():
                 failed = await anchor(command.command_id, command.new_chain_reason, command.continue_from)
                 if failed:

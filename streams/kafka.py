@@ -99,16 +99,20 @@ async def read_to_end(
     max_records: int = 5000,
     progress: Progress | None = None,
     partitions: Collection[int] | None = None,
+    stops: Mapping[int, int] | None = None,
 ) -> AsyncGenerator[list[Record], None]:
     """Every record of `topic` (of its `partitions`, default all) from `starts` (default: each
-    partition's beginning) to the end offsets as they are when called, in batches; each
-    partition's records in offset order."""
+    partition's beginning) to the end offsets as they are when called (or `stops`, if sooner),
+    in batches; each partition's records in offset order."""
     async with consumer(settings) as c:
         tps = await assign_all(c, topic, partitions)
         if not tps:
             return
         firsts = await c.beginning_offsets(tps)
-        ends = await c.end_offsets(tps)
+        ends = {
+            tp: min(end, (stops or {}).get(tp.partition, end))
+            for tp, end in (await c.end_offsets(tps)).items()
+        }
         begin = {tp: max(firsts[tp], (starts or {}).get(tp.partition, 0)) for tp in tps}
         for tp in tps:
             c.seek(tp, begin[tp])

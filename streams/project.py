@@ -2,7 +2,9 @@
 
 Every record of `evidence.events` is a Merkle leaf, whatever its bytes; records that are not
 valid events change no index row (their position is still applied) and are dead-lettered once.
-Both stores skip what they applied already, so a redelivered batch is a no-op.
+Both stores skip what they applied already, so a redelivered batch is a no-op. A batch with a
+`state.restored` lets the index read the records it voids (`Services.log`), and forgets the
+recently ingested ids: the same content may come again, and must be ingested again.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 
 from locker.errors import InvalidInput
-from locker.events import Event, decode
+from locker.events import Event, StateRestored, decode
 from projections.store import Applied
 from streams.kafka import Record
 from streams.runtime import Outbox, dead_letter
@@ -33,5 +35,7 @@ def handle(services: Services, records: list[Record]) -> Outbox:
             out.dead.append((record, dead_letter(record, error)))
         applied.append((record.partition, record.offset, event))
     leaves = [(r.partition, r.offset, r.value) for r in records]
-    out.writes += [partial(services.trees.apply, leaves), partial(index.apply, applied)]
+    out.writes += [partial(services.trees.apply, leaves), partial(index.apply, applied, services.log)]
+    if any(isinstance(event, StateRestored) for _, _, event in applied):
+        out.writes.append(services.recent.clear)
     return out

@@ -42,14 +42,18 @@ class BatchPublisher(Service):  # type: ignore[misc]  # mode is untyped here
             self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         return self._partitions[topic]
 
-    async def publish(self, topic: str, records: Sequence[OutRecord]) -> None:
-        """Send `records`; return once every one is acknowledged (acks=all), else raise."""
+    async def publish(self, topic: str, records: Sequence[OutRecord], partition: int | None = None) -> None:
+        """Send `records` (to `partition`, default: their keys' partitions); return once every one
+        is acknowledged (acks=all), else raise."""
         if not records:
             return
-        partitions = await self.partitions(topic)
         by_partition: dict[int, list[OutRecord]] = defaultdict(list)
-        for record, part in zip(records, partitions_for([r[0] for r in records], partitions), strict=True):
-            by_partition[part].append(record)
+        if partition is not None:
+            by_partition[partition] = list(records)
+        else:
+            chosen = partitions_for([r[0] for r in records], await self.partitions(topic))
+            for record, part in zip(records, chosen, strict=True):
+                by_partition[part].append(record)
         pending = []
         for partition, items in by_partition.items():
             batch = self.producer.create_batch()

@@ -36,27 +36,56 @@ def read_batches(
     max_records: int = 5000,
     progress: Progress | None = None,
     partitions: Collection[int] | None = None,
+    stops: Mapping[int, int] | None = None,
     in_child_above: int = IN_CHILD_ABOVE,
 ) -> Iterator[list[Raw]]:
     """Every record of `topic` (of its `partitions`, default all) from `starts` to its end as it
-    is now, in batches: read by a child process (`read_in_child`) if there are more than
-    `in_child_above`, else by this one."""
-    ahead = asyncio.run(_records_ahead(settings, topic, starts or {}, partitions))
+    is now (or `stops`), in batches: read by a child process (`read_in_child`) if there are more
+    than `in_child_above`, else by this one."""
+    ahead = asyncio.run(_records_ahead(settings, topic, starts or {}, partitions, stops or {}))
     read = read_in_child if ahead > in_child_above else _read_here
     yield from read(
-        settings, topic, starts=starts, max_records=max_records, progress=progress, partitions=partitions
+        settings,
+        topic,
+        starts=starts,
+        max_records=max_records,
+        progress=progress,
+        partitions=partitions,
+        stops=stops,
     )
 
 
+def read_range(
+    settings: Settings, topic: str, partition: int, start: int, end: int
+) -> Iterator[tuple[int, bytes]]:
+    """(offset, value) of the records of one partition from `start` up to `end` (not included)."""
+    if start >= end:
+        return
+    for batch in read_batches(
+        settings, topic, starts={partition: start}, stops={partition: end}, partitions=[partition]
+    ):
+        for _, offset, value in batch:
+            yield offset, value
+
+
 async def _records_ahead(
-    settings: Settings, topic: str, starts: Mapping[int, int], partitions: Collection[int] | None
+    settings: Settings,
+    topic: str,
+    starts: Mapping[int, int],
+    partitions: Collection[int] | None,
+    stops: Mapping[int, int],
 ) -> int:
     async with consumer(settings) as c:
         tps = await assign_all(c, topic, partitions)
         if not tps:
             return 0
         firsts, ends = await c.beginning_offsets(tps), await c.end_offsets(tps)
-    return sum(max(ends[tp] - max(firsts[tp], starts.get(tp.partition, 0)), 0) for tp in tps)
+    return sum(
+        max(
+            min(ends[tp], stops.get(tp.partition, ends[tp])) - max(firsts[tp], starts.get(tp.partition, 0)), 0
+        )
+        for tp in tps
+    )
 
 
 def _read_here(
@@ -67,11 +96,18 @@ def _read_here(
     max_records: int = 5000,
     progress: Progress | None = None,
     partitions: Collection[int] | None = None,
+    stops: Mapping[int, int] | None = None,
 ) -> Iterator[list[Raw]]:
     """`read_to_end` in this process, one batch at a time, for a synchronous caller."""
     loop = asyncio.new_event_loop()
     batches = read_to_end(
-        settings, topic, starts=starts, max_records=max_records, progress=progress, partitions=partitions
+        settings,
+        topic,
+        starts=starts,
+        max_records=max_records,
+        progress=progress,
+        partitions=partitions,
+        stops=stops,
     )
     try:
         while True:
@@ -93,6 +129,7 @@ def read_in_child(
     max_records: int = 5000,
     progress: Progress | None = None,
     partitions: Collection[int] | None = None,
+    stops: Mapping[int, int] | None = None,
 ) -> Iterator[list[Raw]]:
     """`read_to_end(settings, topic, ...)`, read by a child process.
 
@@ -101,7 +138,16 @@ def read_in_child(
     receiving, sending = SPAWN.Pipe(duplex=False)
     child = SPAWN.Process(
         target=_read,
-        args=(settings, topic, dict(starts or {}), max_records, partitions, sending, os.getpid()),
+        args=(
+            settings,
+            topic,
+            dict(starts or {}),
+            max_records,
+            partitions,
+            dict(stops or {}),
+            sending,
+            os.getpid(),
+        ),
         name="stella-reader",
         daemon=True,
     )
@@ -136,13 +182,14 @@ def _read(
     starts: dict[int, int],
     max_records: int,
     partitions: Collection[int] | None,
+    stops: dict[int, int],
     pipe: Connection,
     parent: int,
 ) -> None:
     """In the child: every batch down `pipe`, then ("end",) or ("error", a LockerError)."""
     exit_with(parent)
     try:
-        asyncio.run(_send_all(settings, topic, starts, max_records, partitions, pipe))
+        asyncio.run(_send_all(settings, topic, starts, max_records, partitions, stops, pipe))
         pipe.send_bytes(pickle.dumps(("end",)))
     except LockerError as error:
         pipe.send_bytes(_pickled_error(error))
@@ -158,6 +205,7 @@ async def _send_all(
     starts: dict[int, int],
     max_records: int,
     partitions: Collection[int] | None,
+    stops: dict[int, int],
     pipe: Connection,
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -170,7 +218,13 @@ async def _send_all(
 
     done = 0
     async for records in read_to_end(
-        settings, topic, starts=starts or None, max_records=max_records, progress=count, partitions=partitions
+        settings,
+        topic,
+        starts=starts or None,
+        max_records=max_records,
+        progress=count,
+        partitions=partitions,
+        stops=stops or None,
     ):
         done += len(records)
         data = pickle.dumps(

@@ -10,7 +10,7 @@ from locker import signing
 from locker.cas import BlobStore
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
-from projections.store import IndexStore
+from projections.store import IndexStore, LogRange
 from streams.topics import Topics
 
 
@@ -24,6 +24,10 @@ class RecentIds:
 
     def __contains__(self, artifact_id: object) -> bool:
         return artifact_id in self._ids
+
+    def clear(self) -> None:
+        """Forget them all: a point-in-time restore may have voided their ingests."""
+        self._ids.clear()
 
     def add_all(self, artifact_ids: Iterable[str]) -> None:
         for artifact_id in artifact_ids:
@@ -41,4 +45,5 @@ class Services:
     chain: AnchorStore
     verifier: signing.Verifier | None
     max_content_bytes: int
+    log: LogRange | None = None  # reads `evidence.events` back for a `state.restored` (`IndexStore`)
     recent: RecentIds = field(default_factory=RecentIds)

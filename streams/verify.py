@@ -23,7 +23,7 @@ import hashlib
 import os
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -302,14 +302,20 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     artifacts: list[tuple[str, int]]
     started_at: datetime
     outcomes_from: tuple[int, ...]  # evidence.verifications' end offsets, by partition
+    to_anchor: str = ""
 
 
 async def start_run(
-    v: Verifying, publisher: Publisher, settings: Settings, index: IndexStore, command: StartVerification
+    v: Verifying,
+    publisher: Publisher,
+    settings: Settings,
+    index: IndexStore,
+    command: StartVerification,
+    as_of: Mapping[int, int] | None = None,
 ) -> None:
     """Plan the run of `command` (once), then send it (once, unless a crash cut the sending
-    short). Raises `InvalidInput` for a command id that cannot name a run, `UsageError` for a
-    bad sample."""
+    short); `as_of`: the last offsets of the anchor `command.to_anchor`. Raises `InvalidInput`
+    for a command id that cannot name a run, `UsageError` for a bad sample."""
     path = _plan_file(v.plans, command.command_id)
     sent = path.with_suffix(".sent")
     done = v.store.run(command.command_id)
@@ -321,7 +327,7 @@ async def start_run(
         ends = await end_offsets(settings, v.topics.verifications)
         outcomes_from = tuple(ends.get(p, 0) for p in range(max(ends, default=-1) + 1))
         plan = await asyncio.to_thread(
-            make_plan, command, index, v.store, settings.quick_sample, outcomes_from
+            make_plan, command, index, v.store, settings.quick_sample, outcomes_from, as_of
         )
         await asyncio.to_thread(write_durably, path, msgspec.json.encode(plan))
     await send_plan(v, publisher, command, plan)
@@ -334,11 +340,12 @@ def make_plan(
     store: VerifyStore,
     default_sample: str,
     outcomes_from: tuple[int, ...],
+    as_of: Mapping[int, int] | None = None,
 ) -> Plan:
-    """Every indexed artifact, or a quick run's sample (`projections.verification.plan_sample`).
-    Raises `UsageError` for a bad sample."""
+    """Every indexed artifact (as of an anchor: those its trees cover), or a quick run's sample
+    (`projections.verification.plan_sample`). Raises `UsageError` for a bad sample."""
     seed = command.seed if command.seed is not None else random.SystemRandom().randrange(2**62)
-    candidates = list(index.ids_and_sizes())
+    candidates = list(index.ids_and_sizes(as_of))
     sample = ""
     if command.mode == "full":
         artifacts = sorted(candidates)
@@ -354,6 +361,7 @@ def make_plan(
         artifacts=artifacts,
         started_at=datetime.now(UTC),
         outcomes_from=outcomes_from,
+        to_anchor=command.to_anchor,
     )
 
 
@@ -367,6 +375,7 @@ async def send_plan(v: Verifying, publisher: Publisher, command: StartVerificati
         planned=len(plan.artifacts),
         sample=plan.sample,
         seed=plan.seed if mode == "quick" else 0,
+        to_anchor=plan.to_anchor,
         requested_by=command.requested_by,
         started_at=plan.started_at,
         correlation_id=run_id,
@@ -382,6 +391,7 @@ async def send_plan(v: Verifying, publisher: Publisher, command: StartVerificati
             sample=plan.sample,
             seed=plan.seed if mode == "quick" else 0,
             outcomes_from=plan.outcomes_from,
+            to_anchor=plan.to_anchor,
         )
         for chunk in chunks(plan.artifacts, TASK_SIZE)
     ]

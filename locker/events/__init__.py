@@ -15,6 +15,7 @@ from locker.events.integrity import (
     VerificationCompleted,
     VerificationStarted,
 )
+from locker.events.recovery import BackupRestored, StateRestored
 
 __all__ = [
     "EVENT_TYPES",
@@ -26,9 +27,11 @@ __all__ = [
     "ArtifactResubmitted",
     "ArtifactVerificationFailed",
     "BackupCreated",
+    "BackupRestored",
     "Event",
     "IngestRejected",
     "Kind",
+    "StateRestored",
     "VerificationCompleted",
     "VerificationStarted",
     "decode",

@@ -26,6 +26,7 @@ from locker.events.integrity import (
     VerificationCompleted,
     VerificationStarted,
 )
+from locker.events.recovery import BackupRestored, StateRestored
 
 Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     ArtifactIngested,
@@ -38,16 +39,31 @@ Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     ArtifactReplicated,
     ArtifactRecovered,
     BackupCreated,
+    StateRestored,
+    BackupRestored,
 ]
 EVENT_TYPES: tuple[type[Any], ...] = typing.get_args(Event)
-CURRENT_VERSION: dict[str, int] = {
-    t.__struct_config__.tag: 1  # type: ignore[attr-defined]
-    for t in EVENT_TYPES
-}
+
+
+def _version(event_type: type[Any]) -> int:
+    """The schema version an event type writes: its `schema_version` default."""
+    [field] = [f for f in msgspec.structs.fields(event_type) if f.name == "schema_version"]
+    return int(field.default)
+
+
+CURRENT_VERSION: dict[str, int] = {t.__struct_config__.tag: _version(t) for t in EVENT_TYPES}
 
 # (tag, version) -> function turning a version-N payload dict into a version-N+1 dict.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def _run_of_the_whole_index(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "to_anchor": ""}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("verification.started", 1): _run_of_the_whole_index,
+}
 
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder: Decoder[Event] = Decoder(Event, "event")

@@ -22,17 +22,22 @@ FailedOutcome = Literal["mismatch", "missing", "unreadable"]
 class VerificationStarted(
     msgspec.Struct, frozen=True, kw_only=True, tag="verification.started", tag_field="type"
 ):
-    """A run began: `planned` artifacts chosen (`mode`, and for quick runs `sample` and `seed`)."""
+    """A run began: `planned` artifacts chosen (`mode`, and for quick runs `sample` and `seed`;
+    for a run as of an anchor, `to_anchor`: the artifacts that anchor's trees cover).
+
+    Version 2 added `to_anchor`; a version-1 record reads as a run of the whole index.
+    """
 
     run_id: str
     mode: Mode
     planned: int
     sample: str = ""  # quick runs: as asked ("500", "2%")
     seed: int = 0  # quick runs: the tie-break of the sample's order; the same seed, the same order
+    to_anchor: str = ""  # `verify --to-anchor`: the id of the anchor the run is as of
     requested_by: str = ""
     started_at: datetime
     correlation_id: str = ""
-    schema_version: int = 1
+    schema_version: int = 2
 
 
 class VerificationCompleted(

@@ -10,6 +10,7 @@ key below is derived from a fixed test-only seed; it signs nothing but these tes
 from __future__ import annotations
 
 import hashlib
+import json
 import typing
 from datetime import UTC, datetime
 
@@ -71,11 +72,17 @@ COMMANDS: dict[str, requests.Command] = {
         reason=f"restored {ANCHOR_ID} from backup",
     ),
     "verification.start": requests.StartVerification(
-        command_id="6a1f3c9e-2b7d-4e58-9f01-c3d4e5f6a7b8",
-        requested_at=datetime(2026, 11, 29, 3, 59, 59, tzinfo=UTC),
-        mode="quick",
-        sample="2%",
-        seed=None,
+        command_id="0b7c3e55-8f21-4d0a-b6e9-5a4c3d2e1f00",
+        requested_at=datetime(2026, 11, 29, 23, 29, 59, tzinfo=UTC),
+        mode="full",
+        to_anchor="sha256:" + "9d" * 32,
+        requested_by="ops@locker-1",
+    ),
+    "state.restore": requests.RestoreToAnchor(
+        command_id="4c2a9e71-0d3b-4f56-8e1a-7b6c5d4e3f21",
+        requested_at=datetime(2026, 11, 29, 23, 45, tzinfo=UTC),
+        anchor_id="sha256:" + "9d" * 32,
+        reason="bad ingest from a misconfigured scanner after 23:10",
         requested_by="ops@locker-1",
     ),
     "artifact.mark_corrupted": requests.MarkCorrupted(
@@ -188,6 +195,28 @@ def test_encode_produces_the_golden_command(tag: str) -> None:
 def test_decode_reads_the_golden_command(tag: str) -> None:
     decoded = requests.decode(golden_bytes(tag))
     assert decoded == COMMANDS[tag] and type(decoded) is type(COMMANDS[tag])
+
+
+# A version-1 command of a type now at version 2, as an older CLI sends it: still accepted.
+V1_COMMANDS: dict[str, requests.Command] = {
+    "verification.start": requests.StartVerification(
+        command_id="6a1f3c9e-2b7d-4e58-9f01-c3d4e5f6a7b8",
+        requested_at=datetime(2026, 11, 29, 3, 59, 59, tzinfo=UTC),
+        mode="quick",
+        sample="2%",
+        seed=None,
+        requested_by="ops@locker-1",
+        schema_version=1,
+    ),
+}
+
+
+@pytest.mark.parametrize("tag", sorted(V1_COMMANDS))
+def test_an_older_clis_command_is_still_read(tag: str) -> None:
+    entry = json.loads((GOLDEN / "v1" / f"{tag}.json").read_text(encoding="utf-8"))
+    raw = entry["canonical"].encode("utf-8")
+    assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
+    assert requests.decode(raw) == V1_COMMANDS[tag]
 
 
 class NewerAnchorBody(AnchorBody, frozen=True, kw_only=True):

@@ -24,8 +24,10 @@ from locker.events import (
     ArtifactResubmitted,
     ArtifactVerificationFailed,
     BackupCreated,
+    BackupRestored,
     Event,
     IngestRejected,
+    StateRestored,
     VerificationCompleted,
     VerificationStarted,
     decode,
@@ -65,14 +67,13 @@ FIXED: dict[str, Event] = {
         correlation_id="",
     ),
     "verification.started": VerificationStarted(
-        run_id="6a1f3c9e-2b7d-4e58-9f01-c3d4e5f6a7b8",
-        mode="quick",
-        planned=1200,
-        sample="2%",
-        seed=4611686018427387903,
+        run_id="0b7c3e55-8f21-4d0a-b6e9-5a4c3d2e1f00",
+        mode="full",
+        planned=8200,
+        to_anchor="sha256:9d4f2c7a1b3e5d6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70",
         requested_by="ops@locker-1",
-        started_at=datetime(2026, 11, 29, 4, 0, 0, 250000, tzinfo=UTC),
-        correlation_id="6a1f3c9e-2b7d-4e58-9f01-c3d4e5f6a7b8",
+        started_at=datetime(2026, 11, 29, 23, 30, 0, 125000, tzinfo=UTC),
+        correlation_id="0b7c3e55-8f21-4d0a-b6e9-5a4c3d2e1f00",
     ),
     "verification.completed": VerificationCompleted(
         run_id="6a1f3c9e-2b7d-4e58-9f01-c3d4e5f6a7b8",
@@ -131,6 +132,43 @@ FIXED: dict[str, Event] = {
         created_at=datetime(2026, 11, 29, 5, 0, 42, 500000, tzinfo=UTC),
         correlation_id="3e4f5a6b-7c8d-4e9f-0a1b-2c3d4e5f6a7b",
     ),
+    "state.restored": StateRestored(
+        restore_id="4c2a9e71-0d3b-4f56-8e1a-7b6c5d4e3f21",
+        anchor_id="sha256:9d4f2c7a1b3e5d6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70",
+        partition=2,
+        voided_from=40961,
+        reason="bad ingest from a misconfigured scanner after 23:10",
+        actor="ops@locker-1",
+        restored_at=datetime(2026, 11, 29, 23, 45, 1, 5, tzinfo=UTC),
+        correlation_id="4c2a9e71-0d3b-4f56-8e1a-7b6c5d4e3f21",
+    ),
+    "backup.restored": BackupRestored(
+        backup_id="elb-20261129T050042Z-3e4f5a6b",
+        manifest_sha256="sha256:5b1e7f3c9a2d4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f",
+        events=12034,
+        anchors=41,
+        artifacts=11870,
+        target="/srv/evidence-restored",
+        new_chain="",
+        actor="ops@locker-1",
+        restored_at=datetime(2026, 11, 30, 1, 2, 3, 456789, tzinfo=UTC),
+        correlation_id="7d8e9f0a-1b2c-4d3e-8f4a-5b6c7d8e9f0a",
+    ),
+}
+
+# A version-1 record of a type now at version 2, as it was written then, and what it reads as.
+V1 = GOLDEN / "v1"
+V1_FIXED: dict[str, Event] = {
+    "verification.started": VerificationStarted(
+        run_id="6a1f3c9e-2b7d-4e58-9f01-c3d4e5f6a7b8",
+        mode="quick",
+        planned=1200,
+        sample="2%",
+        seed=4611686018427387903,
+        requested_by="ops@locker-1",
+        started_at=datetime(2026, 11, 29, 4, 0, 0, 250000, tzinfo=UTC),
+        correlation_id="6a1f3c9e-2b7d-4e58-9f01-c3d4e5f6a7b8",
+    ),
 }
 
 # A submission as a producer in another language writes it (pretty-printed, keys in its own
@@ -164,6 +202,16 @@ def test_decode_reads_the_golden_bytes(tag: str) -> None:
     decoded = decode(golden_bytes(tag))
     assert decoded == FIXED[tag]
     assert type(decoded) is type(FIXED[tag])
+
+
+@pytest.mark.parametrize("tag", sorted(V1_FIXED))
+def test_an_old_version_reads_as_the_current_one(tag: str) -> None:
+    """The bytes a version-1 writer stored still decode, upcast to the current version."""
+    entry = json.loads((V1 / f"{tag}.json").read_text(encoding="utf-8"))
+    raw = entry["canonical"].encode("utf-8")
+    assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
+    assert json.loads(raw)["schema_version"] == 1
+    assert decode(raw) == V1_FIXED[tag]
 
 
 def test_golden_submission_is_accepted() -> None:

@@ -18,7 +18,7 @@ from locker import backups, config, signing
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import digest_of
-from locker.events import BackupCreated
+from locker.events import BackupCreated, BackupRestored
 from streams.kafka import end_offsets
 from streams.topics import Topics
 from tests.conftest import run_cli
@@ -42,7 +42,7 @@ def test_backups_are_consistent_signed_incremental_and_recorded(anchoring: Setti
     assert one["anchors"] == 1 and one["latest_anchor"] == anchor
     assert one["index_checksum"] == live  # the fold of the backed-up events is the live index
 
-    # Self-describing: every file is in the manifest with its digest, every blob is in the pool,
+    # Self-describing: every file is in the manifest with its digest, every blob is in the pack,
     # and the manifest's signature checks out with the anchor key.
     folder = Path(one["path"])
     raw = (folder / "manifest.json").read_bytes()
@@ -50,11 +50,15 @@ def test_backups_are_consistent_signed_incremental_and_recorded(anchoring: Setti
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == one["manifest_sha256"]
     for name, entry in manifest.files.items():
         assert "sha256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry.sha256
-    assert {"events.records", "anchors.records", "config.toml"} <= set(manifest.files)
+    assert {"events.records", "anchors.records", "config.toml", "blobs.pack", "blobs.index"} <= set(
+        manifest.files
+    )
     assert any(name.startswith("anchor-backups/") for name in manifest.files)
-    pool = BlobStore(root)
-    assert sorted(manifest.artifacts) == sorted(digest_of(c) for c in first)
-    assert all(pool.hash_of(i) == i for i in manifest.artifacts)
+    placed = backups.decode_blob_index((folder / "blobs.index").read_bytes())
+    assert sorted(b.artifact_id for b in placed) == sorted(digest_of(c) for c in first)
+    assert {b.pack for b in placed} == {one["backup_id"]} and set(manifest.packs) == {one["backup_id"]}
+    pack = (folder / "blobs.pack").read_bytes()
+    assert all(digest_of(pack[b.offset : b.offset + b.size]) == b.artifact_id for b in placed)
     signer = signing.load_signer(anchoring.key_file, anchoring.origin)
     assert signer.verifier.verify(raw, base64.b64decode((folder / "manifest.sig").read_bytes()))
     records = list(backups.unframe((folder / "events.records").read_bytes()))
@@ -71,7 +75,10 @@ def test_backups_are_consistent_signed_incremental_and_recorded(anchoring: Setti
     path.write_bytes(b"rot")
     two = cli_json("backup", "create", "--output", str(root))
     assert (two["artifacts"], two["blobs_copied"], two["blobs_already_there"]) == (24, 4, 20)
-    assert two["missing_blobs"] == [damaged] and not pool.exists(damaged)
+    assert two["missing_blobs"] == [damaged] and two["earlier_packs"] == [one["backup_id"]]
+    placed_two = backups.decode_blob_index((Path(two["path"]) / "blobs.index").read_bytes())
+    assert damaged not in {b.artifact_id for b in placed_two}
+    assert len((Path(two["path"]) / "blobs.pack").read_bytes()) == 4 * 500  # only the new blobs
 
     # Listed, signatures checked; and each backup is a fact on the log.
     listed = json.loads(
@@ -86,6 +93,16 @@ def test_backups_are_consistent_signed_incremental_and_recorded(anchoring: Setti
         (one["backup_id"], one["manifest_sha256"]),
         (two["backup_id"], two["manifest_sha256"]),
     }
+
+    # The second backup reads the first one's pack: damage it, and restoring the second stops,
+    # naming that pack, before it looks at anything else.
+    first_pack = folder / "blobs.pack"
+    data = bytearray(first_pack.read_bytes())
+    data[7] ^= 0xFF
+    first_pack.write_bytes(bytes(data))
+    args = ["--backup-id", two["backup_id"], "--backup-root", str(root), "--target", str(tmp_path / "t")]
+    refused = run_cli("evidence", "restore", *args, check=False)
+    assert refused.returncode == 1 and str(first_pack) in refused.stderr, refused.stderr
 
 
 def test_backup_needs_the_anchor_key_and_a_known_type(settings: Settings) -> None:
@@ -145,6 +162,8 @@ def test_disaster_recovery_drill(
     restored = cli_json(*args, "--target", str(target))
     assert (restored["events"], restored["anchors"], restored["artifacts"]) == (20, 1, 20)
     assert restored["matches_backup"] and restored["index_checksum"] == made["index_checksum"]
+    recorded = [e for e in events(fresh, 20 + 1) if isinstance(e, BackupRestored)]
+    assert [(e.backup_id, e.events, e.anchors) for e in recorded] == [(made["backup_id"], 20, 1)]
 
     # Onto topics that now hold records: refused, nothing changes.
     again = run_cli(*args, "--target", str(tmp_path / "other"), check=False)

@@ -53,7 +53,7 @@ def test_the_manifest_round_trips_with_sorted_keys() -> None:
         ends={"events": (3, 0), "anchors": (1,)},
         events=3,
         anchors=1,
-        artifacts=("sha256:" + "a" * 64,),
+        artifacts=1,
         blob_bytes=10,
         files={"events.records": FileEntry("sha256:" + "b" * 64, 99)},
         index_checksum="sha256:" + "c" * 64,

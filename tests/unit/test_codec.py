@@ -21,7 +21,7 @@ from locker.events import (
     decode,
     encode,
 )
-from locker.events.codec import CURRENT_VERSION
+from locker.events.codec import CURRENT_VERSION, UPCASTERS
 
 digests = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(lambda h: "sha256:" + h)
 texts = st.text(max_size=40)
@@ -120,7 +120,11 @@ def test_keys_are_sorted(event: Event) -> None:
 
 def test_every_event_type_has_a_current_version() -> None:
     assert {tag_of(t) for t in EVENT_TYPES} == set(CURRENT_VERSION)
-    assert all(v == 1 for v in CURRENT_VERSION.values())
+    # A type's current version is what it writes, and every older one has an upcast step.
+    for event_type in EVENT_TYPES:
+        version = CURRENT_VERSION[tag_of(event_type)]
+        assert event_type.__struct_defaults__[-1] == version  # schema_version, the last field
+        assert all((tag_of(event_type), v) in UPCASTERS for v in range(1, version))
 
 
 @pytest.mark.parametrize("raw", [b"", b"\xff", b"{", b'{"type": "artifact.resubmitted"', b"nul"])

@@ -96,7 +96,7 @@ def test_records_without_an_event_only_advance_the_position(store: IndexStore) -
     assert store.applied() == {3: 10}
     assert store.count() == 0
     assert list(store.records()) == []
-    assert store.checksum() != before  # the position row is part of the projection
+    assert store.checksum() == before  # positions are bookkeeping, not the index's content
     # The position is really applied: an ingest at or below it is ignored.
     assert store.apply([(3, 10, ingest(A)), (3, 9, ingest(A))]) == 0
     assert store.get(A) is None
