@@ -550,7 +550,7 @@ def show_restored(result: dict[str, Any], fmt: Format) -> None:
     emit(result["partitions"], fmt, title="voided, per partition (the records stay in the log)")
     typer.echo(
         f"{result['voided_records']} records voided; {len(result['artifacts_voided'])} artifacts no longer "
-        f"indexed; the index holds {result['artifacts']} artifacts, checksum {result['index_checksum']}"
+        f"indexed; the index holds {result['artifacts']} artifacts"
     )
     for step in result["next"]:
         typer.echo(f"next: {step}")

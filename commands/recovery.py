@@ -37,7 +37,7 @@ def restore_to_anchor(settings: Settings, anchor_id: str, reason: str = "") -> d
     ranges = send_and_wait(settings, command, folded, "restore")
     with IndexStore(settings.index_path, readonly=True) as index:
         voided = list(index.voided(command.command_id))
-        artifacts, checksum = index.count(), index.checksum()
+        artifacts = index.count()
     removed = sorted(
         {v.artifact_id for v in voided if v.type == "artifact.ingested"} - _still_indexed(settings, voided)
     )
@@ -53,8 +53,10 @@ def restore_to_anchor(settings: Settings, anchor_id: str, reason: str = "") -> d
         "voided": [_public(v) for v in voided[:LISTED]],
         "artifacts_voided": removed,
         "artifacts": artifacts,
-        "index_checksum": checksum,
-        "next": [f"stella evidence verify --mode full --to-anchor {target}"],
+        "next": [
+            "stella evidence index status --checksum  (the checksum the index had at the anchor)",
+            f"stella evidence verify --mode full --to-anchor {target}",
+        ],
     }
 
 

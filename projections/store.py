@@ -147,6 +147,11 @@ class IndexStore(TrackedStore):
             if as_of is None or row.offset <= as_of.get(row.partition, -1):
                 yield key[len(ARTIFACT) :].decode(), row.size
 
+    def artifact_ids(self) -> Iterator[str]:
+        """Every indexed artifact id, in id order."""
+        for key, _ in self.scan(ARTIFACT):
+            yield key[len(ARTIFACT) :].decode()
+
     def records(self) -> Iterator[ArtifactRecord]:
         for key, value in self.scan(ARTIFACT):
             yield self._record(value, key[len(ARTIFACT) :].decode(errors="replace"))

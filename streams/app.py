@@ -369,6 +369,13 @@ def create_app(
         except NotFound as error:
             await refuse(record, InvalidInput("not-found", str(error)))
             return
+        entry = chain.entry(stored.offset)
+        if entry is None or entry.status != "ok":  # the CLI checked it too; a command may not come from it
+            why = "no status" if entry is None else entry.status
+            await refuse(
+                record, InvalidInput("anchoring-failed", f"anchor {stored.id} does not verify: {why}")
+            )
+            return
         heads = {h.partition: h.last_offset + 1 for h in found.body.partitions if h.tree_size}
         restored_at = datetime.now(UTC)
         for partition in await publisher.partitions(topics.events):
