@@ -533,13 +533,17 @@ def evidence_restore(
     if target is None:
         raise UsageError("--backup-id needs --target PATH: the empty storage root for the blobs")
     assert backup_id is not None
-    emit(
-        restore.restore(
+    with progress("restoring", show=fmt is Format.table and sys.stderr.isatty()) as bar:
+        task = bar.add_task("restore", total=None)
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        result = restore.restore(
             settings(writes=True), backup_id, target, root=root, force=force,
-            known_anchors=known_anchor or (), new_chain=new_chain,
-        ),
-        fmt,
-    )  # fmt: skip
+            known_anchors=known_anchor or (), new_chain=new_chain, progress=report,
+        )  # fmt: skip
+    emit(result, fmt)
 
 
 def show_restored(result: dict[str, Any], fmt: Format) -> None:

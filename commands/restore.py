@@ -8,8 +8,9 @@ per partition, so every Merkle root comes out the same; appending to records alr
 not), and no blob in the target folder unless `--force`. No fork: an anchor the locker already
 published (the backup's anchor copies, this locker's `Anchors:BackupPath`, and each `--known-anchor
 FILE`) whose tree of a partition is longer than the backup holds would be contradicted by the
-restored log: refused unless `--new-chain <reason>`, which `backup.restored` records and the first
-anchor after the restore names (`anchor new-chain`).
+restored log: refused unless `--new-chain <reason>`, which `backup.restored` records and which
+starts a new anchor chain: its first anchor, signed here over the restored records, names the
+break and continues the backup's latest anchor, so no anchor of the old chain can follow.
 
 Then the blobs go to the target (durable, each checked against its id again), the records to the
 topics followed by a `backup.restored` event (the restore is a fact on the log too), the local
@@ -28,6 +29,7 @@ import hashlib
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -37,18 +39,21 @@ from typing import Any
 from commands import service
 from commands.anchors import read_anchor_file
 from commands.backup import file_entry, fold_checksum, read_records
-from locker import anchors, backups, requests, signing
+from locker import anchors, backups, merkle, requests, signing
+from locker.anchors import PartitionHead, StoredAnchor
 from locker.backups import BackedUpRecord, Manifest, PackedBlob
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.errors import IntegrityError, InvalidInput, LockerError, NotFound, Refused, UsageError
 from locker.events import BackupRestored, encode
 from projections.store import wipe
+from streams.anchoring import back_up
 from streams.children import SPAWN, exit_with
 from streams.kafka import create_topics, end_offsets, producer
 from streams.topics import Topics
 
 BLOB_BATCH = 256
+Progress = Callable[[str, int, int], None]  # (stage, done, of)
 
 
 def restore(
@@ -60,6 +65,7 @@ def restore(
     force: bool = False,
     known_anchors: Iterable[Path] = (),
     new_chain: str = "",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     folder = (root or settings.backups_path).expanduser() / backup_id
@@ -84,14 +90,18 @@ def restore(
     # The restored log will hold exactly the backed-up records, each at its old offset (checked as
     # it is produced), so the index it folds to is the fold of the backup's record stream: folded
     # by a child process while this one writes blobs and produces records.
-    with _folding(folder / "events.records") as folded:
+    with _folding(folder / "events.records", heads=bool(new_chain)) as folded:
         mark = time.monotonic()
         blobs.ensure()
-        _unpack(folder.parent, placed, blobs)
+        _unpack(folder.parent, placed, blobs, progress)
         phases["blobs"], mark = time.monotonic() - mark, time.monotonic()
         topics = Topics(settings.topic_prefix)
         asyncio.run(create_topics(settings))
-        events = asyncio.run(_produce(settings, topics.events, read_records(folder / "events.records")))
+        events = asyncio.run(
+            _produce(
+                settings, topics.events, read_records(folder / "events.records"), manifest.events, progress
+            )
+        )
         chain = asyncio.run(_produce(settings, topics.anchors, read_records(folder / "anchors.records")))
         restored = BackupRestored(
             backup_id=backup_id,
@@ -110,7 +120,12 @@ def restore(
         for store in (settings.index_path, settings.merkle_path, settings.chain_path, settings.verify_path):
             wipe(store)  # folded again from the restored log by the service
         shutil.rmtree(settings.plans_path, ignore_errors=True)
-        checksum = folded()
+        checksum, heads = folded()
+        new_chain_anchor = ""
+        if new_chain:
+            new_chain_anchor = asyncio.run(
+                _start_chain(settings, folder / "anchors.records", heads, new_chain)
+            )
     phases["index"] = time.monotonic() - mark
     return {
         "backup_id": backup_id,
@@ -122,31 +137,37 @@ def restore(
         "matches_backup": checksum == manifest.index_checksum,
         "forks": forks,
         "new_chain": new_chain,
+        "new_chain_anchor": new_chain_anchor,
         "next": _next_steps(settings, blobs.root, new_chain),
         "seconds": round(time.monotonic() - started, 3),
         "phases": {name: round(seconds, 3) for name, seconds in phases.items()},
     }
 
 
+Folded = tuple[str, tuple[PartitionHead, ...]]
+
+
 @contextlib.contextmanager
-def _folding(events: Path) -> Iterator[Callable[[], str]]:
-    """A function that returns the checksum of the index `events` folds to, which a child process
-    computes meanwhile; the child is killed if the caller leaves early."""
+def _folding(events: Path, *, heads: bool) -> Iterator[Callable[[], Folded]]:
+    """A function that returns the checksum of the index `events` folds to, and with `heads` each
+    partition's Merkle tree head over them, which a child process computes meanwhile; the child is
+    killed if the caller leaves early."""
     receiving, sending = SPAWN.Pipe(duplex=False)
     child = SPAWN.Process(
-        target=_fold_to, args=(events, sending, os.getpid()), name="stella-restore-fold", daemon=True
+        target=_fold_to, args=(events, heads, sending, os.getpid()), name="stella-restore-fold", daemon=True
     )
     child.start()
     sending.close()
 
-    def result() -> str:
+    def result() -> Folded:
         try:
             answer = receiving.recv()
         except EOFError:
             raise LockerError(f"folding {events} ended (exit code {child.exitcode})") from None
         if isinstance(answer, LockerError):
             raise answer
-        return str(answer)
+        checksum, found = answer
+        return str(checksum), tuple(found)
 
     try:
         yield result
@@ -157,16 +178,31 @@ def _folding(events: Path) -> Iterator[Callable[[], str]]:
         child.join()
 
 
-def _fold_to(events: Path, pipe: Connection, parent: int) -> None:
+def _fold_to(events: Path, heads: bool, pipe: Connection, parent: int) -> None:
     exit_with(parent)
     try:
-        pipe.send(fold_checksum(events))
+        pipe.send((fold_checksum(events), _heads(events) if heads else ()))
     except LockerError as error:
         pipe.send(LockerError(str(error)))
     except Exception as error:  # noqa: BLE001 - anything else still reaches the parent as one line
         pipe.send(LockerError(f"folding {events} failed: {error!r}"))
     finally:
         pipe.close()
+
+
+def _heads(events: Path) -> tuple[PartitionHead, ...]:
+    """Each partition's Merkle tree head over a record stream (the trees the service will build)."""
+    frontiers: dict[int, merkle.Frontier] = {}
+    lasts: dict[int, int] = {}
+    for r in read_records(events):
+        frontiers[r.partition], _ = frontiers.get(r.partition, merkle.Frontier()).append(
+            merkle.leaf_hash(r.value or b"")
+        )
+        lasts[r.partition] = r.offset
+    return tuple(
+        PartitionHead(partition=p, tree_size=f.size, root=f.root(), last_offset=lasts[p])
+        for p, f in sorted(frontiers.items())
+    )
 
 
 def _checked_manifest(settings: Settings, folder: Path) -> Manifest:
@@ -226,7 +262,7 @@ def _checked_blob_index(folder: Path, manifest: Manifest) -> list[PackedBlob]:
     return placed
 
 
-def _unpack(root: Path, placed: list[PackedBlob], blobs: BlobStore) -> None:
+def _unpack(root: Path, placed: list[PackedBlob], blobs: BlobStore, progress: Progress | None) -> None:
     """Each blob from its pack into `blobs`, durable, in batches, in pack order. (Syncing once at
     the end instead of twice a batch was measured slower here: 240-310 us a blob against 125-180.)
     A blob already in the target (`--force`, or a restore run again after a crash) is kept if it
@@ -247,6 +283,8 @@ def _unpack(root: Path, placed: list[PackedBlob], blobs: BlobStore) -> None:
                     elif blobs.hash_of(blob.artifact_id) != blob.artifact_id:
                         blobs.restore(blob.artifact_id, data)
                 blobs.put_many(batch)
+                if progress is not None:
+                    progress("blobs", start + len(items[start : start + BLOB_BATCH]), len(placed))
 
 
 def _copies(settings: Settings) -> list[Path]:
@@ -297,7 +335,47 @@ async def _record(settings: Settings, topic: str, backup_id: str, event: BackupR
         await p.send_and_wait(topic, encode(event), key=backup_id.encode())
 
 
-async def _produce(settings: Settings, topic: str, records: Iterable[BackedUpRecord]) -> int:
+async def _start_chain(
+    settings: Settings, backed_up: Path, heads: tuple[PartitionHead, ...], reason: str
+) -> str:
+    """Sign and append the first anchor of a new chain over the restored records, naming `reason`
+    and continuing the backup's latest anchor: before the service starts, so that no anchor of the
+    old chain can follow the restore. Returns its id."""
+    signer = signing.load_signer(settings.key_file, settings.origin)
+    stored = [StoredAnchor(r.offset, r.value or b"") for r in read_records(backed_up)]
+    chain = anchors.effective_chain(stored)[0]
+    previous = next((s for s in reversed(chain) if _is_anchor(s.raw)), None)
+    body = anchors.next_body(
+        previous,
+        heads,
+        origin=settings.origin,
+        created_at=datetime.now(UTC),
+        new_chain_id=str(uuid.uuid4()),
+        new_chain_reason=reason,
+    )
+    anchor = anchors.sign(body, signer, requests.new_id())
+    raw = anchors.encode(anchor)
+    async with producer(settings) as p:
+        await p.send_and_wait(Topics(settings.topic_prefix).anchors, raw, key=body.chain_id.encode())
+    back_up(settings, raw, anchor, signer.verifier.vkey)
+    return anchors.anchor_id(raw)
+
+
+def _is_anchor(raw: bytes) -> bool:
+    try:
+        anchors.decode(raw)
+    except InvalidInput:
+        return False
+    return True
+
+
+async def _produce(
+    settings: Settings,
+    topic: str,
+    records: Iterable[BackedUpRecord],
+    total: int = 0,
+    progress: Progress | None = None,
+) -> int:
     """Each record to its partition in its original order, with its timestamp and headers."""
     count = 0
     async with producer(settings, max_batch_size=1 << 20) as p:  # idempotent, acks=all: order kept
@@ -316,6 +394,8 @@ async def _produce(settings: Settings, topic: str, records: Iterable[BackedUpRec
             if len(pending) >= 5000:
                 await _landed(topic, pending)
                 pending.clear()
+                if progress is not None:
+                    progress("records", count, total)
         await _landed(topic, pending)
     return count
 
@@ -337,6 +417,8 @@ def _next_steps(settings: Settings, target: Path, new_chain: str) -> list[str]:
         "stella service start  (the index, Merkle trees and anchor chain are folded again from the log)"
     )
     if new_chain:
-        steps.append(f'stella evidence anchor new-chain --reason "{new_chain}"')
+        steps.append(
+            f'stella evidence anchor list  (the new chain\'s first anchor, "{new_chain}", is queued)'
+        )
     steps += ["stella evidence verify --mode full", "stella evidence anchor verify --all"]
     return steps

@@ -153,6 +153,39 @@ def origin_of(origin: str, partition: int) -> str:
     return f"{origin}/{partition}"
 
 
+def next_body(
+    previous: StoredAnchor | None,
+    heads: tuple[PartitionHead, ...],
+    *,
+    origin: str,
+    created_at: datetime,
+    new_chain_id: str,
+    new_chain_reason: str = "",
+) -> AnchorBody:
+    """The body of the anchor after `previous` (None: the first one): the next of its chain, or
+    with `new_chain_reason` the first of chain `new_chain_id`, which names the anchor it continues.
+    A chain's very first anchor is a new chain too (it keeps a reason, if one is given)."""
+    common = {"created_at": created_at, "origin": origin, "partitions": heads}
+    if previous is None:
+        return AnchorBody(chain_id=new_chain_id, sequence=0, reason=new_chain_reason, **common)  # type: ignore[arg-type]
+    before = decode(previous.raw)
+    if new_chain_reason:
+        return AnchorBody(
+            chain_id=new_chain_id,
+            sequence=0,
+            reason=new_chain_reason,
+            previous_chain=before.body.chain_id,
+            previous_chain_anchor=previous.id,
+            **common,  # type: ignore[arg-type]
+        )
+    return AnchorBody(
+        chain_id=before.body.chain_id,
+        sequence=before.body.sequence + 1,
+        previous=hashlib.sha256(previous.raw).digest(),
+        **common,  # type: ignore[arg-type]
+    )
+
+
 def sign(body: AnchorBody, signer: signing.Signer, correlation_id: str = "") -> AnchorCreated:
     """`body` signed by `signer`: its canonical bytes, the signature over them, and a signed
     checkpoint per partition."""

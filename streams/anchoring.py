@@ -9,7 +9,6 @@ history. `read_records` and `read_anchors` read the whole topic, for full verifi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -43,6 +42,14 @@ async def read_records(settings: Settings) -> list[StoredAnchor]:
 async def read_anchors(settings: Settings) -> list[StoredAnchor]:
     """The anchors, in log order, with recovered records substituted for damaged ones."""
     return anchors.effective_chain(await read_records(settings))[0]
+
+
+def back_up(settings: Settings, raw: bytes, anchor: AnchorCreated, vkey: str) -> None:
+    """Keep a copy of an anchor outside the log, for `stella evidence anchor recover`."""
+    item = StoredAnchor(-1, raw)
+    document = anchors.export_document(item, anchor, vkey)
+    path = settings.anchor_backup_path / f"{item.id.removeprefix('sha256:')}.json"
+    write_durably(path, json.dumps(document, indent=2).encode() + b"\n")
 
 
 def partition_heads(trees: MerkleStore, partitions: list[int]) -> tuple[PartitionHead, ...]:
@@ -123,11 +130,7 @@ class Anchorer:
             return anchor
 
     def _back_up(self, raw: bytes, anchor: AnchorCreated) -> None:
-        """Keep a copy of the anchor outside the log, for `stella evidence anchor recover`."""
-        item = StoredAnchor(-1, raw)
-        document = anchors.export_document(item, anchor, self.signer.verifier.vkey)
-        path = self.settings.anchor_backup_path / f"{item.id.removeprefix('sha256:')}.json"
-        write_durably(path, json.dumps(document, indent=2).encode() + b"\n")
+        back_up(self.settings, raw, anchor, self.signer.verifier.vkey)
 
     async def recover(self, command: RecoverAnchor) -> AnchorRecovered:
         """Append a recovery record after checking the copy's signature once more."""
@@ -152,23 +155,11 @@ class Anchorer:
     def _body(
         self, previous: StoredAnchor | None, heads: tuple[PartitionHead, ...], new_chain_reason: str
     ) -> AnchorBody:
-        now = datetime.now(UTC)
-        common = {"created_at": now, "origin": self.settings.origin, "partitions": heads}
-        if previous is None:
-            return AnchorBody(chain_id=str(uuid.uuid4()), sequence=0, **common)  # type: ignore[arg-type]
-        before = anchors.decode(previous.raw)
-        if new_chain_reason:
-            return AnchorBody(
-                chain_id=str(uuid.uuid4()),
-                sequence=0,
-                reason=new_chain_reason,
-                previous_chain=before.body.chain_id,
-                previous_chain_anchor=previous.id,
-                **common,  # type: ignore[arg-type]
-            )
-        return AnchorBody(
-            chain_id=before.body.chain_id,
-            sequence=before.body.sequence + 1,
-            previous=hashlib.sha256(previous.raw).digest(),
-            **common,  # type: ignore[arg-type]
+        return anchors.next_body(
+            previous,
+            heads,
+            origin=self.settings.origin,
+            created_at=datetime.now(UTC),
+            new_chain_id=str(uuid.uuid4()),
+            new_chain_reason=new_chain_reason,
         )

@@ -189,7 +189,7 @@ def test_a_restore_that_would_fork_the_log_needs_a_new_chain(
     ingest(anchoring, [b"early %d" % i for i in range(5)])
     made = cli_json("backup", "create", "--output", str(tmp_path / "backups"))
     ingest(anchoring, [b"late %d" % i for i in range(5)])
-    cli_json("evidence", "anchor", "create")  # published: it covers events the backup lacks
+    old_chain = cli_json("evidence", "anchor", "create")["chain_id"]  # covers events the backup lacks
     service.stop(anchoring)
     _fresh_broker_view(monkeypatch)
     backup = ["--backup-id", made["backup_id"], "--backup-root", str(tmp_path / "backups")]
@@ -199,4 +199,15 @@ def test_a_restore_that_would_fork_the_log_needs_a_new_chain(
     assert not (tmp_path / "target").exists()
     accepted = cli_json(*args, "--new-chain", "restored from an older backup")
     assert accepted["forks"] and accepted["matches_backup"]
-    assert any("new-chain" in step for step in accepted["next"])
+    # The restore started a new chain that names the break, before the service ever runs; the
+    # service then takes it as the chain to continue.
+    run_cli("config", "set", "EvidenceLocker:Path", str(tmp_path / "target"))
+    service.start(config.load())
+    try:
+        first = cli_json("evidence", "anchor", "inspect", accepted["new_chain_anchor"])
+        assert first["chain_id"] != old_chain and "restored from an older backup" in json.dumps(first)
+        after = cli_json("evidence", "anchor", "create")
+        assert (after["chain_id"], after["sequence"]) == (first["chain_id"], 1)
+        assert cli_json("evidence", "anchor", "verify", "--all")["verified"]
+    finally:
+        service.stop(config.load())

@@ -10,6 +10,7 @@ from pathlib import Path
 from locker.config import Settings
 from locker.digests import digest_of
 from tests.conftest import run_cli
+from tests.integration.helpers import wait_for
 
 SUBJECT = "sha256:" + "ab" * 32
 
@@ -126,6 +127,8 @@ def test_a_resubmission_restores_a_missing_blob(running: Settings, tmp_path: Pat
     blob = blobs.path(artifact_id)
     blob.chmod(0o644)
     blob.unlink()
+    # `ingest` answers once the event is on the log; the index may apply it a moment later.
+    wait_for(lambda: http(f"{running.api_url}/artifacts/{artifact_id}")[0] != 404, what="indexed")
     assert http(f"{running.api_url}/artifacts/{artifact_id}")[0] == 409  # indexed, blob missing
 
     again = json.loads(run_cli("evidence", "ingest", str(doc), "--format", "json").stdout)

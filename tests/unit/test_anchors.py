@@ -283,3 +283,26 @@ def test_a_root_of_the_wrong_size_is_named() -> None:
     found = {(f.check, f.detail) for f in check(chain)}
     assert ("root", "partition 0: root is 31 bytes, a SHA-256 hash is 32") in found
     assert ("consistency", "partition 0: invalid-proof: new root is 31 bytes, a SHA-256 hash is 32") in found
+
+
+def test_next_body_links_or_starts_a_chain() -> None:
+    heads = (TREES.head(0, 40), TREES.head(1, 25))
+    when = datetime(2026, 11, 30, tzinfo=UTC)
+    first = anchors.next_body(
+        None, heads, origin="o", created_at=when, new_chain_id="c1", new_chain_reason="why"
+    )
+    assert (first.chain_id, first.sequence, first.reason, first.previous) == ("c1", 0, "why", b"")
+    chain = append([], first)
+    second = anchors.next_body(chain[-1], heads, origin="o", created_at=when, new_chain_id="unused")
+    assert (second.chain_id, second.sequence, second.previous) == ("c1", 1, link(chain))
+    chain = append(chain, second)
+    fresh = anchors.next_body(
+        chain[-1], heads, origin="o", created_at=when, new_chain_id="c2", new_chain_reason="restored"
+    )
+    assert (fresh.chain_id, fresh.sequence, fresh.previous_chain, fresh.previous_chain_anchor) == (
+        "c2",
+        0,
+        "c1",
+        chain[-1].id,
+    )
+    assert check(append(chain, fresh)) == []
