@@ -44,7 +44,7 @@ service = noun("The locker service (faust worker + HTTP API).")
 config_app = noun("Read and write the config file.")
 anchor_app = noun("Signed Merkle anchors of the event log.")
 storage_app = noun("Where the artifacts' blobs are stored.")
-evidence_storage = noun("The blobs of artifacts: provision, check.")
+evidence_storage = noun("The blobs of artifacts: stats, analyze, test, provision, check.")
 provenance_app = noun("Where an artifact came from and what happened to it.")
 backup_app = noun("Backups of the locker: the log's forever topics, the blobs, the anchor copies.")
 app.add_typer(evidence, name="evidence")
@@ -302,6 +302,47 @@ def evidence_storage_check(artifact_id: IdArg, fmt: FormatOpt = Format.table) ->
     emit(result, fmt)
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+@evidence_storage.command("stats")
+def evidence_storage_stats(fmt: FormatOpt = Format.table) -> None:
+    """Artifacts and bytes (per kind and status), growth per day, replica state, free space."""
+    from commands import storage_report
+
+    result = storage_report.stats(settings())
+    if fmt is Format.json:
+        emit(result, fmt)
+        return
+    emit({k: v for k, v in result.items() if k not in ("by_kind", "roots", "growth_per_day")}, fmt)
+    emit(result["by_kind"], fmt, title="by kind")
+    growth = result["growth_per_day"]
+    emit(
+        growth["days"],
+        fmt,
+        title=f"per day (mean {growth['artifacts']} artifacts, {growth['bytes']} B)",
+    )
+    emit(result["roots"], fmt, title="storage roots")
+
+
+@evidence_storage.command("analyze")
+def evidence_storage_analyze(
+    sort: Annotated[str, typer.Option("--sort", help="size (largest first) or age (oldest first).")] = "size",
+    limit: Annotated[int, typer.Option("--limit", help="How many artifacts.")] = 20,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """The largest or the oldest artifacts: where the room goes."""
+    from commands import storage_report
+
+    emit(storage_report.analyze(settings(), sort=sort, limit=limit), fmt)
+
+
+@evidence_storage.command("test")
+def evidence_storage_test(fmt: FormatOpt = Format.table) -> None:
+    """Write, fsync, read back, hash and delete a probe in every storage root; exit 1 if one fails."""
+    from commands import storage_report
+
+    result = storage_report.probe(settings())
+    emit(result if fmt is Format.json else result["roots"], fmt)
 
 
 @evidence_storage.command("provision")
