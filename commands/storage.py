@@ -14,7 +14,6 @@ old folder is left as it was: delete it once the service runs from the new one.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +24,9 @@ from commands import service
 from locker import config
 from locker.cas import BlobStore
 from locker.config import Settings
-from locker.errors import IntegrityError, Refused, StorageUnavailable, UsageError
+from locker.errors import IntegrityError, Refused, StorageUnavailable
 from locker.files import write_durably
+from locker.sizes import human, parse_size
 from locker.times import now_iso
 
 # A batch is made durable with one group sync: up to this many blobs or bytes (read into memory).
@@ -144,17 +144,7 @@ def _overridden(settings: Settings, path: Path) -> str:
 
 
 # `stella evidence storage provision --size <size> [--path DIR]` (runbook DR-001, step 1).
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
 MARKER = ".stella-storage.json"  # in a provisioned root: what was asked for, and when
-
-
-def parse_size(text: str) -> int:
-    """Bytes in "500G", "1.5TiB", "20GB", "4096" (binary units); raises `UsageError`."""
-    match = _SIZE.match(text)
-    if match is None:
-        raise UsageError(f"--size {text!r}: give a size such as 500G, 1.5T or 20GiB")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 def provision(settings: Settings, size: str, path: Path | None = None) -> dict[str, object]:
@@ -170,7 +160,7 @@ def provision(settings: Settings, size: str, path: Path | None = None) -> dict[s
         root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(root).free
         if free < wanted:
-            raise Refused(f"{root} has {_human(free)} free, less than the {_human(wanted)} asked for")
+            raise Refused(f"{root} has {human(free)} free, less than the {human(wanted)} asked for")
         store = BlobStore(root)
         store.ensure()
         for folder in (root, store.tmp, store.blobs.parent):
@@ -197,9 +187,3 @@ def provision(settings: Settings, size: str, path: Path | None = None) -> dict[s
         if note := _overridden(settings, root):
             out["note"] = note
     return out
-
-
-def _human(n: int) -> str:
-    """`n` bytes in the largest binary unit that keeps it at 1 or more."""
-    unit = max((u for u in ("K", "M", "G", "T") if n >= _UNITS[u]), key=_UNITS.__getitem__, default="")
-    return f"{n} B" if not unit else f"{n / _UNITS[unit]:.1f} {unit}iB"

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
@@ -47,6 +48,13 @@ class BlobStore:
     def path(self, artifact_id: str) -> Path:
         hexdigest = parse_digest(artifact_id, what="artifact id")[len("sha256:") :]
         return self.blobs / hexdigest[:2] / hexdigest
+
+    def free_bytes(self) -> int | None:
+        """Free bytes for an unprivileged writer on this store's file system; None if unknown."""
+        try:
+            return shutil.disk_usage(self.root).free
+        except OSError:
+            return None
 
     def exists(self, artifact_id: str) -> bool:
         return self.path(artifact_id).is_file()

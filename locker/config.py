@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locker.errors import StorageUnavailable, UsageError
+from locker.sizes import parse_size
 
 # key -> (default, type). A default of None means "derived" (see `Settings`).
 KEYS: dict[str, tuple[object, type]] = {
     "EvidenceLocker:Path": (None, str),
     "EvidenceLocker:ReplicaPath": ("", str),
+    "EvidenceLocker:FreeSpaceReserve": ("1G", str),
     "Kafka:Bootstrap": ("127.0.0.1:9092", str),
     "Kafka:TopicPrefix": ("", str),
     "Kafka:Partitions": (4, int),
@@ -81,6 +83,13 @@ class Settings:
     def auto_recover(self) -> bool:
         """Verification:AutoRecover: a failed check with a good replica restores the blob itself."""
         return bool(self.values["Verification:AutoRecover"])
+
+    @property
+    def free_space_reserve(self) -> int:
+        """Bytes ingest leaves free on the evidence path's file system (`storage-full` below it)."""
+        return parse_size(
+            str(self.values["EvidenceLocker:FreeSpaceReserve"]), what="EvidenceLocker:FreeSpaceReserve"
+        )
 
     @property
     def replica_path(self) -> Path | None:

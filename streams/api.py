@@ -219,8 +219,11 @@ def install_api(
             loops={loop.name: loop.seconds for loop in loops},
             integrity_failures=failures,
             last_run=last_run,
+            free_bytes=blobs.free_bytes(),
+            reserve_bytes=reserve,
         )
 
+    reserve = settings.free_space_reserve
     served.router.add_get("/anchors/latest", latest_anchor)
     served.router.add_get("/metrics", metrics_text)
 

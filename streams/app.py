@@ -131,6 +131,8 @@ def create_app(
         verifier,
         settings.max_content_bytes,
         log=partial(read_range, settings, topics.events),
+        reserve=settings.free_space_reserve,
+        free_bytes=blobs.free_bytes,
     )
     every_events = settings.integer("Anchors:EveryEvents")
     since_anchor = 0

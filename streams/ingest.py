@@ -5,7 +5,10 @@ outbox (the runtime makes it durable before anything is published) with an `arti
 event; content already stored becomes `artifact.resubmitted`; content that is indexed but whose
 blob is gone is stored again and recorded as ingested once more (the index keeps its first
 record). A refused submission becomes an
-`ingest.rejected` event and a dead letter. At-least-once: the batch is committed only after its
+`ingest.rejected` event and a dead letter; so does a new artifact that would leave less free space
+on the blob store's file system than `EvidenceLocker:FreeSpaceReserve` (reason `storage-full`,
+checked once a batch: nothing half-written, and resubmissions, reads, verification and cleanup go
+on). At-least-once: the batch is committed only after its
 blobs are durable and its events acknowledged, and a redelivered submission is a resubmission.
 """
 
@@ -18,6 +21,7 @@ from locker import submissions
 from locker.dlq import DeadLetter
 from locker.errors import InvalidInput
 from locker.events import ArtifactIngested, ArtifactResubmitted, Event, IngestRejected, encode
+from locker.sizes import human
 from streams.kafka import Record
 from streams.runtime import Message, Outbox, dead_letter
 from streams.services import Services
@@ -28,6 +32,8 @@ def handle(services: Services, records: list[Record]) -> Outbox:
     out = Outbox()
     fresh: dict[str, bytes] = {}
     events = services.topics.events
+    free = None if services.free_bytes is None else services.free_bytes()
+    room = None if free is None else free - services.reserve  # unknown: the blob write will tell
     for record in records:
         try:
             accepted = submissions.check(
@@ -40,7 +46,16 @@ def handle(services: Services, records: list[Record]) -> Outbox:
             continue
         sub, artifact_id = accepted.submission, accepted.artifact_id
         event: Event
-        if artifact_id in fresh or _stored(services, artifact_id):
+        known = artifact_id in fresh or _stored(services, artifact_id)
+        if not known and room is not None:
+            needed = len(sub.content) + BLOCK  # a file takes at least a block
+            if needed > room:
+                letter = dead_letter(record, _full(free or 0, services.reserve))
+                out.dead.append((record, letter))
+                out.messages.append(Message(events, record.key, encode(_rejection(record, letter))))
+                continue
+            room -= needed
+        if known:
             event = ArtifactResubmitted(
                 artifact_id=artifact_id,
                 producer=sub.producer,
@@ -63,6 +78,18 @@ def handle(services: Services, records: list[Record]) -> Outbox:
     out.blobs = list(fresh.items())
     out.writes.append(partial(services.recent.add_all, list(fresh)))
     return out
+
+
+BLOCK = 4096
+
+
+def _full(free: int, reserve: int) -> InvalidInput:
+    return InvalidInput(
+        "storage-full",
+        f"the blob store has {human(free)} free and keeps {human(reserve)} in reserve "
+        "(EvidenceLocker:FreeSpaceReserve): free room (stella evidence cleanup, storage analyze) "
+        "and submit again",
+    )
 
 
 def _stored(services: Services, artifact_id: str) -> bool:

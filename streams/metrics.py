@@ -16,6 +16,8 @@ def exposition(
     loops: Mapping[str, Mapping[str, float]] | None = None,
     integrity_failures: int = 0,
     last_run: RunState | None = None,
+    free_bytes: int | None = None,
+    reserve_bytes: int = 0,
 ) -> str:
     lines = [
         "# HELP stella_evidence_artifacts_total Artifacts in the index.",
@@ -24,6 +26,12 @@ def exposition(
         "# HELP stella_evidence_storage_bytes Bytes of the indexed artifacts.",
         "# TYPE stella_evidence_storage_bytes gauge",
         f"stella_evidence_storage_bytes {stored_bytes}",
+        "# HELP stella_evidence_storage_free_bytes Free bytes on the blob store's file system.",
+        "# TYPE stella_evidence_storage_free_bytes gauge",
+        *([] if free_bytes is None else [f"stella_evidence_storage_free_bytes {free_bytes}"]),
+        "# HELP stella_evidence_storage_reserve_bytes Free bytes ingest keeps (storage-full below them).",
+        "# TYPE stella_evidence_storage_reserve_bytes gauge",
+        f"stella_evidence_storage_reserve_bytes {reserve_bytes}",
         "# HELP stella_merkle_tree_size Leaves in each events partition's Merkle tree.",
         "# TYPE stella_merkle_tree_size gauge",
         *(f'stella_merkle_tree_size{{partition="{p}"}} {size}' for p, size in sorted(tree_sizes.items())),

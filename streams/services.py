@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from locker import signing
@@ -46,4 +46,6 @@ class Services:
     verifier: signing.Verifier | None
     max_content_bytes: int
     log: LogRange | None = None  # reads `evidence.events` back for a `state.restored` (`IndexStore`)
+    reserve: int = 0  # bytes ingest leaves free on the blob store's file system
+    free_bytes: Callable[[], int | None] | None = None  # free bytes there now (None: unknown)
     recent: RecentIds = field(default_factory=RecentIds)
