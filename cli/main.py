@@ -601,6 +601,31 @@ def show_restored(result: dict[str, Any], fmt: Format) -> None:
         typer.echo(f"next: {step}")
 
 
+@evidence.command("cleanup")
+def evidence_cleanup(
+    temp_only: Annotated[
+        bool, typer.Option("--temp-only", help="Remove temp files left by interrupted writes.")
+    ] = False,
+    apply_retention: Annotated[
+        bool, typer.Option("--apply-retention", help="Expire artifacts past the retention policy.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; change nothing.")] = False,
+    aggressive: Annotated[bool, typer.Option("--aggressive", help="The stricter retention tier.")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Remove what the locker no longer needs: temp files (--temp-only), or expired artifacts."""
+    from commands import cleanup
+
+    if temp_only == apply_retention:
+        raise UsageError("give one of --temp-only or --apply-retention")
+    if apply_retention:
+        raise UsageError("--apply-retention: retention cleanup is not built yet (issue #9); --temp-only is")
+    if aggressive:
+        raise UsageError("--aggressive goes with --apply-retention")
+    result = cleanup.temp_files(settings(writes=not dry_run), dry_run=dry_run)
+    emit(result if fmt is Format.json else {k: v for k, v in result.items() if k != "files"}, fmt)
+
+
 @evidence.command("status")
 def evidence_status(fmt: FormatOpt = Format.table) -> None:
     """Storage, index and service at a glance."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from commands import service
+from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import digest_of
 from tests.conftest import run_cli
@@ -62,3 +65,34 @@ def test_storage_test_probes_every_root_and_names_a_broken_one(
     assert (
         broken.returncode == 1 and "replica" in broken.stderr and str(tmp_path / "replica") in broken.stderr
     )
+
+
+def test_cleanup_temp_only_never_takes_a_live_writers_file(settings: Settings) -> None:
+    tmp = BlobStore(settings.evidence_path).tmp
+    old, young = tmp / ("a" * 64 + ".1.tmp"), tmp / ("b" * 64 + ".2.tmp")
+
+    def leave_behind() -> None:
+        old.write_bytes(b"x" * 100)
+        young.write_bytes(b"y" * 50)
+        hour_ago = time.time() - 3600
+        os.utime(old, (hour_ago, hour_ago))
+
+    leave_behind()
+    (tmp / "not-a-temp-file").write_bytes(b"z")
+    listed = cli_json("evidence", "cleanup", "--temp-only", "--dry-run")
+    assert (listed["would_remove"], listed["bytes"]) == (2, 150) and old.exists() and young.exists()
+
+    service.start(settings)  # removes leftovers before it writes; then it is a live writer
+    try:
+        assert not old.exists() and not young.exists()
+        leave_behind()  # the young file may be the running service's own
+        running = cli_json("evidence", "cleanup", "--temp-only")
+        assert (running["removed"], running["bytes"], running["kept_recent"]) == (1, 100, 1)
+        assert not old.exists() and young.exists()
+    finally:
+        service.stop(settings)
+    stopped = cli_json("evidence", "cleanup", "--temp-only")
+    assert (stopped["removed"], stopped["bytes"]) == (1, 50) and not young.exists()
+    assert (tmp / "not-a-temp-file").exists()
+    both = run_cli("evidence", "cleanup", check=False)
+    assert both.returncode == 2 and "--temp-only" in both.stderr
