@@ -522,6 +522,34 @@ def evidence_mark_corrupted(
     emit(integrity.mark_corrupted(settings(), artifact_id, reason), fmt)
 
 
+hold_app = noun("Legal holds: a held artifact is exempt from every deletion path.")
+evidence.add_typer(hold_app, name="hold")
+
+
+@hold_app.command("set")
+def hold_set(
+    artifact_id: IdArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why (a case, a request), for the log.")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Put an artifact under legal hold (`artifact.hold_set`)."""
+    from commands import integrity
+
+    emit(integrity.hold(settings(), artifact_id, reason, release=False), fmt)
+
+
+@hold_app.command("release")
+def hold_release(
+    artifact_id: IdArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why the hold ends, for the log.")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Release a legal hold (`artifact.hold_released`)."""
+    from commands import integrity
+
+    emit(integrity.hold(settings(), artifact_id, reason, release=True), fmt)
+
+
 @evidence.command("recover")
 def evidence_recover(
     artifact_id: Annotated[str, typer.Option("--id", help="Artifact id (sha256:<hex>).")],
@@ -614,12 +642,21 @@ def evidence_cleanup(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Remove what the locker no longer needs: temp files (--temp-only), or expired artifacts."""
-    from commands import cleanup
+    from commands import cleanup, retention
 
     if temp_only == apply_retention:
         raise UsageError("give one of --temp-only or --apply-retention")
     if apply_retention:
-        raise UsageError("--apply-retention: retention cleanup is not built yet (issue #9); --temp-only is")
+        result = (
+            retention.dry_run(settings(), aggressive=aggressive)
+            if dry_run
+            else retention.apply(settings(), aggressive=aggressive)
+        )
+        emit(
+            result if fmt is Format.json else {k: v for k, v in result.items() if k != "artifacts_listed"},
+            fmt,
+        )
+        return
     if aggressive:
         raise UsageError("--aggressive goes with --apply-retention")
     result = cleanup.temp_files(settings(writes=not dry_run), dry_run=dry_run)

@@ -188,6 +188,23 @@ def mark_corrupted(settings: Settings, artifact_id: str, reason: str) -> dict[st
     return send_and_wait(settings, command, _changed_by(settings, artifact_id, command), "mark-corrupted")
 
 
+def hold(settings: Settings, artifact_id: str, reason: str, *, release: bool) -> dict[str, Any]:
+    """Set or release a legal hold (`artifact.hold_set` / `artifact.hold_released`); the artifact's
+    index record once the event shows. Setting a hold on a held artifact records the new reason."""
+    parse_digest(artifact_id, what="artifact id")
+    if not reason.strip():
+        raise UsageError("--reason must say why")
+    with IndexStore(settings.index_path, readonly=True) as index:
+        record = index.get(artifact_id)
+    if record is None:
+        raise ArtifactNotFound(artifact_id)
+    if release and not record.hold:
+        raise UsageError(f"{artifact_id} is not on hold")
+    command = requests.hold_artifact(artifact_id, reason, release=release)
+    what = "hold release" if release else "hold"
+    return send_and_wait(settings, command, _changed_by(settings, artifact_id, command), what)
+
+
 def recover(settings: Settings, artifact_id: str, source: str) -> dict[str, Any]:
     """Restore a blob from the replica (the service checks the copy first); the artifact's index
     record once the recovery shows. A bad or missing copy is `Refused` (exit 5)."""

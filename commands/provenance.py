@@ -24,6 +24,8 @@ from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, InvalidInput
 from locker.events import (
+    ArtifactHoldReleased,
+    ArtifactHoldSet,
     ArtifactIngested,
     ArtifactMarkedCorrupted,
     ArtifactRecovered,
@@ -132,6 +134,10 @@ def _step(event: Event) -> dict[str, str] | None:
             return _row(event.replicated_at, "replicated", "replication", event.replica)
         case ArtifactRecovered():
             return _row(event.recovered_at, "recovered", event.actor, f"from the {event.source}")
+        case ArtifactHoldSet():
+            return _row(event.set_at, "legal hold set", event.actor, event.reason)
+        case ArtifactHoldReleased():
+            return _row(event.released_at, "legal hold released", event.actor, event.reason)
     return None
 
 

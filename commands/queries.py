@@ -44,6 +44,8 @@ def lookup(settings: Settings, artifact_id: str) -> dict[str, Any]:
         "kind": record.kind,
         "subjects": list(record.subjects),
         "status": record.status,
+        "status_reason": record.status_reason,
+        "hold": record.public()["hold"],
         "event_partition": record.partition,
         "event_offset": record.offset,
         "position_key": position_key(record.partition).decode(),

@@ -167,6 +167,16 @@ class BlobStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot restore {artifact_id} in {self.root}: {exc}") from exc
 
+    def delete_many(self, artifact_ids: Sequence[str]) -> None:
+        """Delete these blobs (gone already is fine), durably: one group sync for all of them."""
+        try:
+            for artifact_id in artifact_ids:
+                self.path(artifact_id).unlink(missing_ok=True)
+            if artifact_ids and self.group_sync:
+                _syncfs(self.root)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot delete blobs in {self.root}: {exc}") from exc
+
     def clean_tmp(self) -> int:
         """Delete leftovers of interrupted writes; returns how many. Call with no writer running."""
         removed = 0

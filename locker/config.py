@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locker.errors import StorageUnavailable, UsageError
-from locker.sizes import parse_size
+from locker.events.ingest import KINDS
+from locker.retention import Policy
+from locker.sizes import parse_age, parse_size
 
 # key -> (default, type). A default of None means "derived" (see `Settings`).
 KEYS: dict[str, tuple[object, type]] = {
@@ -40,6 +42,9 @@ KEYS: dict[str, tuple[object, type]] = {
     "Anchors:EveryEvents": (0, int),
     "Backups:Path": (None, str),
     "Verification:QuickSample": ("1%", str),
+    "Retention:Default": ("forever", str),
+    "Retention:Aggressive": ("90d", str),
+    **{f"Retention:{kind}": ("", str) for kind in KINDS},
     "Verification:AutoRecover": (False, bool),
     "Broker:Port": (9092, int),
     "Broker:ControllerPort": (9093, int),
@@ -83,6 +88,19 @@ class Settings:
     def auto_recover(self) -> bool:
         """Verification:AutoRecover: a failed check with a good replica restores the blob itself."""
         return bool(self.values["Verification:AutoRecover"])
+
+    def retention_policy(self) -> Policy:
+        """`Retention:*` parsed; raises `UsageError` naming a key whose value is not an age."""
+        by_kind = {}
+        for kind in KINDS:
+            value = str(self.values[f"Retention:{kind}"]).strip()
+            if value:
+                by_kind[kind] = parse_age(value, what=f"Retention:{kind}")
+        return Policy(
+            default=parse_age(str(self.values["Retention:Default"]), what="Retention:Default"),
+            by_kind=by_kind,
+            aggressive=parse_age(str(self.values["Retention:Aggressive"]), what="Retention:Aggressive"),
+        )
 
     @property
     def free_space_reserve(self) -> int:

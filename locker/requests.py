@@ -149,6 +149,44 @@ class RecordBackup(
     schema_version: int = 1
 
 
+class HoldArtifact(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="artifact.hold",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Set (`release` false) or release a legal hold on an artifact."""
+
+    command_id: str
+    requested_at: datetime
+    artifact_id: str
+    reason: str
+    release: bool = False
+    requested_by: str = ""
+    schema_version: int = 1
+
+
+class ApplyRetention(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="retention.apply",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Expire every artifact older than its kind's maximum age in `max_ages` (kind -> "365d" or
+    "forever": the policy of the CLI's config, the aggressive tier applied if `aggressive`)."""
+
+    command_id: str
+    requested_at: datetime
+    max_ages: dict[str, str]
+    aggressive: bool = False
+    requested_by: str = ""
+    schema_version: int = 1
+
+
 class RestoreToAnchor(
     msgspec.Struct,
     frozen=True,
@@ -176,6 +214,8 @@ Command = Union[  # noqa: UP007 - a runtime alias msgspec reads
     OptimizeIndex,
     RecordBackup,
     RestoreToAnchor,
+    HoldArtifact,
+    ApplyRetention,
 ]
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder: Decoder[Command] = Decoder(Command, "command")
@@ -214,6 +254,27 @@ def start_verification(
         sample=sample,
         seed=seed,
         to_anchor=to_anchor,
+        requested_by=actor(),
+    )
+
+
+def hold_artifact(artifact_id: str, reason: str, *, release: bool) -> HoldArtifact:
+    return HoldArtifact(
+        command_id=new_id(),
+        requested_at=datetime.now(UTC),
+        artifact_id=artifact_id,
+        reason=reason,
+        release=release,
+        requested_by=actor(),
+    )
+
+
+def apply_retention(max_ages: dict[str, str], *, aggressive: bool) -> ApplyRetention:
+    return ApplyRetention(
+        command_id=new_id(),
+        requested_at=datetime.now(UTC),
+        max_ages=max_ages,
+        aggressive=aggressive,
         requested_by=actor(),
     )
 

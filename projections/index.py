@@ -19,6 +19,9 @@ from functools import singledispatch
 import msgspec
 
 from locker.events import (
+    ArtifactExpired,
+    ArtifactHoldReleased,
+    ArtifactHoldSet,
     ArtifactIngested,
     ArtifactMarkedCorrupted,
     ArtifactRecovered,
@@ -38,6 +41,7 @@ from locker.times import iso_utc
 INGESTED = "ingested"
 VERIFICATION_FAILED = "verification-failed"  # a run found it missing, unreadable or not matching
 CORRUPTED = "corrupted"  # an operator marked it (`stella evidence mark-corrupted`)
+EXPIRED = "expired"  # past the retention policy: its blob is deleted, its events and proofs stay
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -61,6 +65,8 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     status_reason: str = ""
     replicated_at: datetime | None = None  # when the replica store received its blob
     changed_by: str = ""  # correlation id of the last event that changed the record (a command's id)
+    hold: str = ""  # a legal hold's reason: held, exempt from every deletion path; "" = not held
+    held_since: datetime | None = None
 
     @property
     def servable(self) -> bool:
@@ -84,6 +90,12 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
             "status_reason": self.status_reason,
             "replicated_at": None if self.replicated_at is None else iso_utc(self.replicated_at),
             "ingested_at": iso_utc(self.ingested_at),
+            "hold": None
+            if not self.hold
+            else {
+                "reason": self.hold,
+                "since": None if self.held_since is None else iso_utc(self.held_since),
+            },
         }
 
 
@@ -96,6 +108,9 @@ def artifact_of(event: Event) -> str | None:
 
 _TOUCHING = (
     ArtifactIngested,
+    ArtifactExpired,
+    ArtifactHoldSet,
+    ArtifactHoldReleased,
     ArtifactVerificationFailed,
     ArtifactMarkedCorrupted,
     ArtifactReplicated,
@@ -113,6 +128,11 @@ def apply(event: Event, record: ArtifactRecord | None, position: Position) -> Ar
 def _ingested(
     event: ArtifactIngested, record: ArtifactRecord | None, position: Position
 ) -> ArtifactRecord | None:
+    if record is not None and record.status == EXPIRED:  # the same content submitted again
+        reason = f"ingested again at {iso_utc(event.ingested_at)} after it expired"
+        return msgspec.structs.replace(
+            record, status=INGESTED, status_reason=reason, changed_by=event.correlation_id
+        )
     if record is not None:  # first write wins: a redelivered or repeated ingest is a no-op
         return record
     return ArtifactRecord(
@@ -171,6 +191,39 @@ def _recovered(
     return msgspec.structs.replace(
         record, status=INGESTED, status_reason=reason, changed_by=event.correlation_id
     )
+
+
+@apply.register
+def _expired(
+    event: ArtifactExpired, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is None or record.hold or record.status == EXPIRED:  # a hold wins, whenever it came
+        return record
+    tier = " (aggressive tier)" if event.aggressive else ""
+    reason = f"expired at {iso_utc(event.expired_at)}: older than its kind's {event.max_age}{tier}"
+    return msgspec.structs.replace(
+        record, status=EXPIRED, status_reason=reason, changed_by=event.correlation_id
+    )
+
+
+@apply.register
+def _hold_set(
+    event: ArtifactHoldSet, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is None:
+        return None
+    return msgspec.structs.replace(
+        record, hold=event.reason or "held", held_since=event.set_at, changed_by=event.correlation_id
+    )
+
+
+@apply.register
+def _hold_released(
+    event: ArtifactHoldReleased, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is None:
+        return None
+    return msgspec.structs.replace(record, hold="", held_since=None, changed_by=event.correlation_id)
 
 
 @apply.register
@@ -263,6 +316,7 @@ COUNT = b"~count"
 TOTAL_BYTES = b"~bytes"
 CONTENT = (ARTIFACT, KIND, SUBJECT, TOTAL_BYTES, COUNT)  # in key order: what the index holds
 VOIDED = b"v/"  # v/<partition>/<offset>: a `Voided` record
+UNLINK = b"x/"  # x/<artifact id>: an expired artifact whose blob is still to be deleted
 RANGES = b"~void/"  # ~void/<partition>/<end>: a `VoidedRange`
 
 _encoder = msgspec.json.Encoder(order="deterministic")

@@ -34,8 +34,20 @@ from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
 from locker.errors import ArtifactNotFound, InvalidInput, LockerError, NotFound, UsageError
-from locker.events import ArtifactMarkedCorrupted, ArtifactRecovered, BackupCreated, StateRestored, encode
+from locker.events import (
+    ArtifactExpired,
+    ArtifactHoldReleased,
+    ArtifactHoldSet,
+    ArtifactMarkedCorrupted,
+    ArtifactRecovered,
+    BackupCreated,
+    RetentionApplied,
+    StateRestored,
+    encode,
+)
 from locker.files import write_durably
+from locker.retention import from_max_ages
+from projections import retention
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
@@ -133,6 +145,7 @@ def create_app(
         log=partial(read_range, settings, topics.events),
         reserve=settings.free_space_reserve,
         free_bytes=blobs.free_bytes,
+        replica=None if settings.replica_path is None else BlobStore(settings.replica_path),
     )
     every_events = settings.integer("Anchors:EveryEvents")
     since_anchor = 0
@@ -301,6 +314,69 @@ def create_app(
         )
         await publisher.publish(topics.events, [(command.artifact_id.encode(), encode(event), [])])
 
+    async def apply_retention(record: Record, command: requests.ApplyRetention) -> None:
+        """`artifact.expired` for every artifact the policy expires now (decided from the index,
+        holds exempt), then `retention.applied`; the projection deletes the blobs."""
+        try:
+            policy = from_max_ages(command.max_ages)
+        except UsageError as error:
+            await refuse(record, InvalidInput("schema-invalid", str(error)))
+            return
+        now = datetime.now(UTC)
+        aggressive = command.aggressive
+        found = await asyncio.to_thread(lambda: [r for r in index.records() if retention.due(r, policy, now)])
+        expired = [
+            ArtifactExpired(
+                artifact_id=r.artifact_id,
+                kind=r.kind,
+                size=r.size,
+                max_age=command.max_ages.get(r.kind, "forever"),
+                aggressive=aggressive,
+                actor=command.requested_by,
+                expired_at=now,
+                correlation_id=command.command_id,
+            )
+            for r in found
+        ]
+        for start in range(0, len(expired), 1000):
+            chunk = expired[start : start + 1000]
+            await publisher.publish(topics.events, [(e.artifact_id.encode(), encode(e), []) for e in chunk])
+        done = RetentionApplied(
+            run_id=command.command_id,
+            expired=len(expired),
+            bytes=sum(e.size for e in expired),
+            aggressive=aggressive,
+            policy=dict(command.max_ages),
+            actor=command.requested_by,
+            applied_at=datetime.now(UTC),
+            correlation_id=command.command_id,
+        )
+        await publisher.publish(topics.events, [(command.command_id.encode(), encode(done), [])])
+        log.info("retention applied", expired=len(expired), aggressive=aggressive)
+
+    async def hold_artifact(record: Record, command: requests.HoldArtifact) -> None:
+        if await refused_unless_indexed(record, command.artifact_id):
+            return
+        now = datetime.now(UTC)
+        event: ArtifactHoldSet | ArtifactHoldReleased
+        if command.release:
+            event = ArtifactHoldReleased(
+                artifact_id=command.artifact_id,
+                reason=command.reason,
+                actor=command.requested_by,
+                released_at=now,
+                correlation_id=command.command_id,
+            )
+        else:
+            event = ArtifactHoldSet(
+                artifact_id=command.artifact_id,
+                reason=command.reason,
+                actor=command.requested_by,
+                set_at=now,
+                correlation_id=command.command_id,
+            )
+        await publisher.publish(topics.events, [(command.artifact_id.encode(), encode(event), [])])
+
     async def recover_artifact(record: Record, command: requests.RecoverArtifact) -> None:
         artifact_id = command.artifact_id
         if replica is None:
@@ -410,6 +486,10 @@ def create_app(
                 await record_backup(record, command)
             case requests.RestoreToAnchor():
                 await restore_to_anchor(record, command)
+            case requests.HoldArtifact():
+                await hold_artifact(record, command)
+            case requests.ApplyRetention():
+                await apply_retention(record, command)
             case requests.CreateAnchor():
                 failed = await anchor(command.command_id, command.new_chain_reason, command.continue_from)
                 if failed:

@@ -49,3 +49,10 @@ class Services:
     reserve: int = 0  # bytes ingest leaves free on the blob store's file system
     free_bytes: Callable[[], int | None] | None = None  # free bytes there now (None: unknown)
     recent: RecentIds = field(default_factory=RecentIds)
+    replica: BlobStore | None = None
+
+    def delete_blobs(self, artifact_ids: list[str]) -> None:
+        """The blobs of expired artifacts, and their replica copies."""
+        self.blobs.delete_many(artifact_ids)
+        if self.replica is not None:
+            self.replica.delete_many(artifact_ids)

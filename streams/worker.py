@@ -105,6 +105,14 @@ def main() -> None:
             BlobStore(settings.replica_path).ensure()
         remember_evidence_path(settings)
         removed = blobs.clean_tmp()
+        replica = None if settings.replica_path is None else BlobStore(settings.replica_path)
+
+        def delete(ids: list[str]) -> None:
+            for store in (blobs, replica):
+                if store is not None:
+                    store.delete_many(ids)
+
+        deleted = index.finish_deletions(delete)  # expiries a crash cut short before their blobs went
         trees = MerkleStore(settings.merkle_path)
         chain = AnchorStore(settings.chain_path)
         verifications = VerifyStore(settings.verify_path)
@@ -113,7 +121,13 @@ def main() -> None:
         log.error("service cannot start", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    log.info("service starting", tmp_removed=removed, api_url=settings.api_url, home=str(settings.home))
+    log.info(
+        "service starting",
+        tmp_removed=removed,
+        expired_blobs_deleted=deleted,
+        api_url=settings.api_url,
+        home=str(settings.home),
+    )
     asyncio.set_event_loop(asyncio.new_event_loop())
     try:
         signer = signing.load_signer(settings.key_file, settings.origin)

@@ -16,10 +16,14 @@ from locker.events.integrity import (
     VerificationStarted,
 )
 from locker.events.recovery import BackupRestored, StateRestored
+from locker.events.retention import ArtifactExpired, ArtifactHoldReleased, ArtifactHoldSet, RetentionApplied
 
 __all__ = [
     "EVENT_TYPES",
     "KINDS",
+    "ArtifactExpired",
+    "ArtifactHoldReleased",
+    "ArtifactHoldSet",
     "ArtifactIngested",
     "ArtifactMarkedCorrupted",
     "ArtifactRecovered",
@@ -31,6 +35,7 @@ __all__ = [
     "Event",
     "IngestRejected",
     "Kind",
+    "RetentionApplied",
     "StateRestored",
     "VerificationCompleted",
     "VerificationStarted",

@@ -27,6 +27,7 @@ from locker.events.integrity import (
     VerificationStarted,
 )
 from locker.events.recovery import BackupRestored, StateRestored
+from locker.events.retention import ArtifactExpired, ArtifactHoldReleased, ArtifactHoldSet, RetentionApplied
 
 Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     ArtifactIngested,
@@ -41,6 +42,10 @@ Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     BackupCreated,
     StateRestored,
     BackupRestored,
+    ArtifactHoldSet,
+    ArtifactHoldReleased,
+    ArtifactExpired,
+    RetentionApplied,
 ]
 EVENT_TYPES: tuple[type[Any], ...] = typing.get_args(Event)
 

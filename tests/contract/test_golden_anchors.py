@@ -78,6 +78,27 @@ COMMANDS: dict[str, requests.Command] = {
         to_anchor="sha256:" + "9d" * 32,
         requested_by="ops@locker-1",
     ),
+    "artifact.hold": requests.HoldArtifact(
+        command_id="1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        requested_at=datetime(2026, 11, 30, 0, 39, 59, tzinfo=UTC),
+        artifact_id="sha256:4a5d0c8e2b6f9d1370e1c5a9b2f4d6e8a0c2e4f6081a3b5c7d9e1f20436587a9",
+        reason="litigation hold, case 2026-CV-0412",
+        requested_by="legal@locker-1",
+    ),
+    "retention.apply": requests.ApplyRetention(
+        command_id="3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f",
+        requested_at=datetime(2027, 11, 6, 1, 59, 59, tzinfo=UTC),
+        max_ages={
+            "attestation": "90d",
+            "sbom": "90d",
+            "scan": "30d",
+            "vex": "90d",
+            "signature": "90d",
+            "other": "90d",
+        },
+        aggressive=True,
+        requested_by="ops@locker-1",
+    ),
     "state.restore": requests.RestoreToAnchor(
         command_id="4c2a9e71-0d3b-4f56-8e1a-7b6c5d4e3f21",
         requested_at=datetime(2026, 11, 29, 23, 45, tzinfo=UTC),

@@ -235,3 +235,47 @@ def test_kill_9_during_a_verification_run(running: Settings) -> None:
         b"".join(b"%s ok %s\n" % (i.encode(), i.encode()) for i in sorted(digest_of(d) for d in data))
     ).hexdigest()
     assert run["outcomes_digest"] == "sha256:" + expected
+
+
+def test_kill_9_during_a_retention_cleanup(running: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a kill -9 mid-cleanup and a restart, every artifact the policy keeps has its blob and
+    every expired one has none: the deletions the kill cut short are finished."""
+    scans, sboms = payloads(4000, size=256), payloads(2000, size=300)
+    topic = Topics(running.topic_prefix).submissions
+    records = [(digest_of(d).encode(), submission(d, kind="scan")) for d in scans]
+    records += [(digest_of(d).encode(), submission(d, kind="sbom")) for d in sboms]
+    asyncio.run(produce(running, topic, records))
+    wait_for(lambda: index_count(running) == len(records), timeout=300, what="ingest")
+    time.sleep(1.1)
+    monkeypatch.setenv("STELLA_RETENTION__SCAN", "1s")
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "evidence", "cleanup", "--apply-retention", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    blobs = BlobStore(running.evidence_path)
+
+    def expired_now() -> int:
+        with IndexStore(running.index_path, readonly=True) as index:
+            return sum(1 for r in index.records() if r.status == "expired")
+
+    wait_for(lambda: expired_now() > 0, timeout=120, what="the cleanup to get going")
+    service.daemon(running).kill()
+    at_kill = expired_now()
+    assert at_kill < len(scans), f"the kill came after all {len(scans)} expiries: too late to test anything"
+    service.start(running)
+    cli.communicate(timeout=300)
+    if cli.returncode != 0:  # the CLI timed out on the command the dead worker had taken: again
+        run_cli("evidence", "cleanup", "--apply-retention", "--format", "json")
+    wait_for(lambda: expired_now() == len(scans), timeout=300, what="every scan expired")
+
+    def settled() -> bool:
+        with IndexStore(running.index_path, readonly=True) as index:
+            return not index.pending_deletions()
+
+    wait_for(settled, timeout=120, what="the deletions finished")
+    assert not any(blobs.exists(digest_of(d)) for d in scans)
+    assert all(blobs.hash_of(digest_of(d)) == digest_of(d) for d in sboms)  # nothing kept lost its blob
+    with IndexStore(running.index_path, readonly=True) as index:
+        assert {r.status for r in index.records() if r.kind == "sbom"} == {"ingested"}

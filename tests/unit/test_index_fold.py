@@ -9,7 +9,16 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locker.events import KINDS, ArtifactIngested, ArtifactResubmitted, Event, IngestRejected
+from locker.events import (
+    KINDS,
+    ArtifactExpired,
+    ArtifactHoldReleased,
+    ArtifactHoldSet,
+    ArtifactIngested,
+    ArtifactResubmitted,
+    Event,
+    IngestRejected,
+)
 from projections.index import (
     ARTIFACT,
     KIND,
@@ -206,3 +215,35 @@ def test_fold_keys_and_records(history: list[tuple[Position, Event]]) -> None:
         record = index[event.artifact_id]  # type: ignore[union-attr]
         assert (record.partition, record.offset) == (position.partition, position.offset)
         assert record.subjects == tuple(sorted(set(event.subjects)))  # type: ignore[union-attr]
+
+
+def test_a_legal_hold_is_set_and_released_on_the_record() -> None:
+    record = apply(ingest(), None, Position(0, 0))
+    held = apply(
+        ArtifactHoldSet(artifact_id=A, reason="case 7", set_at=WHEN, correlation_id="c1"),
+        record,
+        Position(0, 1),
+    )
+    assert held is not None and (held.hold, held.held_since, held.changed_by) == ("case 7", WHEN, "c1")
+    assert held.public()["hold"] == {"reason": "case 7", "since": "2024-01-02T03:04:05Z"}
+    released = apply(
+        ArtifactHoldReleased(artifact_id=A, reason="closed", released_at=WHEN), held, Position(0, 2)
+    )
+    assert released is not None and (released.hold, released.held_since) == ("", None)
+    assert rows(released) == rows(record)  # a released hold leaves no trace in the rows
+    assert apply(ArtifactHoldSet(artifact_id=A, reason="x", set_at=WHEN), None, Position(0, 3)) is None
+
+
+def test_an_expiry_marks_the_record_unless_it_is_held_and_a_new_ingest_revives_it() -> None:
+    record = apply(ingest(), None, Position(0, 0))
+    expiry = ArtifactExpired(artifact_id=A, kind="sbom", size=10, max_age="30d", expired_at=WHEN)
+    expired = apply(expiry, record, Position(0, 1))
+    assert expired is not None and expired.status == "expired" and "30d" in expired.status_reason
+    assert not expired.servable and (expired.partition, expired.offset) == (
+        0,
+        0,
+    )  # its proofs still point at its ingest
+    held = apply(ArtifactHoldSet(artifact_id=A, reason="case", set_at=WHEN), record, Position(0, 1))
+    assert apply(expiry, held, Position(0, 2)) is held  # a hold wins
+    again = apply(ingest(), expired, Position(0, 3))
+    assert again is not None and again.status == "ingested" and "again" in again.status_reason

@@ -240,3 +240,17 @@ def test_an_unreadable_row_is_reported_as_a_damaged_store(tmp_path: Path) -> Non
         pytest.raises(StoreDamaged, match=r"is damaged.*Rebuild it"),
     ):
         store.get(A)
+
+
+def test_an_expiry_deletes_the_blob_once_and_a_crash_before_it_is_finished(store: IndexStore) -> None:
+    from locker.events import ArtifactExpired
+
+    store.apply([(0, 0, ingest(A)), (0, 1, ingest(B))])
+    store.apply([(0, 2, ArtifactExpired(artifact_id=A, kind="sbom", size=1, max_age="1d", expired_at=WHEN))])
+    assert store.pending_deletions() == [A]  # the crash: the event applied, the blob not deleted yet
+    deleted: list[list[str]] = []
+    assert store.finish_deletions(deleted.append) == 1
+    assert deleted == [[A]] and store.pending_deletions() == []
+    assert store.finish_deletions(deleted.append) == 0
+    record = store.get(A)
+    assert record is not None and record.status == "expired"
