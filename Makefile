@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale bench-verify bench-recovery clean
+.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -85,6 +85,10 @@ bench-verify: jars
 # recovery, on one locker of 1M artifacts (about 25 minutes); BENCH_RECOVERY_ARGS="--count 20000".
 bench-recovery: jars
 	$(BIN)/python bench/recovery.py $(BENCH_RECOVERY_ARGS)
+
+# Retention cleanup of 100k artifacts against rm of the same files; BENCH_RETENTION_ARGS="--count 20000".
+bench-retention: jars
+	$(BIN)/python bench/retention.py $(BENCH_RETENTION_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ for `retention.applied` and then for the deletions.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,8 @@ from locker.config import Settings
 from locker.events import RetentionApplied
 from locker.events.ingest import KINDS
 from projections.retention import due, summary
+from streams.kafka import end_offsets
+from streams.topics import Topics
 
 LISTED = 1000
 
@@ -57,10 +60,12 @@ def dry_run(settings: Settings, *, aggressive: bool = False, now: datetime | Non
 def apply(settings: Settings, *, aggressive: bool = False) -> dict[str, Any]:
     policy = settings.retention_policy()  # a bad policy is a usage error here
     command = requests.apply_retention(policy.describe(KINDS, aggressive=aggressive), aggressive=aggressive)
+    started = time.monotonic()
     partition, offset, event = send_and_await_event(
         settings, command, command.command_id.encode(), "retention cleanup"
     )
     assert isinstance(event, RetentionApplied)
+    recorded = time.monotonic()
     pending = _wait_for_deletions(settings)
     return {
         "dry_run": False,
@@ -70,15 +75,24 @@ def apply(settings: Settings, *, aggressive: bool = False) -> dict[str, Any]:
         "policy": event.policy,
         "recorded_at": f"evidence.events[{partition}]@{offset}",
         "deletions_pending": pending,
+        "phases": {  # seconds: until retention.applied was on the log; then until the blobs were gone
+            "recorded": round(recorded - started, 3),
+            "deleted": round(time.monotonic() - recorded, 3),
+        },
     }
 
 
-def _wait_for_deletions(settings: Settings) -> int:
-    """Until the index has folded the run and deleted its blobs; how many are still pending."""
+def _wait_for_deletions(settings: Settings) -> int | None:
+    """Until the index has folded the whole run and deleted its blobs; how many deletions are still
+    pending then; None if the index had not folded the run by `Commands:Timeout`. Every expiry of
+    the run is on the log before `retention.applied`, so below the end offsets read now."""
+    ends = asyncio.run(end_offsets(settings, Topics(settings.topic_prefix).events))
     deadline = time.monotonic() + settings.timeout
     while True:
         with queries.index_store(settings) as index:
+            applied = index.applied()
+            caught_up = all(applied.get(p, -1) >= end - 1 for p, end in ends.items() if end)
             pending = len(index.pending_deletions())
-        if not pending or time.monotonic() > deadline:
-            return pending
+        if (caught_up and not pending) or time.monotonic() > deadline:
+            return pending if caught_up else None
         time.sleep(0.2)
