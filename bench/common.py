@@ -6,10 +6,12 @@ Not a benchmark itself. The scripts in bench/ import it as a sibling module.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -52,6 +54,22 @@ def new_locker(bootstrap: str, work: Path, **extra: str) -> config.Settings:
         **extra,
     )
     return config.load()
+
+
+def stella(*args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, Any]:
+    """Run the `stella` CLI with `--format json`: (wall seconds, its answer); exit codes other
+    than `ok` end the benchmark with the CLI's stderr."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args, "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - t0
+    if proc.returncode not in ok:
+        raise SystemExit(f"stella {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return seconds, json.loads(proc.stdout)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

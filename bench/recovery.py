@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import broker, code_version, folder_bytes, load_average, new_locker
+from common import broker, code_version, folder_bytes, load_average, new_locker, stella
 from scale import Corpus, bare_consume, log, produce, wait_ingested
 
 from commands import service
@@ -53,20 +53,6 @@ from commands.backup import read_records
 from locker import config
 from streams.kafka import create_topics, producer
 from streams.topics import Topics
-
-
-def stella(*args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args, "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - t0
-    if proc.returncode not in ok:
-        raise SystemExit(f"stella {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return seconds, json.loads(proc.stdout)
 
 
 def timed_shell(command: str) -> float:

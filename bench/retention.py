@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import broker, code_version, folder_bytes, load_average, new_locker
+from common import broker, code_version, folder_bytes, load_average, new_locker, stella
 from scale import Corpus, log, produce, wait_ingested
 
 from commands import service
@@ -71,26 +71,7 @@ def main() -> None:
                 log(f"rm -rf + sync of {args.count} blob files: {rm_s:.1f} s")
                 time.sleep(1.1)
                 os.environ["STELLA_RETENTION__DEFAULT"] = "1s"
-                t0 = time.perf_counter()
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "cli.main",
-                        "evidence",
-                        "cleanup",
-                        "--apply-retention",
-                        "--format",
-                        "json",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                cleanup_s = time.perf_counter() - t0
-                if proc.returncode != 0:
-                    raise SystemExit(f"cleanup failed ({proc.returncode}): {proc.stderr}")
-                done = json.loads(proc.stdout)
+                cleanup_s, done = stella("evidence", "cleanup", "--apply-retention")
                 left = sum(1 for p in blobs.rglob("*") if p.is_file())
                 log(f"cleanup: {cleanup_s:.1f} s, {done['expired']} expired, {left} blob files left")
             finally:

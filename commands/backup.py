@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 from commands.sending import send_and_await_event
 from locker import anchors, backups, config, requests, signing
+from locker.anchors import StoredAnchor
 from locker.backups import BACKUP_TYPE, BackedUpRecord, FileEntry, Manifest, PackedBlob
 from locker.cas import BlobStore
 from locker.config import Settings
@@ -106,7 +107,7 @@ def create(
             files=(files := {name: file_entry(folder / name) for name in _files(folder)}),
             packs=packs | ({backup_id: files[backups.PACK]} if backups.PACK in files else {}),
             index_checksum=index_checksum,
-            latest_anchor=_latest_anchor(folder / "anchors.records"),
+            latest_anchor=latest.id if (latest := latest_anchor(folder / "anchors.records")) else "",
             verifier_key=signer.verifier.vkey,
         )
         raw = backups.encode_manifest(manifest)
@@ -450,12 +451,8 @@ def _read_range(events: Path, partition: int, start: int, end: int) -> Iterator[
             yield record.offset, record.value or b""
 
 
-def _latest_anchor(path: Path) -> str:
-    latest = ""
-    for record in read_records(path):
-        try:
-            anchors.decode(record.value or b"")
-        except InvalidInput:
-            continue
-        latest = anchors.anchor_id(record.value or b"")
-    return latest
+def latest_anchor(path: Path) -> StoredAnchor | None:
+    """The last anchor of a backed-up `evidence.anchors` stream, recovered records substituted."""
+    stored = [StoredAnchor(r.offset, r.value or b"") for r in read_records(path)]
+    items = anchors.decoded(anchors.effective_chain(stored)[0])
+    return items[-1][0] if items else None

@@ -16,7 +16,7 @@ from commands.integrity import checked_anchor
 from commands.sending import send_and_wait
 from locker import requests
 from locker.config import Settings
-from projections.index import VoidedRange
+from projections.index import Voided, VoidedRange
 from projections.store import IndexStore
 from streams.kafka import end_offsets
 from streams.topics import Topics
@@ -38,9 +38,14 @@ def restore_to_anchor(settings: Settings, anchor_id: str, reason: str = "") -> d
     with IndexStore(settings.index_path, readonly=True) as index:
         voided = list(index.voided(command.command_id))
         artifacts = index.count()
-    removed = sorted(
-        {v.artifact_id for v in voided if v.type == "artifact.ingested"} - _still_indexed(settings, voided)
-    )
+        # voided ingests whose artifact the index no longer holds (not also ingested before the anchor)
+        removed = sorted(
+            {
+                v.artifact_id
+                for v in voided
+                if v.type == "artifact.ingested" and index.get(v.artifact_id) is None
+            }
+        )
     return {
         "restore_id": command.command_id,
         "anchor": target,
@@ -60,13 +65,7 @@ def restore_to_anchor(settings: Settings, anchor_id: str, reason: str = "") -> d
     }
 
 
-def _still_indexed(settings: Settings, voided: list[Any]) -> set[str]:
-    """Artifacts of voided ingests that the index holds anyway (ingested before the anchor too)."""
-    with IndexStore(settings.index_path, readonly=True) as index:
-        return {v.artifact_id for v in voided if v.artifact_id and index.get(v.artifact_id) is not None}
-
-
-def _public(row: Any) -> dict[str, Any]:
+def _public(row: Voided) -> dict[str, Any]:
     return {
         "partition": row.partition,
         "offset": row.offset,

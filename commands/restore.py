@@ -38,9 +38,9 @@ from typing import Any
 
 from commands import service
 from commands.anchors import read_anchor_file
-from commands.backup import file_entry, fold_checksum, read_records
+from commands.backup import file_entry, fold_checksum, latest_anchor, read_records
 from locker import anchors, backups, merkle, requests, signing
-from locker.anchors import PartitionHead, StoredAnchor
+from locker.anchors import PartitionHead
 from locker.backups import BackedUpRecord, Manifest, PackedBlob
 from locker.cas import BlobStore
 from locker.config import Settings
@@ -342,11 +342,8 @@ async def _start_chain(
     and continuing the backup's latest anchor: before the service starts, so that no anchor of the
     old chain can follow the restore. Returns its id."""
     signer = signing.load_signer(settings.key_file, settings.origin)
-    stored = [StoredAnchor(r.offset, r.value or b"") for r in read_records(backed_up)]
-    chain = anchors.effective_chain(stored)[0]
-    previous = next((s for s in reversed(chain) if _is_anchor(s.raw)), None)
     body = anchors.next_body(
-        previous,
+        latest_anchor(backed_up),
         heads,
         origin=settings.origin,
         created_at=datetime.now(UTC),
@@ -359,14 +356,6 @@ async def _start_chain(
         await p.send_and_wait(Topics(settings.topic_prefix).anchors, raw, key=body.chain_id.encode())
     back_up(settings, raw, anchor, signer.verifier.vkey)
     return anchors.anchor_id(raw)
-
-
-def _is_anchor(raw: bytes) -> bool:
-    try:
-        anchors.decode(raw)
-    except InvalidInput:
-        return False
-    return True
 
 
 async def _produce(

@@ -38,8 +38,9 @@ def handle(services: Services, records: list[Record]) -> Outbox:
         applied.append((record.partition, record.offset, event))
     leaves = [(r.partition, r.offset, r.value) for r in records]
     out.writes += [partial(services.trees.apply, leaves), partial(index.apply, applied, services.log)]
-    if any(isinstance(event, StateRestored) for _, _, event in applied):
+    rare = {type(event) for _, _, event in applied} & {StateRestored, ArtifactExpired}
+    if StateRestored in rare:
         out.writes.append(services.recent.clear)
-    if any(isinstance(event, ArtifactExpired) for _, _, event in applied):
+    if ArtifactExpired in rare:
         out.writes.append(partial(index.finish_deletions, services.delete_blobs))
     return out

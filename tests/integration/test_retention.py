@@ -32,19 +32,25 @@ def listing(settings: Settings) -> list[tuple[str, int]]:
     return sorted((p.name, p.stat().st_size) for p in blobs.blobs.rglob("*") if p.is_file())
 
 
+def scans_and_sboms(settings: Settings, scans: int, sboms: int) -> tuple[list[bytes], list[bytes], str]:
+    """Ingest that many scans and SBOMs, hold the first scan, and let every one grow older than
+    2 s; returns the contents and the held artifact's id."""
+    scan = [os.urandom(200 + i) for i in range(scans)]
+    sbom = [os.urandom(300 + i) for i in range(sboms)]
+    records = [(digest_of(c).encode(), submission(c, kind="scan")) for c in scan]
+    records += [(digest_of(c).encode(), submission(c, kind="sbom")) for c in sbom]
+    asyncio.run(produce(settings, Topics(settings.topic_prefix).submissions, records))
+    wait_for(lambda: index_count(settings) == len(records), what="all indexed")
+    held = digest_of(scan[0])
+    run_cli("evidence", "hold", "set", held, "--reason", "case 7")
+    time.sleep(2.1)
+    return scan, sbom, held
+
+
 def test_a_dry_run_lists_what_would_go_and_changes_nothing(
     running: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scans = [os.urandom(200 + i) for i in range(4)]
-    sboms = [os.urandom(300 + i) for i in range(3)]
-    records = [(digest_of(c).encode(), submission(c, kind="scan")) for c in scans]
-    records += [(digest_of(c).encode(), submission(c, kind="sbom")) for c in sboms]
-    asyncio.run(produce(running, Topics(running.topic_prefix).submissions, records))
-    wait_for(lambda: index_count(running) == 7, what="seven indexed")
-    held = digest_of(scans[0])
-    run_cli("evidence", "hold", "set", held, "--reason", "case 7")
-    time.sleep(2.1)  # every artifact is now older than 2 s
-
+    scans, _, held = scans_and_sboms(running, 4, 3)
     monkeypatch.setenv("STELLA_RETENTION__SCAN", "2s")  # the default keeps everything else
     before = (cli_json("evidence", "index", "status", "--checksum")["checksum"], listing(running))
     plan = cli_json("evidence", "cleanup", "--apply-retention", "--dry-run")
@@ -89,15 +95,7 @@ def rfc6962_root(index: int, size: int, leaf: bytes, proof: list[bytes]) -> byte
 def test_cleanup_expires_past_the_policy_deletes_blobs_and_keeps_proofs(
     anchoring: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scans = [os.urandom(200 + i) for i in range(4)]
-    sboms = [os.urandom(300 + i) for i in range(2)]
-    records = [(digest_of(c).encode(), submission(c, kind="scan")) for c in scans]
-    records += [(digest_of(c).encode(), submission(c, kind="sbom")) for c in sboms]
-    asyncio.run(produce(anchoring, Topics(anchoring.topic_prefix).submissions, records))
-    wait_for(lambda: index_count(anchoring) == 6, what="six indexed")
-    held = digest_of(scans[0])
-    run_cli("evidence", "hold", "set", held, "--reason", "case 7")
-    time.sleep(2.1)
+    scans, sboms, held = scans_and_sboms(anchoring, 4, 2)
     monkeypatch.setenv("STELLA_RETENTION__SCAN", "2s")
     blobs = BlobStore(anchoring.evidence_path)
 
@@ -135,6 +133,7 @@ def test_cleanup_expires_past_the_policy_deletes_blobs_and_keeps_proofs(
     assert root == base64.b64decode(proof["root"])
 
     # Submitted again, expired content is ingested again.
-    asyncio.run(produce(anchoring, Topics(anchoring.topic_prefix).submissions, records[1:2]))
+    again = [(gone[0].encode(), submission(scans[1], kind="scan"))]
+    asyncio.run(produce(anchoring, Topics(anchoring.topic_prefix).submissions, again))
     wait_for(lambda: cli_json("evidence", "index", "lookup", gone[0])["status"] == "ingested", what="revived")
     assert blobs.hash_of(gone[0]) == gone[0]
