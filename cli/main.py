@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from cli.render import Format, Lines, emit, progress
+from cli.render import Format, Lines, emit, progress, to_dict
 from locker import config
 from locker.errors import LockerError, UsageError
 
@@ -553,13 +553,67 @@ def hold_release(
 @evidence.command("recover")
 def evidence_recover(
     artifact_id: Annotated[str, typer.Option("--id", help="Artifact id (sha256:<hex>).")],
-    source: Annotated[str, typer.Option("--source", help="Where the good copy is: replica.")],
+    source: Annotated[str, typer.Option("--source", help="Where the good copy is: replica or archive.")],
+    input_: Annotated[
+        Path | None, typer.Option("--input", help="With --source archive: the archive file.")
+    ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Restore an artifact's blob from the replica, after checking the copy's digest (exit 5 if bad)."""
+    """Restore an artifact's blob from the replica or an archive, after checking the copy (exit 5 if bad)."""
+    if source == "archive":
+        from commands import archive
+
+        if input_ is None:
+            raise UsageError("--source archive needs --input FILE: the archive to recover from")
+        result = archive.recover(settings(), artifact_id, input_)
+        emit(
+            result if fmt is Format.json else {k: v for k, v in to_dict(result).items() if k != "record"}, fmt
+        )
+        return
     from commands import integrity
 
+    if input_ is not None:
+        raise UsageError("--input goes with --source archive")
     emit(integrity.recover(settings(), artifact_id, source), fmt)
+
+
+@evidence.command("archive")
+def evidence_archive(
+    older_than: Annotated[
+        str,
+        typer.Option("--older-than", help="Archive what was ingested longer ago than this: 365d, 26w, 1y."),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="The archive file to write (default: a new file in Archive:Path)."),
+    ] = None,
+    compress: Annotated[bool, typer.Option("--compress", help="zstd-compress the archive.")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Move old evidence to a checked archive (blobs, events, proofs, signed manifest); then delete
+    the local blobs. Held, corrupted and failed artifacts stay."""
+    from commands import archive
+
+    with progress("archiving", show=fmt is Format.table and sys.stderr.isatty()) as bar:
+        task = bar.add_task("archive", total=None)
+        result = archive.create(
+            settings(),
+            older_than,
+            output,
+            compress=compress,
+            progress=lambda stage, done, total: bar.update(
+                task, description=stage, completed=done, total=total
+            ),
+        )
+    if fmt is Format.json:
+        emit(result, fmt)
+        return
+    data = to_dict(result)
+    emit({k: v for k, v in data.items() if k != "skipped"}, fmt)
+    if data["skipped"]:
+        emit([{"artifact_id": k, "why": v} for k, v in data["skipped"].items()], fmt, title="not archived")
+    if not data["output"]:
+        typer.echo(f"nothing to archive: no artifact to move was ingested before {data['cutoff']}")
 
 
 @evidence.command("restore")

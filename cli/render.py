@@ -70,8 +70,16 @@ class Format(enum.StrEnum):
     json = "json"
 
 
+def to_dict(result: Any) -> Any:
+    """An operation's typed result (a msgspec Struct) as plain data; anything else as it is."""
+    import msgspec
+
+    return msgspec.to_builtins(result) if isinstance(result, msgspec.Struct) else result
+
+
 def emit(data: Any, fmt: Format, *, columns: Sequence[str] | None = None, title: str | None = None) -> None:
-    """Print `data` (a mapping or a list of mappings) in the chosen format."""
+    """Print `data` (a mapping, a list of mappings, or a typed result) in the chosen format."""
+    data = to_dict(data)
     if fmt is Format.json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return

@@ -25,7 +25,7 @@ from commands.sending import exchange
 from locker import anchors, merkle, requests, signing
 from locker.anchors import AnchorCreated, StoredAnchor
 from locker.config import Settings
-from locker.errors import IntegrityError, InvalidInput, NotFound, Refused, UsageError
+from locker.errors import IntegrityError, InvalidInput, LockerError, NotFound, Refused, UsageError
 from locker.merkle import Frontier
 from projections import anchor_chain, proofs
 from projections.anchor_store import AnchorStore
@@ -67,6 +67,15 @@ def chain_view(settings: Settings) -> Iterator[AnchorStore]:
 def verifier(settings: Settings) -> signing.Verifier:
     """The trusted verifier key: the public half of the locker's signing key."""
     return signing.load_signer(settings.key_file, settings.origin).verifier
+
+
+def signer(settings: Settings, what: str) -> signing.Signer:
+    """The locker's signing key, to sign `what` (a backup, an archive) with; `UsageError` if none."""
+    try:
+        return signing.load_signer(settings.key_file, settings.origin)
+    except LockerError:
+        missing = f"there is no anchor key at {settings.key_file} to sign {what} with"
+        raise UsageError(f"{missing}: run `stella init`") from None
 
 
 def ensure_key(settings: Settings) -> bool:

@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from commands.anchors import signer as anchor_signer
 from commands.sending import send_and_await_event
 from locker import anchors, backups, config, requests, signing
 from locker.anchors import StoredAnchor
@@ -58,7 +59,7 @@ def create(
 ) -> dict[str, Any]:
     if backup_type != BACKUP_TYPE:
         raise UsageError(f"--type {backup_type!r}: the one type is {BACKUP_TYPE}")
-    signer = _signer(settings)
+    signer = anchor_signer(settings, "the backup")
     root = (output or settings.backups_path).expanduser().resolve()
     started = time.monotonic()
     backup_id = f"elb-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
@@ -191,14 +192,6 @@ def listing(
 
 
 # Pieces.
-def _signer(settings: Settings) -> signing.Signer:
-    try:
-        return signing.load_signer(settings.key_file, settings.origin)
-    except LockerError:
-        missing = f"there is no anchor key at {settings.key_file} to sign the backup with"
-        raise UsageError(f"{missing}: run `stella init`") from None
-
-
 def _verifier(settings: Settings) -> signing.Verifier | None:
     try:
         return signing.load_signer(settings.key_file, settings.origin).verifier

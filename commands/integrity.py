@@ -185,7 +185,7 @@ def mark_corrupted(settings: Settings, artifact_id: str, reason: str) -> dict[st
             raise ArtifactNotFound(artifact_id)
     command = requests.mark_corrupted(artifact_id, reason)
 
-    return send_and_wait(settings, command, _changed_by(settings, artifact_id, command), "mark-corrupted")
+    return send_and_wait(settings, command, changed_by(settings, artifact_id, command), "mark-corrupted")
 
 
 def hold(settings: Settings, artifact_id: str, reason: str, *, release: bool) -> dict[str, Any]:
@@ -202,7 +202,7 @@ def hold(settings: Settings, artifact_id: str, reason: str, *, release: bool) ->
         raise UsageError(f"{artifact_id} is not on hold")
     command = requests.hold_artifact(artifact_id, reason, release=release)
     what = "hold release" if release else "hold"
-    return send_and_wait(settings, command, _changed_by(settings, artifact_id, command), what)
+    return send_and_wait(settings, command, changed_by(settings, artifact_id, command), what)
 
 
 def recover(settings: Settings, artifact_id: str, source: str) -> dict[str, Any]:
@@ -217,10 +217,10 @@ def recover(settings: Settings, artifact_id: str, source: str) -> dict[str, Any]
         if index.get(artifact_id) is None:
             raise ArtifactNotFound(artifact_id)
     command = requests.recover_artifact(artifact_id, "replica")
-    return send_and_wait(settings, command, _changed_by(settings, artifact_id, command), "recover")
+    return send_and_wait(settings, command, changed_by(settings, artifact_id, command), "recover")
 
 
-def _changed_by(
+def changed_by(
     settings: Settings, artifact_id: str, command: requests.Command
 ) -> Callable[[], dict[str, Any] | None]:
     """The artifact's record, once an event of `command` has changed it."""

@@ -66,7 +66,7 @@ def apply(settings: Settings, *, aggressive: bool = False) -> dict[str, Any]:
     )
     assert isinstance(event, RetentionApplied)
     recorded = time.monotonic()
-    pending = _wait_for_deletions(settings)
+    pending = wait_for_deletions(settings)
     return {
         "dry_run": False,
         "aggressive": aggressive,
@@ -82,7 +82,7 @@ def apply(settings: Settings, *, aggressive: bool = False) -> dict[str, Any]:
     }
 
 
-def _wait_for_deletions(settings: Settings) -> int | None:
+def wait_for_deletions(settings: Settings) -> int | None:
     """Until the index has folded the whole run and deleted its blobs; how many deletions are still
     pending then; None if the index had not folded the run by `Commands:Timeout`. Every expiry of
     the run is on the log before `retention.applied`, so below the end offsets read now."""

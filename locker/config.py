@@ -41,6 +41,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Anchors:Interval": (6 * 3600, int),
     "Anchors:EveryEvents": (0, int),
     "Backups:Path": (None, str),
+    "Archive:Path": (None, str),
     "Verification:QuickSample": ("1%", str),
     "Retention:Default": ("forever", str),
     "Retention:Aggressive": ("90d", str),
@@ -160,6 +161,11 @@ class Settings:
         return Path(str(self.values["Backups:Path"])).expanduser()
 
     @property
+    def archive_path(self) -> Path:
+        """Where `stella evidence archive` writes when it is given no --output."""
+        return Path(str(self.values["Archive:Path"])).expanduser()
+
+    @property
     def anchor_backup_path(self) -> Path:
         """Where the service keeps a copy of every anchor it creates (`anchor recover` reads it)."""
         return Path(str(self.values["Anchors:BackupPath"])).expanduser()
@@ -265,6 +271,9 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
     if values["Backups:Path"] is None:
         values["Backups:Path"] = str(home / "backups" / "evidence-locker")
         sources["Backups:Path"] = "default (STELLA_HOME/backups/evidence-locker)"
+    if values["Archive:Path"] is None:
+        values["Archive:Path"] = str(home / "archives")
+        sources["Archive:Path"] = "default (STELLA_HOME/archives)"
     if values["Anchors:BackupPath"] is None:
         values["Anchors:BackupPath"] = str(home / "backups" / "anchors")
         sources["Anchors:BackupPath"] = "default (STELLA_HOME/backups/anchors)"

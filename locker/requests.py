@@ -104,7 +104,7 @@ class RecoverArtifact(
     command_id: str
     requested_at: datetime
     artifact_id: str
-    source: Literal["replica"]
+    source: Literal["replica", "archive"]  # archive: the CLI restored the blob from a checked archive
     requested_by: str = ""
     schema_version: int = 1
 
@@ -205,6 +205,31 @@ class RestoreToAnchor(
     schema_version: int = 1
 
 
+class RecordArchive(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="archive.record",
+    tag_field="type",
+    forbid_unknown_fields=True,
+):
+    """Record that `artifact_ids` are in the archive the CLI wrote, synced, read back and checked
+    (`artifact.archived` each, then `archive.recorded`): part `part` of `parts` of one archive,
+    so that no command outgrows a Kafka record."""
+
+    command_id: str
+    requested_at: datetime
+    archive_id: str
+    location: str
+    archive_sha256: str
+    anchor_id: str
+    artifact_ids: list[str]
+    part: int = 1
+    parts: int = 1
+    requested_by: str = ""
+    schema_version: int = 1
+
+
 Command = Union[  # noqa: UP007 - a runtime alias msgspec reads
     CreateAnchor,
     RecoverAnchor,
@@ -216,6 +241,7 @@ Command = Union[  # noqa: UP007 - a runtime alias msgspec reads
     RestoreToAnchor,
     HoldArtifact,
     ApplyRetention,
+    RecordArchive,
 ]
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder: Decoder[Command] = Decoder(Command, "command")
@@ -279,6 +305,30 @@ def apply_retention(max_ages: dict[str, str], *, aggressive: bool) -> ApplyReten
     )
 
 
+def record_archive(
+    archive_id: str,
+    location: str,
+    archive_sha256: str,
+    anchor_id: str,
+    artifact_ids: list[str],
+    *,
+    part: int = 1,
+    parts: int = 1,
+) -> RecordArchive:
+    return RecordArchive(
+        command_id=new_id(),
+        requested_at=datetime.now(UTC),
+        archive_id=archive_id,
+        location=location,
+        archive_sha256=archive_sha256,
+        anchor_id=anchor_id,
+        artifact_ids=artifact_ids,
+        part=part,
+        parts=parts,
+        requested_by=actor(),
+    )
+
+
 def restore_to_anchor(anchor_id: str, reason: str) -> RestoreToAnchor:
     return RestoreToAnchor(
         command_id=new_id(),
@@ -299,7 +349,7 @@ def mark_corrupted(artifact_id: str, reason: str) -> MarkCorrupted:
     )
 
 
-def recover_artifact(artifact_id: str, source: Literal["replica"]) -> RecoverArtifact:
+def recover_artifact(artifact_id: str, source: Literal["replica", "archive"]) -> RecoverArtifact:
     return RecoverArtifact(
         command_id=new_id(),
         requested_at=datetime.now(UTC),

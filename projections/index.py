@@ -19,6 +19,7 @@ from functools import singledispatch
 import msgspec
 
 from locker.events import (
+    ArtifactArchived,
     ArtifactExpired,
     ArtifactHoldReleased,
     ArtifactHoldSet,
@@ -42,11 +43,21 @@ INGESTED = "ingested"
 VERIFICATION_FAILED = "verification-failed"  # a run found it missing, unreadable or not matching
 CORRUPTED = "corrupted"  # an operator marked it (`stella evidence mark-corrupted`)
 EXPIRED = "expired"  # past the retention policy: its blob is deleted, its events and proofs stay
+ARCHIVED = "archived"  # moved to an archive (`archive`): the local blob is deleted, events and proofs stay
+GONE = (EXPIRED, ARCHIVED)  # statuses whose blob the locker deleted on purpose
 
 
 class Position(msgspec.Struct, frozen=True):
     partition: int
     offset: int
+
+
+class ArchiveRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an archived artifact went: the archive's id, file and SHA-256 (`artifact.archived`)."""
+
+    archive_id: str
+    location: str
+    sha256: str
 
 
 class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -67,6 +78,7 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     changed_by: str = ""  # correlation id of the last event that changed the record (a command's id)
     hold: str = ""  # a legal hold's reason: held, exempt from every deletion path; "" = not held
     held_since: datetime | None = None
+    archive: ArchiveRef | None = None  # the latest archive that holds a copy of its blob
 
     @property
     def servable(self) -> bool:
@@ -96,6 +108,7 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
                 "reason": self.hold,
                 "since": None if self.held_since is None else iso_utc(self.held_since),
             },
+            "archive": None if self.archive is None else msgspec.structs.asdict(self.archive),
         }
 
 
@@ -109,6 +122,7 @@ def artifact_of(event: Event) -> str | None:
 _TOUCHING = (
     ArtifactIngested,
     ArtifactExpired,
+    ArtifactArchived,
     ArtifactHoldSet,
     ArtifactHoldReleased,
     ArtifactVerificationFailed,
@@ -128,8 +142,8 @@ def apply(event: Event, record: ArtifactRecord | None, position: Position) -> Ar
 def _ingested(
     event: ArtifactIngested, record: ArtifactRecord | None, position: Position
 ) -> ArtifactRecord | None:
-    if record is not None and record.status == EXPIRED:  # the same content submitted again
-        reason = f"ingested again at {iso_utc(event.ingested_at)} after it expired"
+    if record is not None and record.status in GONE:  # the same content submitted again
+        reason = f"ingested again at {iso_utc(event.ingested_at)} after it was {record.status}"
         return msgspec.structs.replace(
             record, status=INGESTED, status_reason=reason, changed_by=event.correlation_id
         )
@@ -197,12 +211,27 @@ def _recovered(
 def _expired(
     event: ArtifactExpired, record: ArtifactRecord | None, position: Position
 ) -> ArtifactRecord | None:
-    if record is None or record.hold or record.status == EXPIRED:  # a hold wins, whenever it came
+    if record is None or record.hold or record.status in GONE:  # a hold wins, whenever it came
         return record
     tier = " (aggressive tier)" if event.aggressive else ""
     reason = f"expired at {iso_utc(event.expired_at)}: older than its kind's {event.max_age}{tier}"
     return msgspec.structs.replace(
         record, status=EXPIRED, status_reason=reason, changed_by=event.correlation_id
+    )
+
+
+@apply.register
+def _archived(
+    event: ArtifactArchived, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    if record is None or record.hold or record.status != INGESTED:  # only a good blob is archived
+        return record
+    return msgspec.structs.replace(
+        record,
+        status=ARCHIVED,
+        status_reason=f"archived at {iso_utc(event.archived_at)} to {event.location}",
+        archive=ArchiveRef(archive_id=event.archive_id, location=event.location, sha256=event.archive_sha256),
+        changed_by=event.correlation_id,
     )
 
 
@@ -316,7 +345,7 @@ COUNT = b"~count"
 TOTAL_BYTES = b"~bytes"
 CONTENT = (ARTIFACT, KIND, SUBJECT, TOTAL_BYTES, COUNT)  # in key order: what the index holds
 VOIDED = b"v/"  # v/<partition>/<offset>: a `Voided` record
-UNLINK = b"x/"  # x/<artifact id>: an expired artifact whose blob is still to be deleted
+UNLINK = b"x/"  # x/<artifact id>: an expired or archived artifact whose blob is still to be deleted
 RANGES = b"~void/"  # ~void/<partition>/<end>: a `VoidedRange`
 
 _encoder = msgspec.json.Encoder(order="deterministic")

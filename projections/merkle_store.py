@@ -68,6 +68,22 @@ class PartitionNodes:
         return value
 
 
+class CachedNodes:
+    """A `merkle.NodeReader` that keeps every node it read: proofs of many leaves of one tree
+    (an archive's) share most of their nodes."""
+
+    def __init__(self, nodes: PartitionNodes) -> None:
+        self._nodes = nodes
+        self._seen: dict[tuple[int, int], bytes] = {}
+
+    def node(self, level: int, index: int) -> bytes:
+        key = (level, index)
+        found = self._seen.get(key)
+        if found is None:
+            found = self._seen[key] = self._nodes.node(level, index)
+        return found
+
+
 class MerkleStore(TrackedStore):
     what = "Merkle store"
 
@@ -96,6 +112,18 @@ class MerkleStore(TrackedStore):
             return int(raw)
         except ValueError:
             raise self.damaged(f"the leaf row of {partition}/{offset} is not a number") from None
+
+    def leaf_indices(self, partition: int, offsets: list[int]) -> list[int | None]:
+        """`leaf_index` of many offsets of one partition, in one read."""
+        out: list[int | None] = []
+        for offset, raw in zip(
+            offsets, self.get_many([_leaf_key(partition, o) for o in offsets]), strict=True
+        ):
+            try:
+                out.append(None if raw is None else int(raw))
+            except ValueError:
+                raise self.damaged(f"the leaf row of {partition}/{offset} is not a number") from None
+        return out
 
     def nodes(self, partition: int) -> PartitionNodes:
         if self._db is None:

@@ -1,7 +1,8 @@
 """Which artifacts a retention policy expires, and a summary of them. Pure.
 
 An artifact is due when it is older than its kind's maximum age (`locker.retention.Policy`), is
-not under legal hold, and is not expired already. The CLI's dry run and (later) the service's
+not under legal hold, and is not expired or archived already (an archive is kept by whoever holds
+the file; the locker has nothing left of it to delete). The CLI's dry run and (later) the service's
 cleanup decide with this one function, from the same index.
 """
 
@@ -14,13 +15,11 @@ from typing import Any
 
 from locker.retention import Policy
 from locker.times import iso_utc
-from projections.index import ArtifactRecord
-
-EXPIRED = "expired"
+from projections.index import GONE, ArtifactRecord
 
 
 def due(record: ArtifactRecord, policy: Policy, now: datetime, *, aggressive: bool = False) -> bool:
-    if record.hold or record.status == EXPIRED:
+    if record.hold or record.status in GONE:
         return False
     age = policy.max_age(record.kind, aggressive=aggressive)
     return age is not None and now - record.ingested_at > age

@@ -29,7 +29,7 @@ from projections.index import (
     ARTIFACT,
     CONTENT,
     COUNT,
-    EXPIRED,
+    GONE,
     KIND,
     RANGES,
     SUBJECT,
@@ -137,7 +137,7 @@ class IndexStore(TrackedStore):
         return sorted(key[len(ARTIFACT) :].decode() for key in keys)
 
     def ids_and_sizes(self, as_of: Mapping[int, int] | None = None) -> Iterator[tuple[str, int]]:
-        """(artifact id, size) of every artifact but the expired ones, in id order: what a
+        """(artifact id, size) of every artifact but the expired and archived ones, in id order: what a
         verification run plans from
         (reading just these fields costs a fraction of decoding whole records). With `as_of`
         (partition -> last offset of an anchor's tree), only the artifacts ingested within it."""
@@ -148,8 +148,8 @@ class IndexStore(TrackedStore):
                 raise self.damaged(
                     f"the row of {key[len(ARTIFACT) :].decode(errors='replace')} is unreadable"
                 ) from None
-            if row.status == EXPIRED:
-                continue  # no blob to check: expired on purpose, not missing
+            if row.status in GONE:
+                continue  # no blob to check: expired or archived on purpose, not missing
             if as_of is None or row.offset <= as_of.get(row.partition, -1):
                 yield key[len(ARTIFACT) :].decode(), row.size
 
@@ -162,20 +162,21 @@ class IndexStore(TrackedStore):
         for key, value in self.scan(ARTIFACT):
             yield self._record(value, key[len(ARTIFACT) :].decode(errors="replace"))
 
-    # Blob deletions of expired artifacts.
+    # Blob deletions of expired and archived artifacts.
     def pending_deletions(self) -> list[str]:
         return [key[len(UNLINK) :].decode() for key, _ in self.scan(UNLINK)]
 
     def finish_deletions(self, delete: Callable[[list[str]], object]) -> int:
-        """Delete the blobs of expired artifacts whose deletion is pending, then forget those rows:
-        run after every batch that expires artifacts and when the service starts, so a crash
-        between an `artifact.expired` and its blob's deletion is finished on restart. Returns how
-        many. An artifact ingested again since keeps its blob."""
+        """Delete the blobs of expired or archived artifacts whose deletion is pending, then forget
+        those rows: run after every batch that expires or archives artifacts and when the service
+        starts, so a crash between an `artifact.expired` (or `artifact.archived`) and its blob's
+        deletion is finished on restart. Returns how many. An artifact ingested again (or
+        recovered) since keeps its blob."""
         ids = self.pending_deletions()
         if not ids:
             return 0
         records = self._stored(ids)
-        delete([i for i in ids if (r := records[i]) is not None and r.status == EXPIRED])
+        delete([i for i in ids if (r := records[i]) is not None and r.status in GONE])
         wb = self.new_batch()
         for artifact_id in ids:
             wb.delete(UNLINK + artifact_id.encode())
@@ -278,13 +279,14 @@ class IndexStore(TrackedStore):
         wb: WriteBatch, before: dict[str, ArtifactRecord | None], after: dict[str, ArtifactRecord | None]
     ) -> tuple[int, int]:
         """Put the row changes from `before` to `after` into `wb`; the change in records and bytes.
-        A record that became expired also gets its pending blob deletion row (`finish_deletions`)."""
+        A record that became expired or archived also gets its pending blob deletion row
+        (`finish_deletions`)."""
         delta = size_delta = 0
         for artifact_id, new in after.items():
             old = before[artifact_id]
             if new is old:
                 continue
-            if new is not None and new.status == EXPIRED and (old is None or old.status != EXPIRED):
+            if new is not None and new.status in GONE and (old is None or old.status != new.status):
                 wb.put(UNLINK + artifact_id.encode(), b"")
             new_rows = {} if new is None else rows(new)
             if old is None:  # the common case: a new artifact, nothing to compare

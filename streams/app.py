@@ -33,7 +33,7 @@ from locker import requests, signing
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
-from locker.errors import ArtifactNotFound, InvalidInput, LockerError, NotFound, UsageError
+from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, LockerError, NotFound, UsageError
 from locker.events import (
     ArtifactExpired,
     ArtifactHoldReleased,
@@ -47,7 +47,7 @@ from locker.events import (
 )
 from locker.files import write_durably
 from locker.retention import from_max_ages
-from projections import retention
+from projections import archiving, retention
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
@@ -354,6 +354,28 @@ def create_app(
         await publisher.publish(topics.events, [(command.command_id.encode(), encode(done), [])])
         log.info("retention applied", expired=len(expired), aggressive=aggressive)
 
+    async def record_archive(record: Record, command: requests.RecordArchive) -> None:
+        """`artifact.archived` for each artifact of the command the index still holds as ingested
+        and not held (`projections.archiving`), then `archive.recorded`; the projection deletes
+        their blobs."""
+        try:
+            check_archive_command(command)
+            chain.find(command.anchor_id)
+        except InvalidInput as error:
+            await refuse(record, error)
+            return
+        except NotFound as error:
+            await refuse(record, InvalidInput("not-found", str(error)))
+            return
+        ids = [i for i in dict.fromkeys(command.artifact_ids) if is_digest(i)]
+        records = dict(zip(ids, await asyncio.to_thread(lambda: [index.get(i) for i in ids]), strict=True))
+        archived, done = archiving.decide(command, records, datetime.now(UTC))
+        for start in range(0, len(archived), 1000):
+            chunk = archived[start : start + 1000]
+            await publisher.publish(topics.events, [(e.artifact_id.encode(), encode(e), []) for e in chunk])
+        await publisher.publish(topics.events, [(command.command_id.encode(), encode(done), [])])
+        log.info("archive recorded", archive_id=command.archive_id, part=command.part, archived=len(archived))
+
     async def hold_artifact(record: Record, command: requests.HoldArtifact) -> None:
         if await refused_unless_indexed(record, command.artifact_id):
             return
@@ -379,6 +401,9 @@ def create_app(
 
     async def recover_artifact(record: Record, command: requests.RecoverArtifact) -> None:
         artifact_id = command.artifact_id
+        if command.source == "archive":
+            await recovered_from_archive(record, command)
+            return
         if replica is None:
             await refuse(
                 record, InvalidInput("no-replica", "no replica store: EvidenceLocker:ReplicaPath is not set")
@@ -406,6 +431,27 @@ def create_app(
         )
         await publisher.publish(topics.events, [(artifact_id.encode(), encode(event), [])])
         log.info("artifact recovered", artifact_id=artifact_id, source=command.source)
+
+    async def recovered_from_archive(record: Record, command: requests.RecoverArtifact) -> None:
+        """The CLI checked the archive and put the blob back; recorded once it hashes right here."""
+        artifact_id = command.artifact_id
+        if await refused_unless_indexed(record, artifact_id):
+            return
+        try:
+            await asyncio.to_thread(blobs.verify, artifact_id)
+        except (ArtifactNotFound, IntegrityError) as error:
+            detail = f"no good blob of {artifact_id} in storage after the recovery: {error}"
+            await refuse(record, InvalidInput("archive-bad", detail))
+            return
+        event = ArtifactRecovered(
+            artifact_id=artifact_id,
+            source="archive",
+            actor=command.requested_by,
+            recovered_at=datetime.now(UTC),
+            correlation_id=command.command_id,
+        )
+        await publisher.publish(topics.events, [(artifact_id.encode(), encode(event), [])])
+        log.info("artifact recovered", artifact_id=artifact_id, source="archive")
 
     async def optimize_index(command: requests.OptimizeIndex) -> None:
         started = time.monotonic()
@@ -490,6 +536,8 @@ def create_app(
                 await hold_artifact(record, command)
             case requests.ApplyRetention():
                 await apply_retention(record, command)
+            case requests.RecordArchive():
+                await record_archive(record, command)
             case requests.CreateAnchor():
                 failed = await anchor(command.command_id, command.new_chain_reason, command.continue_from)
                 if failed:
@@ -544,6 +592,29 @@ def create_app(
         verifications=verifications,
     )
     return app
+
+
+MAX_ARCHIVE_PART = 20_000  # artifact ids in one `archive.record` (the CLI sends 10 000)
+
+
+def check_archive_command(command: requests.RecordArchive) -> None:
+    """Raise `InvalidInput` unless the command's fields are what the CLI writes: they end up in
+    events, in index records and in what `inspect` prints."""
+    problems = []
+    if not command.archive_id.startswith("ela-") or not command.archive_id.isprintable():
+        problems.append("archive_id")
+    if not is_digest(command.archive_sha256):
+        problems.append("archive_sha256")
+    if (
+        not command.location.startswith("/")
+        or not command.location.isprintable()
+        or len(command.location) > 4096
+    ):
+        problems.append("location (an absolute path, printable)")
+    if not 1 <= command.part <= command.parts or len(command.artifact_ids) > MAX_ARCHIVE_PART:
+        problems.append(f"part or size (at most {MAX_ARCHIVE_PART} artifact ids)")
+    if problems:
+        raise InvalidInput("schema-invalid", "archive.record: bad " + ", ".join(problems))
 
 
 def _batches(stream: faust.StreamT[bytes], size: int) -> AsyncIterator[Sequence[EventT[bytes]]]:

@@ -3,7 +3,7 @@
 Every record of `evidence.events` is a Merkle leaf, whatever its bytes; records that are not
 valid events change no index row (their position is still applied) and are dead-lettered once.
 Both stores skip what they applied already, so a redelivered batch is a no-op. After a batch that
-expires artifacts, their blobs are deleted (`IndexStore.finish_deletions`): the events are on the
+expires or archives artifacts, their blobs are deleted (`IndexStore.finish_deletions`): the events are on the
 log by then, and a crash before the deletion is finished when the service starts. A batch with a
 `state.restored` lets the index read the records it voids (`Services.log`), and forgets the
 recently ingested ids: the same content may come again, and must be ingested again.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import partial
 
 from locker.errors import InvalidInput
-from locker.events import ArtifactExpired, Event, StateRestored, decode
+from locker.events import ArtifactArchived, ArtifactExpired, Event, StateRestored, decode
 from projections.store import Applied
 from streams.kafka import Record
 from streams.runtime import Outbox, dead_letter
@@ -38,9 +38,9 @@ def handle(services: Services, records: list[Record]) -> Outbox:
         applied.append((record.partition, record.offset, event))
     leaves = [(r.partition, r.offset, r.value) for r in records]
     out.writes += [partial(services.trees.apply, leaves), partial(index.apply, applied, services.log)]
-    rare = {type(event) for _, _, event in applied} & {StateRestored, ArtifactExpired}
+    rare = {type(event) for _, _, event in applied} & {StateRestored, ArtifactExpired, ArtifactArchived}
     if StateRestored in rare:
         out.writes.append(services.recent.clear)
-    if ArtifactExpired in rare:
+    if rare & {ArtifactExpired, ArtifactArchived}:
         out.writes.append(partial(index.finish_deletions, services.delete_blobs))
     return out

@@ -16,11 +16,20 @@ from locker.events.integrity import (
     VerificationStarted,
 )
 from locker.events.recovery import BackupRestored, StateRestored
-from locker.events.retention import ArtifactExpired, ArtifactHoldReleased, ArtifactHoldSet, RetentionApplied
+from locker.events.retention import (
+    ArchiveRecorded,
+    ArtifactArchived,
+    ArtifactExpired,
+    ArtifactHoldReleased,
+    ArtifactHoldSet,
+    RetentionApplied,
+)
 
 __all__ = [
     "EVENT_TYPES",
     "KINDS",
+    "ArchiveRecorded",
+    "ArtifactArchived",
     "ArtifactExpired",
     "ArtifactHoldReleased",
     "ArtifactHoldSet",

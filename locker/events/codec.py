@@ -27,7 +27,14 @@ from locker.events.integrity import (
     VerificationStarted,
 )
 from locker.events.recovery import BackupRestored, StateRestored
-from locker.events.retention import ArtifactExpired, ArtifactHoldReleased, ArtifactHoldSet, RetentionApplied
+from locker.events.retention import (
+    ArchiveRecorded,
+    ArtifactArchived,
+    ArtifactExpired,
+    ArtifactHoldReleased,
+    ArtifactHoldSet,
+    RetentionApplied,
+)
 
 Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     ArtifactIngested,
@@ -46,6 +53,8 @@ Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     ArtifactHoldReleased,
     ArtifactExpired,
     RetentionApplied,
+    ArtifactArchived,
+    ArchiveRecorded,
 ]
 EVENT_TYPES: tuple[type[Any], ...] = typing.get_args(Event)
 

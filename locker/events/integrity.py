@@ -111,7 +111,7 @@ class ArtifactRecovered(
     """The artifact's blob was restored from `source`, whose copy hashed to the artifact id."""
 
     artifact_id: str
-    source: Literal["replica"]
+    source: Literal["replica", "archive"]
     actor: str = ""
     recovered_at: datetime
     correlation_id: str = ""

@@ -99,6 +99,18 @@ COMMANDS: dict[str, requests.Command] = {
         aggressive=True,
         requested_by="ops@locker-1",
     ),
+    "archive.record": requests.RecordArchive(
+        command_id="4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f7a",
+        requested_at=datetime(2027, 11, 6, 2, 0, 8, tzinfo=UTC),
+        archive_id="ela-20271106T020000Z-0a1b2c3d",
+        location="/archive/evidence-2027.tar.zst",
+        archive_sha256="sha256:" + "7e" * 32,
+        anchor_id="sha256:" + "5c" * 32,
+        artifact_ids=["sha256:4a5d0c8e2b6f9d1370e1c5a9b2f4d6e8a0c2e4f6081a3b5c7d9e1f20436587a9"],
+        part=1,
+        parts=2,
+        requested_by="ops@locker-1",
+    ),
     "state.restore": requests.RestoreToAnchor(
         command_id="4c2a9e71-0d3b-4f56-8e1a-7b6c5d4e3f21",
         requested_at=datetime(2026, 11, 29, 23, 45, tzinfo=UTC),

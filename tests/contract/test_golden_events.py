@@ -17,6 +17,8 @@ import pytest
 
 from locker.events import (
     EVENT_TYPES,
+    ArchiveRecorded,
+    ArtifactArchived,
     ArtifactExpired,
     ArtifactHoldReleased,
     ArtifactHoldSet,
@@ -198,6 +200,29 @@ FIXED: dict[str, Event] = {
         actor="ops@locker-1",
         applied_at=datetime(2027, 11, 6, 2, 0, 4, tzinfo=UTC),
         correlation_id="3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f",
+    ),
+    "artifact.archived": ArtifactArchived(
+        artifact_id="sha256:4a5d0c8e2b6f9d1370e1c5a9b2f4d6e8a0c2e4f6081a3b5c7d9e1f20436587a9",
+        kind="sbom",
+        size=1843,
+        archive_id="ela-20271106T020000Z-0a1b2c3d",
+        location="/archive/evidence-2027.tar.zst",
+        archive_sha256="sha256:" + "7e" * 32,
+        anchor_id="sha256:" + "5c" * 32,
+        actor="ops@locker-1",
+        archived_at=datetime(2027, 11, 6, 2, 0, 9, 500000, tzinfo=UTC),
+        correlation_id="4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f7a",
+    ),
+    "archive.recorded": ArchiveRecorded(
+        archive_id="ela-20271106T020000Z-0a1b2c3d",
+        part=1,
+        parts=2,
+        archived=9999,
+        bytes=10_238_976,
+        skipped={"sha256:" + "4a" * 32: "its status is corrupted"},
+        actor="ops@locker-1",
+        recorded_at=datetime(2027, 11, 6, 2, 0, 10, tzinfo=UTC),
+        correlation_id="4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f7a",
     ),
 }
 

@@ -8,9 +8,12 @@ import msgspec
 import pytest
 
 from locker.errors import UsageError
+from locker.events import ArtifactExpired, ArtifactIngested
+from locker.requests import RecordArchive
 from locker.retention import Policy
 from locker.sizes import parse_age
-from projections.index import INGESTED, ArtifactRecord
+from projections.archiving import decide
+from projections.index import ARCHIVED, INGESTED, ArtifactRecord, Position, apply
 from projections.retention import due, summary
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -86,3 +89,73 @@ def test_summary_counts_per_kind() -> None:
         {"kind": "scan", "artifacts": 2, "bytes": 12},
         {"kind": "vex", "artifacts": 1, "bytes": 10},
     ]
+
+
+def test_archived_artifacts_are_never_due() -> None:
+    policy = Policy(default=DAY, by_kind={}, aggressive=DAY)
+    assert not due(msgspec.structs.replace(record("sbom", 9 * DAY), status="archived"), policy, NOW)
+
+
+def archive_command(ids: list[str]) -> RecordArchive:
+    return RecordArchive(
+        command_id="c1",
+        requested_at=NOW,
+        archive_id="ela-1",
+        location="/archive/a.tar",
+        archive_sha256="sha256:" + "7e" * 32,
+        anchor_id="sha256:" + "5c" * 32,
+        artifact_ids=ids,
+        requested_by="ops",
+    )
+
+
+def test_the_service_archives_only_what_is_still_ingested_and_not_held() -> None:
+    good, held, corrupted = (
+        record("sbom", DAY, n=1),
+        record("sbom", DAY, hold="case", n=2),
+        record("scan", DAY, n=3),
+    )
+    corrupted = msgspec.structs.replace(corrupted, status="corrupted")
+    records = {r.artifact_id: r for r in (good, held, corrupted)}
+    gone = "sha256:" + "f" * 64
+    events, done = decide(archive_command([*records, gone, good.artifact_id, "../x"]), records, NOW)
+    assert [e.artifact_id for e in events] == [good.artifact_id]  # once, though named twice
+    assert events[0].location == "/archive/a.tar" and events[0].correlation_id == "c1"
+    assert (done.archived, done.bytes) == (1, good.size)
+    assert done.skipped == {
+        held.artifact_id: "under legal hold (case)",
+        corrupted.artifact_id: "its status is corrupted",
+        gone: "not in the index",
+        "../x": "not in the index",
+    }
+
+
+def test_the_fold_archives_once_keeps_holds_and_revives_on_ingest() -> None:
+    good = record("sbom", DAY, n=1)
+    [event], _ = decide(archive_command([good.artifact_id]), {good.artifact_id: good}, NOW)
+    at = Position(0, 9)
+    archived = apply(event, good, at)
+    assert archived is not None and archived.status == ARCHIVED
+    assert archived.archive is not None and archived.archive.location == "/archive/a.tar"
+    assert apply(event, archived, at) is archived  # a repeated event changes nothing
+    held = msgspec.structs.replace(good, hold="case 9")
+    assert apply(event, held, at) is held
+    expired = ArtifactExpired(
+        artifact_id=good.artifact_id, kind="sbom", size=10, max_age="1d", expired_at=NOW
+    )
+    assert apply(expired, archived, at) is archived  # nothing left here to expire
+    again = ArtifactIngested(
+        artifact_id=good.artifact_id,
+        size=10,
+        kind="sbom",
+        subjects=(),
+        producer="p",
+        media_type="",
+        ingested_at=NOW,
+    )
+    revived = apply(again, archived, at)
+    assert (
+        revived is not None
+        and revived.status == INGESTED
+        and "after it was archived" in revived.status_reason
+    )

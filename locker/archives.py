@@ -1,0 +1,182 @@
+"""What an archive is made of (`stella evidence archive`), and the checks of its parts. No I/O here.
+
+An archive is one tar file (zstd-compressed with `--compress`), its members in this order:
+
+    anchor.json              the anchor every inclusion proof is against: its exact record,
+                             signed checkpoints and the verifier key (`anchor export`'s document)
+    events/000000.jsonl      one line per artifact of the group: its events, each with its
+                             inclusion proof in the anchor's tree of its partition
+    blobs/sha256/<hex>       the blobs of that group, named by their digest
+    events/000001.jsonl ...  the next group and its blobs
+    manifest.json            format, anchor, every artifact's metadata and size, and the SHA-256
+                             and size of every member that is not a blob
+    manifest.sig             the anchor key's Ed25519 signature of manifest.json's exact bytes
+
+Groups keep the writer's memory bounded and let a reader check as it streams: a blob checks
+against its own name, the other members against the manifest at the end, the manifest against
+its signature. Members are plain files with fixed metadata; a reader refuses anything else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+
+import msgspec
+
+from locker import merkle
+from locker.anchors import AnchorCreated
+from locker.errors import InvalidInput
+from locker.events import ArtifactIngested, decode
+
+FORMAT = 1
+ANCHOR = "anchor.json"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+GROUP_ARTIFACTS = 1000  # artifacts of one events member ...
+GROUP_BYTES = 64 << 20  # ... and at most this many blob bytes (one blob may be more)
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+_BLOB = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
+_EVENTS = re.compile(r"^events/(\d{6})\.jsonl$")
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    sha256: str
+    size: int
+
+
+class ArchivedArtifact(msgspec.Struct, frozen=True, kw_only=True):
+    """One artifact of the archive, as the index had it."""
+
+    artifact_id: str
+    size: int
+    kind: str
+    subjects: tuple[str, ...] = ()
+    producer: str = ""
+    media_type: str = ""
+    ingested_at: datetime
+    partition: int
+    offset: int  # of its ingest event
+    events: int  # how many of its events (with proofs) the archive holds
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    archive_id: str
+    created_at: datetime
+    created_by: str
+    older_than: str  # as the operator gave it ("365d")
+    cutoff: datetime  # artifacts ingested before this
+    origin: str  # the checkpoints' origin prefix
+    anchor_id: str
+    verifier_key: str
+    artifacts: tuple[ArchivedArtifact, ...]
+    blob_bytes: int
+    files: dict[str, FileEntry]  # every member but the blobs and the manifest itself
+    format: int = FORMAT
+
+
+class ProvedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One event record of an artifact: its exact bytes (the Merkle leaf) and its inclusion proof
+    in the anchor's tree of `partition` (leaf side first, as `locker.merkle` gives it)."""
+
+    partition: int
+    offset: int
+    leaf_index: int
+    value: bytes  # base64 in JSON
+    proof: tuple[bytes, ...]
+
+
+class History(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of an events member: an artifact and its events, in log order."""
+
+    artifact_id: str
+    events: tuple[ProvedEvent, ...]
+
+
+_manifest_encoder = msgspec.json.Encoder(order="sorted")
+_manifest_decoder = msgspec.json.Decoder(Manifest)
+_line_encoder = msgspec.json.Encoder()
+_line_decoder = msgspec.json.Decoder(History)
+
+
+def blob_member(artifact_id: str) -> str:
+    return "blobs/sha256/" + artifact_id.removeprefix("sha256:")
+
+
+def events_member(group: int) -> str:
+    return f"events/{group:06d}.jsonl"
+
+
+def blob_of(name: str) -> str | None:
+    """The artifact id a blob member's name gives, or None if `name` is no blob member."""
+    match = _BLOB.match(name)
+    return None if match is None else "sha256:" + match.group(1)
+
+
+def is_events_member(name: str) -> bool:
+    return _EVENTS.match(name) is not None
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    return _manifest_encoder.encode(manifest)
+
+
+def decode_manifest(raw: bytes) -> Manifest:
+    """Raises `InvalidInput` for bytes that are no manifest of this format."""
+    try:
+        manifest = _manifest_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("schema-invalid", f"the manifest does not decode: {exc}") from None
+    if manifest.format != FORMAT:
+        raise InvalidInput("schema-invalid", f"archive format {manifest.format}; this locker reads {FORMAT}")
+    return manifest
+
+
+def encode_lines(histories: Iterable[History]) -> bytes:
+    return b"".join(_line_encoder.encode(h) + b"\n" for h in histories)
+
+
+def decode_lines(raw: bytes) -> list[History]:
+    """Raises `InvalidInput` for bytes that are no events member."""
+    try:
+        return [_line_decoder.decode(line) for line in raw.splitlines() if line]
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("schema-invalid", f"an events line does not decode: {exc}") from None
+
+
+def check_history(history: History, anchor: AnchorCreated) -> tuple[list[str], int | None]:
+    """What is wrong with an artifact's archived events ([] if nothing), and the size its ingest
+    event gives. Each event must be proven in `anchor` (whose signature the caller checked) and be
+    about the artifact; the first must be its ingest (the caller compares the sizes)."""
+    heads = {h.partition: h for h in anchor.body.partitions}
+    problems: list[str] = []
+    size = None
+    for i, proved in enumerate(history.events):
+        where = f"event {proved.partition}/{proved.offset} of {history.artifact_id}"
+        head = heads.get(proved.partition)
+        if head is None or not 0 <= proved.leaf_index < head.tree_size:
+            problems.append(f"{where}: not in anchor {anchor_label(anchor)}")
+            continue
+        try:
+            leaf = merkle.leaf_hash(proved.value)
+            merkle.verify_inclusion(proved.leaf_index, head.tree_size, leaf, proved.proof, head.root)
+            event = decode(proved.value)
+        except (merkle.RootMismatch, merkle.ProofError) as exc:
+            problems.append(f"{where}: its inclusion proof fails: {exc}")
+            continue
+        except InvalidInput as exc:
+            problems.append(f"{where}: not an event ({exc})")
+            continue
+        if getattr(event, "artifact_id", None) != history.artifact_id:
+            problems.append(f"{where}: is about another artifact")
+        elif i == 0 and isinstance(event, ArtifactIngested):
+            size = event.size
+    if size is None and not problems:
+        problems.append(f"{history.artifact_id}: its first archived event is not its ingest")
+    return problems, size
+
+
+def anchor_label(anchor: AnchorCreated) -> str:
+    return f"sequence {anchor.body.sequence}"
