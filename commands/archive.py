@@ -245,7 +245,7 @@ def _histories(
     topic = Topics(settings.topic_prefix).events
     for batch in read_batches(settings, topic, starts=starts, stops=stops, partitions=list(stops)):
         for partition, offset, value in batch:
-            if not counts(offset, voided[partition]):
+            if _named(value) not in wanted or not counts(offset, voided[partition]):
                 continue
             try:
                 artifact_id = artifact_of(decode(value))
@@ -256,6 +256,16 @@ def _histories(
         done += len(batch)
         report("reading events", done, total)
     return found
+
+
+_FIELD = b'"artifact_id":"'
+
+
+def _named(value: bytes) -> str | None:
+    """The artifact id an event record names first, found without decoding it (a filter: events
+    are canonical JSON, keys sorted, so an artifact event's own id is the first such field)."""
+    at = value.find(_FIELD)
+    return None if at < 0 else value[at + len(_FIELD) : at + len(_FIELD) + 71].decode(errors="replace")
 
 
 class _Written(msgspec.Struct):
@@ -287,7 +297,7 @@ def _write(
     try:
         with (
             _writing(tmp, compress) as stream,
-            tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
             MerkleStore(settings.merkle_path, readonly=True) as trees,
         ):
             document = anchors.export_document(stored, anchor, signer.verifier.vkey)

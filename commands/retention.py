@@ -10,8 +10,10 @@ for `retention.applied` and then for the deletions.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from commands import queries
@@ -21,6 +23,7 @@ from locker.config import Settings
 from locker.events import RetentionApplied
 from locker.events.ingest import KINDS
 from projections.retention import due, summary
+from projections.store import IndexStore
 from streams.kafka import end_offsets
 from streams.topics import Topics
 
@@ -88,11 +91,17 @@ def wait_for_deletions(settings: Settings) -> int | None:
     the run is on the log before `retention.applied`, so below the end offsets read now."""
     ends = asyncio.run(end_offsets(settings, Topics(settings.topic_prefix).events))
     deadline = time.monotonic() + settings.timeout
-    while True:
-        with queries.index_store(settings) as index:
+    # Followed, not reopened at each poll: a reopen replays the write-ahead log, CPU the service
+    # needs for the very work awaited.
+    with (
+        tempfile.TemporaryDirectory(prefix="stella-follow-") as scratch,
+        IndexStore(settings.index_path, follow=Path(scratch)) as index,
+    ):
+        while True:
+            index.catch_up()
             applied = index.applied()
             caught_up = all(applied.get(p, -1) >= end - 1 for p, end in ends.items() if end)
             pending = len(index.pending_deletions())
-        if (caught_up and not pending) or time.monotonic() > deadline:
-            return pending if caught_up else None
-        time.sleep(0.2)
+            if (caught_up and not pending) or time.monotonic() > deadline:
+                return pending if caught_up else None
+            time.sleep(0.1)

@@ -83,9 +83,15 @@ class IndexStore(TrackedStore):
     what = "index"
 
     def __init__(
-        self, path: Path, *, readonly: bool = False, unlogged: bool = False, bulk: bool = False
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        unlogged: bool = False,
+        bulk: bool = False,
+        follow: Path | None = None,
     ) -> None:
-        super().__init__(path, readonly=readonly, unlogged=unlogged, bulk=bulk)
+        super().__init__(path, readonly=readonly, unlogged=unlogged, bulk=bulk, follow=follow)
         self._written: set[str] | None = set() if bulk else None
         self._totals: tuple[int, int] | None = None  # (count, bytes), the writer's own cache
 

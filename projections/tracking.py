@@ -30,7 +30,8 @@ def position_key(partition: int) -> bytes:
 class TrackedStore:
     """A RocksDB projection with per-partition applied positions.
 
-    `readonly` opens the folder for queries (a missing folder reads as empty). `unlogged` skips
+    `readonly` opens the folder for queries (a missing folder reads as empty); `follow` too, as a
+    follower that `catch_up` brings up to date (for polling while the service writes). `unlogged` skips
     RocksDB's write-ahead log: for a rebuild into a fresh folder, flushed on `close` and swapped
     in only then (a crash just means rebuilding again). `bulk` (with `unlogged`) loads a fresh
     folder fast: memtables are plain vectors, sorted by RocksDB's background threads when they
@@ -41,16 +42,26 @@ class TrackedStore:
     what = "projection"
 
     def __init__(
-        self, path: Path, *, readonly: bool = False, unlogged: bool = False, bulk: bool = False
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        unlogged: bool = False,
+        bulk: bool = False,
+        follow: Path | None = None,
     ) -> None:
         self.path = path
-        self.readonly = readonly
+        self.readonly = readonly or follow is not None
         self.unlogged = unlogged or bulk
         self.bulk = bulk
         self._db: Rdict | None = None
         options = Options(raw_mode=True)
         try:
-            if readonly:
+            if follow is not None:
+                if (path / "CURRENT").exists():
+                    options.set_max_open_files(-1)
+                    self._db = Rdict(str(path), options, access_type=AccessType.secondary(str(follow)))
+            elif readonly:
                 if (path / "CURRENT").exists():
                     self._db = Rdict(str(path), options, access_type=AccessType.read_only())
             else:
@@ -86,6 +97,17 @@ class TrackedStore:
         self.close()
 
     # Reading.
+    def catch_up(self) -> None:
+        """A follower (`follow`: a RocksDB secondary instance, its own files in that folder) reads
+        what the writer wrote since it opened or last caught up: a poll that costs what is new, not
+        a reopen that replays the whole write-ahead log."""
+        if self._db is not None:
+            try:
+                self._db.try_catch_up_with_primary()
+            except Exception as exc:  # rocksdict raises plain Exception on I/O errors
+                raise StorageUnavailable(f"cannot follow the {self.what} at {self.path}: {exc}") from exc
+        self._applied = self._read_applied()
+
     def applied(self) -> dict[int, int]:
         """partition -> offset of the last record applied (absent: nothing yet)."""
         return dict(self._applied)

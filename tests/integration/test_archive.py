@@ -15,15 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import zstandard
 
+from commands.sending import send_and_await_event
+from locker import requests
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import digest_of
+from locker.events import ArchiveRecorded
 from streams.topics import Topics
 from tests.conftest import run_cli
-from tests.integration.helpers import index_count, produce, submission, wait_for
+from tests.integration.helpers import dead_letters, index_count, produce, submission, wait_for
 from tests.integration.test_retention import rfc6962_root
 
 pytestmark = pytest.mark.integration
@@ -165,3 +169,31 @@ def test_an_archive_with_a_flipped_byte_is_refused_on_recovery(anchoring: Settin
     # The intact file recovers.
     run_cli("evidence", "recover", "--id", ids[0], "--source", "archive", "--input", str(target))
     assert blobs.hash_of(ids[0]) == ids[0]
+
+
+def test_forged_archive_commands_are_refused_or_change_nothing_they_may_not(anchoring: Settings) -> None:
+    """What a writer of `evidence.commands` can do with `archive.record` (ACLs are #12): malformed
+    ones are dead-lettered; a well-formed one cannot archive a held or unknown artifact."""
+    [good, held] = ingest(anchoring, [os.urandom(400), os.urandom(401)])
+    run_cli("evidence", "hold", "set", held, "--reason", "case 3")
+    anchor = cli_json("evidence", "anchor", "create")["anchor_id"]
+    template = requests.record_archive("ela-x", "/a/b.tar", "sha256:" + "7e" * 32, anchor, [good])
+    bad = [
+        msgspec.structs.replace(template, location="relative/b.tar"),
+        msgspec.structs.replace(template, location="/a/\x1b[2Jb.tar"),
+        msgspec.structs.replace(template, archive_sha256="md5:x"),
+        msgspec.structs.replace(template, artifact_ids=[good] * 20_001),
+        msgspec.structs.replace(template, anchor_id="sha256:" + "00" * 32),
+    ]
+    topics = Topics(anchoring.topic_prefix)
+    asyncio.run(produce(anchoring, topics.commands, [(b"x", requests.encode(c)) for c in bad]))
+    letters = dead_letters(anchoring, len(bad))
+    assert [d.reason for d, _ in letters] == ["schema-invalid"] * 4 + ["not-found"]
+
+    forged = requests.record_archive(
+        "ela-x", "/a/b.tar", "sha256:" + "7e" * 32, anchor, [held, "sha256:" + "1" * 64]
+    )
+    _, _, event = send_and_await_event(anchoring, forged, forged.command_id.encode(), "forged")
+    assert isinstance(event, ArchiveRecorded) and event.archived == 0 and len(event.skipped) == 2
+    assert BlobStore(anchoring.evidence_path).exists(held)
+    assert cli_json("evidence", "index", "lookup", held)["status"] == "ingested"
