@@ -29,6 +29,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import tarfile
 import time
 from collections import defaultdict
@@ -54,7 +55,7 @@ from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, InvalidInput, NotFound, StorageUnavailable, UsageError
 from locker.events import ArchiveRecorded, decode
-from locker.sizes import parse_age
+from locker.sizes import human, parse_age
 from locker.times import iso_utc
 from projections.index import ARCHIVED, GONE, INGESTED, ArtifactRecord, artifact_of, counts
 from projections.merkle_store import CachedNodes, MerkleStore
@@ -139,6 +140,7 @@ def create(
     )  # fmt: skip
     if not chosen:
         return result
+    _check_room(target, chosen, compress)
     stored, anchor = _covering_anchor(settings)
     result.anchor = stored.id
     phase("anchor")
@@ -186,6 +188,23 @@ def _target(settings: Settings, output: Path | None, compress: bool, now: dateti
     except OSError as exc:
         raise StorageUnavailable(f"cannot create {target.parent}: {exc}") from exc
     return target
+
+
+PER_ARTIFACT = 2048  # bytes an artifact adds besides its blob: two tar headers, its events and proofs
+
+
+def _check_room(target: Path, chosen: list[ArtifactRecord], compress: bool) -> None:
+    """Refuse before any work when the archive's file system cannot hold it uncompressed (its
+    size is not known beforehand compressed, so that is only checked as it is written)."""
+    if compress:
+        return
+    needed = sum(r.size + 511 for r in chosen) + PER_ARTIFACT * len(chosen)
+    free = shutil.disk_usage(target.parent).free
+    if needed > free:
+        raise StorageUnavailable(
+            f"the archive needs about {human(needed)} and {target.parent} has {human(free)} free: "
+            "choose another --output, or a larger --older-than"
+        )
 
 
 def _choose(settings: Settings, cutoff: datetime) -> tuple[list[ArtifactRecord], int, int]:

@@ -210,7 +210,7 @@ def recover(settings: Settings, artifact_id: str, source: str) -> dict[str, Any]
     record once the recovery shows. A bad or missing copy is `Refused` (exit 5)."""
     parse_digest(artifact_id, what="artifact id")
     if source != "replica":
-        raise UsageError(f"--source {source!r}: the one source is replica")
+        raise UsageError(f"--source {source!r}: replica or archive (with --input FILE)")
     if settings.replica_path is None:
         raise UsageError("no replica store: set EvidenceLocker:ReplicaPath (and restart the service)")
     with IndexStore(settings.index_path, readonly=True) as index:
