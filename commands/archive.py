@@ -55,6 +55,7 @@ from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, InvalidInput, NotFound, StorageUnavailable, UsageError
 from locker.events import ArchiveRecorded, decode
+from locker.files import fsync_dir
 from locker.sizes import human, parse_age
 from locker.times import iso_utc
 from projections.index import ARCHIVED, GONE, INGESTED, ArtifactRecord, artifact_of, counts
@@ -346,7 +347,7 @@ def _write(
             _add(tar, archives.MANIFEST, raw_manifest, mtime)
             _add(tar, archives.SIGNATURE, base64.b64encode(signer.sign(raw_manifest)) + b"\n", mtime)
         os.link(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         raise StorageUnavailable(f"cannot write the archive {target}: {exc}") from exc
     finally:
@@ -453,14 +454,6 @@ def _listed(record: ArtifactRecord, events: int) -> ArchivedArtifact:
         producer=record.producer, media_type=record.media_type, ingested_at=record.ingested_at,
         partition=record.partition, offset=record.offset, events=events,
     )  # fmt: skip
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _record(

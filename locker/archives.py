@@ -27,6 +27,7 @@ import msgspec
 
 from locker import merkle
 from locker.anchors import AnchorCreated
+from locker.backups import FileEntry as FileEntry  # the same entry as a backup manifest's
 from locker.errors import InvalidInput
 from locker.events import ArtifactIngested, decode
 
@@ -40,11 +41,6 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _BLOB = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 _EVENTS = re.compile(r"^events/(\d{6})\.jsonl$")
-
-
-class FileEntry(msgspec.Struct, frozen=True):
-    sha256: str
-    size: int
 
 
 class ArchivedArtifact(msgspec.Struct, frozen=True, kw_only=True):

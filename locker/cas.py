@@ -24,6 +24,7 @@ from typing import cast
 
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, StorageUnavailable
+from locker.files import fsync_dir
 
 _CHUNK = 1 << 20
 
@@ -42,7 +43,7 @@ class BlobStore:
             for i in range(256):
                 (self.blobs / f"{i:02x}").mkdir(parents=True, exist_ok=True)
             for folder in (self.blobs, self.blobs.parent, self.root):
-                _fsync_dir(folder)
+                fsync_dir(folder)
         except OSError as exc:
             raise StorageUnavailable(f"cannot prepare storage at {self.root}: {exc}") from exc
 
@@ -118,7 +119,7 @@ class BlobStore:
                 _syncfs(self.root)  # ... and so is every rename, before anyone hears of them
             else:
                 for folder in {os.path.dirname(final) for final, _, _ in todo}:
-                    _fsync_dir(Path(folder))
+                    fsync_dir(Path(folder))
         except OSError as exc:
             raise StorageUnavailable(f"cannot write to {self.root}: {exc}") from exc
         finally:
@@ -164,7 +165,7 @@ class BlobStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
             raise StorageUnavailable(f"cannot restore {artifact_id} in {self.root}: {exc}") from exc
 
@@ -249,13 +250,5 @@ def _syncfs(folder: Path) -> None:
         if _libc_syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"syncfs: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
