@@ -422,7 +422,9 @@ def provenance_show(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
 
 @evidence.command("verify")
 def evidence_verify(
-    mode: Annotated[str, typer.Option("--mode", help="quick (a sample) or full (every artifact).")],
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="quick (a sample) or full (every artifact).")
+    ] = None,
     sample: Annotated[
         str, typer.Option("--sample", help="Quick: how many, as a count (500) or a percentage (2%).")
     ] = "",
@@ -433,13 +435,27 @@ def evidence_verify(
         str | None,
         typer.Option("--to-anchor", help="Full: the artifacts and roots as of this anchor (id or prefix)."),
     ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Check an evidence pack (--input): no broker, service or network."),
+    ] = False,
+    input_: Annotated[Path | None, typer.Option("--input", help="With --offline: the pack.")] = None,
+    trusted_key: Annotated[
+        str | None, typer.Option("--trusted-key", help="With --offline: the verifier key to trust.")
+    ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Re-hash artifacts against their ids in the service; exit 1 if any failed."""
+    """Re-hash artifacts against their ids in the service, or (--offline) check an evidence pack;
+    exit 1 if anything failed."""
+    if offline or input_ is not None or trusted_key is not None:
+        if not offline or input_ is None or mode or sample or seed is not None or to_anchor:
+            raise UsageError("--offline takes --input PACK (and --trusted-key VKEY), and no --mode options")
+        verify_offline(input_, trusted_key, fmt)
+        return
     from commands import integrity
 
     if mode not in ("quick", "full"):
-        raise UsageError(f"--mode {mode!r}: quick or full")
+        raise UsageError("--mode quick or --mode full (or --offline --input PACK)")
     terminal = sys.stderr.isatty()
     lines = Lines("verified")
     with progress("verifying", show=terminal and fmt is Format.table) as bar:
@@ -460,6 +476,73 @@ def evidence_verify(
         )
     lines.close()
     show_report(result, fmt)
+
+
+def verify_offline(pack: Path, trusted_key: str | None, fmt: Format) -> None:
+    from commands import offline
+
+    report = offline.verify(pack, trusted_key)
+    if fmt is Format.json:
+        emit(report, fmt)
+    else:
+        for item in report.items:
+            typer.echo(
+                f"{'ok  ' if item.ok else 'FAIL'}  {item.item}" + (f": {item.detail}" if item.detail else "")
+            )
+        verdict = "verified" if report.verified else f"FAILED ({report.failures} item(s))"
+        typer.echo(
+            f"{verdict}: {report.artifacts} artifacts about {report.subject or '?'}, {report.blobs} blobs, "
+            f"{report.events} events, anchor {report.anchor or '?'}; key: {report.key_source}"
+        )
+    if not report.verified:
+        raise typer.Exit(1)
+
+
+@evidence.command("export")
+def evidence_export(
+    digest: Annotated[str, typer.Option("--digest", help="The subject (or artifact) digest: sha256:<hex>.")],
+    output: Annotated[Path, typer.Option("--output", help="The pack to write (.tar.gz).")],
+    include_deps: Annotated[
+        bool, typer.Option("--include-deps", help="Also the evidence about its dependencies and materials.")
+    ] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Write an evidence pack: every artifact about the digest, its events with inclusion proofs in
+    one anchor, that anchor's signed checkpoints and key, a signed manifest; byte-identical for the
+    same state."""
+    from commands import export
+
+    with progress("exporting", show=fmt is Format.table and sys.stderr.isatty()) as bar:
+        task = bar.add_task("export", total=None)
+        result = export.export(
+            settings(),
+            digest,
+            output,
+            include_deps=include_deps,
+            progress=lambda stage, done, total: bar.update(
+                task, description=stage, completed=done, total=total
+            ),
+        )
+    emit(result, fmt)
+
+
+@app.command("replay")
+def replay(
+    evidence_pack: Annotated[Path, typer.Option("--evidence", help="The evidence pack (.tar.gz).")],
+    output: Annotated[Path, typer.Option("--output", help="The verdict to write (JSON).")],
+    trusted_key: Annotated[
+        str | None, typer.Option("--trusted-key", help="The verifier key to trust.")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Rebuild each artifact's state from an evidence pack alone and write the verdict as canonical
+    JSON (the same pack, the same bytes); exit 5 if the pack does not verify, 1 if the verdict fails."""
+    from commands import offline
+
+    result = offline.replay(evidence_pack, output, trusted_key)
+    emit(result, fmt)
+    if result.verdict != "pass":
+        raise typer.Exit(1)
 
 
 @evidence.command("verify-report")

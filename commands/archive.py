@@ -21,7 +21,6 @@ archived, and the service finishes the deletions when it starts.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -32,7 +31,6 @@ import secrets
 import shutil
 import tarfile
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,25 +42,23 @@ import zstandard
 from commands import anchors as anchor_ops
 from commands import queries
 from commands.archive_read import damaged, read_archive
-from commands.integrity import changed_by, checked_anchor
+from commands.integrity import changed_by
+from commands.proving import Events, Prover, anchor_stops, covering_anchor, histories
 from commands.retention import wait_for_deletions
 from commands.sending import send_and_await_event, send_and_wait
-from locker import anchors, archives, merkle, requests, signing
+from locker import anchors, archives, requests, signing
 from locker.anchors import AnchorCreated, StoredAnchor
-from locker.archives import ArchivedArtifact, History, Manifest, ProvedEvent
+from locker.archives import ArchivedArtifact, Manifest
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
-from locker.errors import ArtifactNotFound, InvalidInput, NotFound, StorageUnavailable, UsageError
-from locker.events import ArchiveRecorded, decode
+from locker.errors import ArtifactNotFound, NotFound, StorageUnavailable, UsageError
+from locker.events import ArchiveRecorded
 from locker.files import fsync_dir
 from locker.sizes import human, parse_age
 from locker.times import iso_utc
-from projections.index import ARCHIVED, GONE, INGESTED, ArtifactRecord, artifact_of, counts
-from projections.merkle_store import CachedNodes, MerkleStore
-from streams.kafka import end_offsets
-from streams.reader import read_batches
-from streams.topics import Topics
+from projections.index import ARCHIVED, GONE, INGESTED, ArtifactRecord
+from projections.merkle_store import MerkleStore
 
 Progress = Callable[[str, int, int | None], None]
 PART = 10_000  # artifact ids in one `archive.record` command (about 750 kB)
@@ -142,10 +138,10 @@ def create(
     if not chosen:
         return result
     _check_room(target, chosen, compress)
-    stored, anchor = _covering_anchor(settings)
+    stored, anchor = covering_anchor(settings)
     result.anchor = stored.id
     phase("anchor")
-    events = _histories(settings, chosen, anchor, report)
+    events = histories(settings, chosen, anchor_stops(anchor), report)
     phase("events")
     written = _write(settings, target, compress, signer, header, (stored, anchor), chosen, events, report)
     phase("write")
@@ -227,67 +223,6 @@ def _choose(settings: Settings, cutoff: datetime) -> tuple[list[ArtifactRecord],
     return chosen, held, not_good
 
 
-def _covering_anchor(settings: Settings) -> tuple[StoredAnchor, AnchorCreated]:
-    """The latest anchor if it covers every record of `evidence.events` now, else a new one the
-    service makes; checked like `anchor verify --latest` (`IntegrityError` if it does not verify)."""
-    ends = asyncio.run(end_offsets(settings, Topics(settings.topic_prefix).events))
-    anchor_id = None
-    with contextlib.suppress(NotFound), anchor_ops.chain_view(settings) as chain:
-        stored, latest = chain.find(None)
-        heads = {h.partition: h for h in latest.body.partitions}
-        if all(end == 0 or (p in heads and heads[p].last_offset >= end - 1) for p, end in ends.items()):
-            anchor_id = stored.id
-    if anchor_id is None:
-        anchor_id = anchor_ops.create(settings)["anchor_id"]
-    checked = checked_anchor(settings, anchor_id)["id"]
-    with anchor_ops.chain_view(settings) as chain:
-        return chain.find(checked)
-
-
-Events = dict[str, list[tuple[int, int, bytes]]]  # artifact id -> (partition, offset, value), in log order
-
-
-def _histories(
-    settings: Settings, chosen: list[ArtifactRecord], anchor: AnchorCreated, report: Progress
-) -> Events:
-    """The counting events of each chosen artifact up to the anchor, read from the log: all of an
-    artifact's events are on its partition, from its ingest on."""
-    wanted = {r.artifact_id for r in chosen}
-    last = {h.partition: h.last_offset for h in anchor.body.partitions if h.tree_size}
-    starts: dict[int, int] = {}
-    for r in chosen:
-        starts[r.partition] = min(starts.get(r.partition, r.offset), r.offset)
-    stops = {p: last[p] + 1 for p in starts if p in last and last[p] >= starts[p]}
-    with queries.index_store(settings) as index:
-        voided = {p: index.voided_ranges(p) for p in stops}
-    found: Events = defaultdict(list)
-    total, done = sum(stops[p] - starts[p] for p in stops), 0
-    topic = Topics(settings.topic_prefix).events
-    for batch in read_batches(settings, topic, starts=starts, stops=stops, partitions=list(stops)):
-        for partition, offset, value in batch:
-            if _named(value) not in wanted or not counts(offset, voided[partition]):
-                continue
-            try:
-                artifact_id = artifact_of(decode(value))
-            except InvalidInput:
-                continue
-            if artifact_id in wanted:
-                found[artifact_id].append((partition, offset, value))
-        done += len(batch)
-        report("reading events", done, total)
-    return found
-
-
-_FIELD = b'"artifact_id":"'
-
-
-def _named(value: bytes) -> str | None:
-    """The artifact id an event record names first, found without decoding it (a filter: events
-    are canonical JSON, keys sorted, so an artifact event's own id is the first such field)."""
-    at = value.find(_FIELD)
-    return None if at < 0 else value[at + len(_FIELD) : at + len(_FIELD) + 71].decode(errors="replace")
-
-
 class _Written(msgspec.Struct):
     manifest_sha256: str
     largest: int  # bytes of the largest blob
@@ -324,7 +259,7 @@ def _write(
             files[archives.ANCHOR] = _add(
                 tar, archives.ANCHOR, json.dumps(document, indent=1).encode(), mtime
             )
-            prove = _Prover(trees, anchor)
+            prove = Prover(trees, anchor)
             groups = _groups(chosen, BlobStore(settings.evidence_path), skipped)
             for group, members in enumerate(groups):
                 lines = prove([(r.artifact_id, events.get(r.artifact_id, [])) for r, _ in members])
@@ -404,48 +339,6 @@ def _groups(
         size += len(data)
     if group:
         yield group
-
-
-class _Prover:
-    """Inclusion proofs of event records in one anchor, from the Merkle store (nodes cached per
-    partition: an archive's proofs share most of them)."""
-
-    def __init__(self, trees: MerkleStore, anchor: AnchorCreated) -> None:
-        self._trees = trees
-        self._sizes = {h.partition: h.tree_size for h in anchor.body.partitions}
-        self._nodes: dict[int, CachedNodes] = {}
-
-    def __call__(self, items: list[tuple[str, list[tuple[int, int, bytes]]]]) -> list[History]:
-        wanted: dict[int, list[int]] = defaultdict(list)
-        for _, records in items:
-            for partition, offset, _ in records:
-                wanted[partition].append(offset)
-        leaves = {
-            (p, o): i
-            for p, offsets in wanted.items()
-            for o, i in zip(offsets, self._trees.leaf_indices(p, offsets), strict=True)
-        }
-        return [
-            History(
-                artifact_id=artifact_id,
-                events=tuple(self._proved(p, o, v, leaves[p, o]) for p, o, v in records),
-            )
-            for artifact_id, records in items
-        ]
-
-    def _proved(self, partition: int, offset: int, value: bytes, index: int | None) -> ProvedEvent:
-        size = self._sizes.get(partition, 0)
-        if index is None or index >= size:
-            raise NotFound(
-                f"record {partition}/{offset} is not in the anchor's tree: rebuild the Merkle store"
-            )
-        nodes = self._nodes.get(partition)
-        if nodes is None:
-            nodes = self._nodes[partition] = CachedNodes(self._trees.nodes(partition))
-        proof = merkle.inclusion_proof(nodes, index, size)
-        return ProvedEvent(
-            partition=partition, offset=offset, leaf_index=index, value=value, proof=tuple(proof)
-        )
 
 
 def _listed(record: ArtifactRecord, events: int) -> ArchivedArtifact:

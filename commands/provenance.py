@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from commands import queries
@@ -23,21 +22,11 @@ from commands.anchors import chain_view
 from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, InvalidInput
-from locker.events import (
-    ArtifactHoldReleased,
-    ArtifactHoldSet,
-    ArtifactIngested,
-    ArtifactMarkedCorrupted,
-    ArtifactRecovered,
-    ArtifactReplicated,
-    ArtifactResubmitted,
-    ArtifactVerificationFailed,
-    Event,
-    decode,
-)
+from locker.events import decode
 from locker.times import iso_utc
 from locker.verification import outcome_decoder
 from projections.anchor_chain import UNCHECKED
+from projections.provenance import step as provenance_step
 from streams.kafka import end_offsets
 from streams.partitioning import partitions_for
 from streams.reader import read_batches
@@ -60,7 +49,7 @@ def show(settings: Settings, artifact_id: str) -> dict[str, Any]:
             event = decode(value)
         except InvalidInput:
             continue
-        step = _step(event)
+        step = provenance_step(event)
         if step is not None:
             anchor = covering(partition, offset)
             void = voided.get((partition, offset))
@@ -113,36 +102,6 @@ def _keyed(settings: Settings, topic: str, key: bytes) -> list[tuple[int, int, b
 def _key_of(value: bytes, key: bytes) -> bool:
     """A cheap filter before decoding: the record names the artifact id."""
     return key in value
-
-
-def _step(event: Event) -> dict[str, str] | None:
-    match event:
-        case ArtifactIngested():
-            subjects = ", ".join(event.subjects) or "no subjects"
-            detail = f"{event.kind}, {event.size} bytes, {event.media_type or 'no media type'}; {subjects}"
-            return _row(event.ingested_at, "ingested", event.producer, detail)
-        case ArtifactResubmitted():
-            return _row(
-                event.submitted_at, "submitted again", event.producer, "same content; nothing changed"
-            )
-        case ArtifactVerificationFailed():
-            actor = f"verification run {event.run_id}"
-            return _row(event.verified_at, f"verification failed: {event.outcome}", actor, event.detail)
-        case ArtifactMarkedCorrupted():
-            return _row(event.marked_at, "marked corrupted", event.actor, event.reason)
-        case ArtifactReplicated():
-            return _row(event.replicated_at, "replicated", "replication", event.replica)
-        case ArtifactRecovered():
-            return _row(event.recovered_at, "recovered", event.actor, f"from the {event.source}")
-        case ArtifactHoldSet():
-            return _row(event.set_at, "legal hold set", event.actor, event.reason)
-        case ArtifactHoldReleased():
-            return _row(event.released_at, "legal hold released", event.actor, event.reason)
-    return None
-
-
-def _row(at: datetime, what: str, actor: str, detail: str) -> dict[str, str]:
-    return {"at": iso_utc(at), "what": what, "actor": actor, "detail": detail}
 
 
 def _anchors(settings: Settings) -> Callable[[int, int], str | None]:

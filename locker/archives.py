@@ -38,6 +38,7 @@ SIGNATURE = "manifest.sig"
 GROUP_ARTIFACTS = 1000  # artifacts of one events member ...
 GROUP_BYTES = 64 << 20  # ... and at most this many blob bytes (one blob may be more)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
 
 _BLOB = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 _EVENTS = re.compile(r"^events/(\d{6})\.jsonl$")
@@ -56,6 +57,8 @@ class ArchivedArtifact(msgspec.Struct, frozen=True, kw_only=True):
     partition: int
     offset: int  # of its ingest event
     events: int  # how many of its events (with proofs) the archive holds
+    status: str = "ingested"  # in the locker's index when the file was written
+    blob: bool = True  # its blob is in the file (a pack lists an artifact without one by its events)
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,6 +73,25 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     artifacts: tuple[ArchivedArtifact, ...]
     blob_bytes: int
     files: dict[str, FileEntry]  # every member but the blobs and the manifest itself
+    format: int = FORMAT
+
+
+PACK = "evidence-pack"
+
+
+class PackManifest(msgspec.Struct, frozen=True, kw_only=True):
+    """The manifest of an evidence pack (`stella evidence export`): the same members as an archive,
+    gzip-compressed, with nothing that changes between two exports of the same state."""
+
+    kind: str = PACK
+    subject: str  # the digest exported
+    include_deps: bool = False
+    origin: str
+    anchor_id: str
+    verifier_key: str
+    artifacts: tuple[ArchivedArtifact, ...]
+    blob_bytes: int
+    files: dict[str, FileEntry]
     format: int = FORMAT
 
 
@@ -115,7 +137,7 @@ def is_events_member(name: str) -> bool:
     return _EVENTS.match(name) is not None
 
 
-def encode_manifest(manifest: Manifest) -> bytes:
+def encode_manifest(manifest: Manifest | PackManifest) -> bytes:
     return _manifest_encoder.encode(manifest)
 
 
@@ -127,6 +149,20 @@ def decode_manifest(raw: bytes) -> Manifest:
         raise InvalidInput("schema-invalid", f"the manifest does not decode: {exc}") from None
     if manifest.format != FORMAT:
         raise InvalidInput("schema-invalid", f"archive format {manifest.format}; this locker reads {FORMAT}")
+    return manifest
+
+
+_pack_decoder = msgspec.json.Decoder(PackManifest)
+
+
+def decode_pack_manifest(raw: bytes) -> PackManifest:
+    """Raises `InvalidInput` for bytes that are no evidence pack manifest of this format."""
+    try:
+        manifest = _pack_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("schema-invalid", f"the manifest does not decode: {exc}") from None
+    if manifest.kind != PACK or manifest.format != FORMAT:
+        raise InvalidInput("schema-invalid", f"not an evidence pack of format {FORMAT}")
     return manifest
 
 

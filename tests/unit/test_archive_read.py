@@ -6,6 +6,7 @@ changes the file's digest (which `recover` compares with the one on the log)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import json
@@ -20,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commands.archive_read import read_archive
+from commands import offline
+from commands.archive_read import read_archive, scan
 from locker import anchors, archives, merkle, signing
 from locker.anchors import PartitionHead, StoredAnchor
 from locker.archives import ArchivedArtifact, History, Manifest, ProvedEvent
@@ -194,7 +196,7 @@ def test_members_that_are_not_plain_files_are_refused(tmp_path: Path, extra: tar
     "name", ["/etc/passwd", "../blobs/x", "blobs/sha256/../../x", "README", "blobs/sha256/AB"]
 )
 def test_names_the_format_does_not_give_are_refused(tmp_path: Path, name: str) -> None:
-    assert "not part of an archive" in refused(tmp_path / "a", tar_of([(name, b"x"), *good_members()]))
+    assert "not a name the format gives" in refused(tmp_path / "a", tar_of([(name, b"x"), *good_members()]))
 
 
 def test_duplicates_oversized_members_and_missing_ones_are_refused(tmp_path: Path) -> None:
@@ -205,13 +207,13 @@ def test_duplicates_oversized_members_and_missing_ones_are_refused(tmp_path: Pat
     assert "missing" in refused(
         tmp_path / "a", tar_of([m for m in members if m[0] != archives.blob_member(ID)])
     )
-    assert "no manifest" in refused(tmp_path / "a", tar_of(members[:3]))
+    assert "manifest: missing" in refused(tmp_path / "a", tar_of(members[:3]))
     extra = (archives.blob_member("sha256:" + hashlib.sha256(b"x").hexdigest()), b"x")
     assert "not in the manifest" in refused(tmp_path / "a", tar_of([*members, extra]))
 
 
 def test_foreign_signatures_wrong_bytes_and_bad_proofs_are_refused(tmp_path: Path) -> None:
-    assert "anchor does not verify" in refused(
+    assert "does not verify with the trusted key" in refused(
         tmp_path / "a", tar_of(good_members(record=anchor_record(ROGUE)))
     )
     assert "signature does not verify" in refused(tmp_path / "a", tar_of(good_members(signer=ROGUE)))
@@ -267,3 +269,25 @@ def test_a_flipped_bit_anywhere_is_refused_or_changes_the_digest(
 def test_any_bytes_are_read_or_refused(tmp_path: Path, data: bytes) -> None:
     with pytest.raises(InvalidInput):
         read(tmp_path / "a", data)
+
+
+def test_a_stream_of_zeros_after_the_end_and_too_many_bytes_are_refused(tmp_path: Path) -> None:
+    bomb = gzip.compress(GOOD + b"\0" * (3 << 20), mtime=0)  # 3 MiB of zeros: ~3 kB of gzip
+    path = tmp_path / "bomb.tar.gz"
+    path.write_bytes(bomb)
+    found = scan(path, KEY.verifier, archives.decode_manifest, max_blob=1 << 20)
+    assert [str(p) for p in found.problems] == [f"file: more than {1 << 20} bytes after the end of the tar"]
+    path.write_bytes(gzip.compress(GOOD, mtime=0))
+    assert scan(path, KEY.verifier, archives.decode_manifest, max_blob=1 << 20).problems == []
+    capped = scan(path, KEY.verifier, archives.decode_manifest, max_blob=1 << 20, max_total=1000)
+    assert [p.item for p in capped.problems] == ["file"] and "more than 1000 bytes" in capped.problems[
+        0
+    ].detail
+
+
+def test_an_archive_is_not_an_evidence_pack(tmp_path: Path) -> None:
+    path = tmp_path / "a.tar"
+    path.write_bytes(GOOD)
+    report = offline.verify(path, KEY.verifier.vkey)
+    assert not report.verified
+    assert [i.item for i in report.items if not i.ok] == ["manifest"]

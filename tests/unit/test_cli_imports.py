@@ -80,3 +80,19 @@ def test_the_probe_sees_a_heavy_import(tmp_path: Path) -> None:
     """The guard itself works: a heavy module imported on the way is reported."""
     modules = imported(tmp_path, ["evidence", "exists", ZERO], preload=("streams.kafka",))
     assert {"aiokafka", "asyncio"} <= set(heavy(modules))
+
+
+NETWORK = ("faust", "mode", "aiokafka", "aiohttp", "kafka", "confluent_kafka", "urllib3", "requests")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evidence", "verify", "--offline", "--input", "pack.tar.gz"],
+        ["replay", "--evidence", "pack.tar.gz", "--output", "verdict.json"],
+    ],
+)
+def test_offline_commands_import_no_kafka_or_network_client(tmp_path: Path, argv: list[str]) -> None:
+    modules = imported(tmp_path, argv)
+    assert "commands.offline" in modules
+    assert sorted(m for m in modules if m.split(".")[0] in NETWORK) == []

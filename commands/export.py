@@ -1,0 +1,219 @@
+"""`stella evidence export --digest <digest> --output pack.tar.gz [--include-deps]` (runbook
+"Offline Mode Operations"): an evidence pack that `stella evidence verify --offline` and `stella
+replay` check with no broker, no service and no network.
+
+A pack has an archive's members (`locker.archives`): the anchor document, the events of every
+artifact about the digest (its subject, or the artifact with that id) with an inclusion proof of
+each in that anchor, their blobs, and a manifest signed with the anchor key. An artifact whose blob
+the locker no longer holds good (expired, archived, failed or corrupted) is in it by its events
+alone, so a replay shows what became of it. The anchor is the latest one if it covers those
+events, else a new one. The file is deterministic: members sorted by name with fixed metadata,
+gzip without a name or a time, Ed25519's deterministic signature; the same state gives the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import secrets
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from commands import anchors as anchor_ops
+from commands import queries
+from commands.proving import Prover, covering_anchor, histories
+from locker import anchors, archives, signing
+from locker.anchors import AnchorCreated, StoredAnchor
+from locker.archives import ArchivedArtifact, History, PackManifest
+from locker.cas import BlobStore
+from locker.config import Settings
+from locker.digests import parse_digest
+from locker.errors import ArtifactNotFound, IntegrityError, NotFound, StorageUnavailable, UsageError
+from locker.files import fsync_dir
+from projections.index import INGESTED, ArtifactRecord
+from projections.merkle_store import MerkleStore
+from streams.kafka import end_offsets
+from streams.topics import Topics
+
+Progress = Callable[[str, int, int | None], None]
+MTIME = 0  # fixed member times: the pack says when through its anchor, not its file metadata
+
+
+class ExportResult(msgspec.Struct, kw_only=True):
+    """What `stella evidence export` wrote (its `--format json`)."""
+
+    output: str
+    sha256: str
+    file_bytes: int
+    digest: str
+    anchor: str
+    artifacts: int
+    with_blob: int  # the others are in the pack by their events alone
+    blob_bytes: int
+    events: int
+
+
+def export(
+    settings: Settings,
+    digest: str,
+    output: Path,
+    *,
+    include_deps: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
+    report = progress or (lambda stage, done, total: None)
+    parse_digest(digest, what="--digest")
+    if include_deps:
+        raise UsageError(
+            "--include-deps needs the dependency and material rows that parsing evidence formats adds "
+            "(not built yet): export without it"
+        )
+    target = output.expanduser().absolute()
+    if target.exists() or target.is_symlink():
+        raise UsageError(f"{target} exists: choose another --output")
+    chosen = _about(settings, digest)
+    ends = asyncio.run(end_offsets(settings, Topics(settings.topic_prefix).events))
+    events = histories(settings, chosen, ends, report)
+    needs: dict[int, int] = {}
+    for records in events.values():
+        for partition, offset, _ in records:
+            needs[partition] = max(needs.get(partition, -1), offset)
+    stored, anchor = covering_anchor(settings, needs)
+    lines, blobs = _contents(settings, chosen, events, anchor, report)
+    manifest = PackManifest(
+        subject=digest,
+        origin=settings.origin,
+        anchor_id=stored.id,
+        verifier_key=anchor_ops.verifier(settings).vkey,
+        artifacts=tuple(
+            _listed(r, len(h.events), r.artifact_id in blobs) for r, h in zip(chosen, lines, strict=True)
+        ),
+        blob_bytes=sum(len(b) for b in blobs.values()),
+        files={},
+    )
+    members = _members(stored, anchor, manifest, lines, blobs, anchor_ops.signer(settings, "the pack"))
+    _write(target, members)
+    raw = target.read_bytes()
+    return ExportResult(
+        output=str(target),
+        sha256="sha256:" + hashlib.sha256(raw).hexdigest(),
+        file_bytes=len(raw),
+        digest=digest,
+        anchor=stored.id,
+        artifacts=len(chosen),
+        with_blob=len(blobs),
+        blob_bytes=manifest.blob_bytes,
+        events=sum(len(h.events) for h in lines),
+    )
+
+
+def _about(settings: Settings, digest: str) -> list[ArtifactRecord]:
+    """Every indexed artifact about `digest` (as a subject), and the artifact with that id; by id."""
+    with queries.index_store(settings) as index:
+        ids = set(index.by_subject(digest))
+        if index.get(digest) is not None:
+            ids.add(digest)
+        records = [r for i in sorted(ids) if (r := index.get(i)) is not None]
+    if not records:
+        raise NotFound(f"no evidence about {digest}: no artifact has it as subject or id")
+    return records
+
+
+def _contents(
+    settings: Settings,
+    chosen: list[ArtifactRecord],
+    events: dict[str, list[tuple[int, int, bytes]]],
+    anchor: AnchorCreated,
+    report: Progress,
+) -> tuple[list[History], dict[str, bytes]]:
+    """Each chosen artifact's proven events, and the blobs of those the locker holds good."""
+    store = BlobStore(settings.evidence_path)
+    blobs: dict[str, bytes] = {}
+    for n, record in enumerate(chosen, 1):
+        # One that is gone or damaged is in the pack by its events; `evidence verify` finds it.
+        with contextlib.suppress(ArtifactNotFound, IntegrityError):
+            if record.status == INGESTED:
+                blobs[record.artifact_id] = store.read_checked(record.artifact_id)
+        report("reading blobs", n, len(chosen))
+    with MerkleStore(settings.merkle_path, readonly=True) as trees:
+        lines = Prover(trees, anchor)([(r.artifact_id, events.get(r.artifact_id, [])) for r in chosen])
+    return lines, blobs
+
+
+def _listed(record: ArtifactRecord, events: int, blob: bool) -> ArchivedArtifact:
+    return ArchivedArtifact(
+        artifact_id=record.artifact_id, size=record.size, kind=record.kind, subjects=record.subjects,
+        producer=record.producer, media_type=record.media_type, ingested_at=record.ingested_at,
+        partition=record.partition, offset=record.offset, events=events, status=record.status, blob=blob,
+    )  # fmt: skip
+
+
+def _members(
+    stored: StoredAnchor,
+    anchor: AnchorCreated,
+    manifest: PackManifest,
+    lines: list[History],
+    blobs: dict[str, bytes],
+    signer: signing.Signer,
+) -> list[tuple[str, bytes]]:
+    """Every member, sorted by name; the manifest names the digest of each but the blobs."""
+    document = json.dumps(anchors.export_document(stored, anchor, signer.verifier.vkey), indent=1).encode()
+    members = {archives.ANCHOR: document}
+    for group, start in enumerate(range(0, len(lines), archives.GROUP_ARTIFACTS)):
+        members[archives.events_member(group)] = archives.encode_lines(
+            lines[start : start + archives.GROUP_ARTIFACTS]
+        )
+    files = {
+        name: archives.FileEntry("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+        for name, data in members.items()
+    }
+    raw = archives.encode_manifest(msgspec.structs.replace(manifest, files=files))
+    members[archives.MANIFEST] = raw
+    members[archives.SIGNATURE] = base64.b64encode(signer.sign(raw)) + b"\n"
+    for artifact_id, data in blobs.items():
+        members[archives.blob_member(artifact_id)] = data
+    return sorted(members.items())
+
+
+def _write(target: Path, members: list[tuple[str, bytes]]) -> None:
+    """A gzip-compressed tar of `members` with fixed metadata, synced and linked into place."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            _gzip(tmp) as stream,
+            tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
+        ):
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), MTIME, 0o444
+                tar.addfile(info, io.BytesIO(data))
+        os.link(tmp, target)
+        fsync_dir(target.parent)
+    except FileExistsError:
+        raise UsageError(f"{target} exists: choose another --output") from None
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot write the pack {target}: {exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def _gzip(path: Path) -> Iterator[IO[bytes]]:
+    with path.open("xb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=MTIME) as stream:
+            yield stream  # type: ignore[misc]
+        raw.flush()
+        os.fsync(raw.fileno())

@@ -1,0 +1,144 @@
+"""`stella evidence verify --offline --input pack.tar.gz [--trusted-key VKEY]` and
+`stella replay --evidence pack.tar.gz --output verdict.json`: an evidence pack checked and
+replayed with no broker, no service and no network. Nothing here imports a Kafka client
+(tests/unit/test_cli_imports.py).
+
+The pack is read once as a stream and never extracted (`commands.archive_read.scan`): a member
+that no pack has (a link, a device, a path, a repeated or oversized name, or more than
+`PACK_LIMIT` bytes in all) stops the reading before anything is kept. The key trusted is
+`--trusted-key`, else the one the pack names (which proves only that the pack is whole, not who
+made it: the answer says which).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import msgspec
+
+from commands.archive_read import Problem, Scan, scan
+from locker import archives, signing
+from locker.archives import PackManifest
+from locker.errors import InvalidInput, UsageError
+from locker.files import write_durably
+from projections.replay import canonical, out_of_order, verdict
+
+PACK_LIMIT = 16 << 30  # bytes of all members: more is refused as a tar bomb
+MAX_BLOB = 1 << 30
+
+
+class Item(msgspec.Struct, frozen=True, kw_only=True):
+    item: str
+    ok: bool
+    detail: str = ""
+
+
+class OfflineReport(msgspec.Struct, kw_only=True):
+    """What `verify --offline` found (its `--format json`)."""
+
+    input: str
+    verified: bool
+    sha256: str
+    subject: str
+    anchor: str
+    verifier_key: str
+    key_source: str
+    artifacts: int
+    blobs: int
+    events: int
+    failures: int
+    items: list[Item]
+
+
+class ReplayResult(msgspec.Struct, kw_only=True):
+    output: str
+    sha256: str  # of the verdict's bytes
+    anchor: str
+    artifacts: int
+    verdict: str  # pass | fail
+    overall: dict[str, object]
+
+
+def verify(path: Path, trusted_key: str | None = None) -> OfflineReport:
+    found, key_source = _scan(path, trusted_key)
+    manifest = found.manifest if isinstance(found.manifest, PackManifest) else None
+    items = _items(found, manifest)
+    failures = sum(not i.ok for i in items)
+    return OfflineReport(
+        input=str(path),
+        verified=not failures,
+        sha256=found.sha256,
+        subject="" if manifest is None else manifest.subject,
+        anchor=found.anchor_id,
+        verifier_key="" if manifest is None else manifest.verifier_key,
+        key_source=key_source,
+        artifacts=0 if manifest is None else len(manifest.artifacts),
+        blobs=len(found.blob_sizes),
+        events=sum(a.events for a in manifest.artifacts) if manifest is not None else 0,
+        failures=failures,
+        items=items,
+    )
+
+
+def replay(path: Path, output: Path, trusted_key: str | None = None) -> ReplayResult:
+    """Check the pack as `verify` does (refused, exit 5, naming the first failure, unless every
+    check passes), then fold its events into a verdict and write it as canonical JSON."""
+    found, _ = _scan(path, trusted_key, keep_all=True)
+    problems = list(found.problems)
+    for artifact_id, history in sorted(found.histories.items()):
+        why = out_of_order(history)
+        if why is not None:
+            problems.append(Problem(f"events of {artifact_id}", why))
+    if problems or not isinstance(found.manifest, PackManifest) or found.anchor is None:
+        first = problems[0] if problems else Problem("pack", "not an evidence pack")
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InvalidInput("pack-unverified", f"{path}: {first}{more}; no verdict was written")
+    document = verdict(found.manifest, found.anchor, found.anchor_id, found.histories, found.sha256)
+    data = canonical(document)
+    write_durably(output, data)
+    overall = document["overall"]
+    return ReplayResult(
+        output=str(output),
+        sha256="sha256:" + hashlib.sha256(data).hexdigest(),
+        anchor=found.anchor_id,
+        artifacts=len(document["artifacts"]),
+        verdict=str(overall["verdict"]),
+        overall=dict(overall),
+    )
+
+
+def _scan(path: Path, trusted_key: str | None, *, keep_all: bool = False) -> tuple[Scan, str]:
+    if not path.is_file():
+        raise UsageError(f"--input {path}: no such file")
+    try:
+        trusted = None if trusted_key is None else signing.Verifier.from_vkey(trusted_key)
+    except InvalidInput as exc:
+        raise UsageError(f"--trusted-key: {exc.detail}") from None
+    found = scan(
+        path, trusted, archives.decode_pack_manifest, max_blob=MAX_BLOB, prove_all=True, keep_all=keep_all,
+        max_total=PACK_LIMIT,
+    )  # fmt: skip
+    source = "--trusted-key" if trusted_key else "the pack's own (pass --trusted-key to trust a key you hold)"
+    return found, source
+
+
+def _items(found: Scan, manifest: PackManifest | None) -> list[Item]:
+    """One line per thing checked: the anchor and its checkpoints, the manifest, each blob and each
+    artifact's events; a failure names its item, and problems with no item of their own follow."""
+    failed: dict[str, list[str]] = {}
+    for problem in found.problems:
+        failed.setdefault(problem.item, []).append(problem.detail)
+    names: list[str] = []
+    if found.anchor is not None:
+        names.append(f"anchor {found.anchor_id}")
+        names += [f"checkpoint of partition {h.partition}" for h in found.anchor.body.partitions]
+    if manifest is not None:
+        names.append("manifest")
+        for artifact in manifest.artifacts:
+            if artifact.blob:
+                names.append(f"blob {artifact.artifact_id}")
+            names.append(f"events of {artifact.artifact_id}")
+    items = [Item(item=name, ok=name not in failed, detail="; ".join(failed.pop(name, []))) for name in names]
+    items += [Item(item=name, ok=False, detail="; ".join(details)) for name, details in failed.items()]
+    return items
