@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention clean
+.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -89,6 +89,10 @@ bench-recovery: jars
 # Retention cleanup of 100k artifacts against rm of the same files; BENCH_RETENTION_ARGS="--count 20000".
 bench-retention: jars
 	$(BIN)/python bench/retention.py $(BENCH_RETENTION_ARGS)
+
+# Export and offline verification of a subject with 1,000 pieces of evidence vs tar + sha256sum.
+bench-offline: jars
+	$(BIN)/python bench/offline.py $(BENCH_OFFLINE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -213,7 +213,7 @@ def _write(target: Path, members: list[tuple[str, bytes]]) -> None:
 @contextlib.contextmanager
 def _gzip(path: Path) -> Iterator[IO[bytes]]:
     with path.open("xb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=MTIME) as stream:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=MTIME, compresslevel=6) as stream:
             yield stream  # type: ignore[misc]
         raw.flush()
         os.fsync(raw.fileno())
