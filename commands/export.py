@@ -2,6 +2,9 @@
 "Offline Mode Operations"): an evidence pack that `stella evidence verify --offline` and `stella
 replay` check with no broker, no service and no network.
 
+With `--include-deps` it also holds the evidence about every digest those artifacts depend on
+(their materials and dependencies, `artifact.described`), recursively.
+
 A pack has an archive's members (`locker.archives`): the anchor document, the events of every
 artifact about the digest (its subject, or the artifact with that id) with an inclusion proof of
 each in that anchor, their blobs, and a manifest signed with the anchor key. An artifact whose blob
@@ -74,15 +77,10 @@ def export(
 ) -> ExportResult:
     report = progress or (lambda stage, done, total: None)
     parse_digest(digest, what="--digest")
-    if include_deps:
-        raise UsageError(
-            "--include-deps needs the dependency and material rows that parsing evidence formats adds "
-            "(not built yet): export without it"
-        )
     target = output.expanduser().absolute()
     if target.exists() or target.is_symlink():
         raise UsageError(f"{target} exists: choose another --output")
-    chosen = _about(settings, digest)
+    chosen = _about(settings, digest, include_deps)
     ends = asyncio.run(end_offsets(settings, Topics(settings.topic_prefix).events))
     events = histories(settings, chosen, ends, report)
     needs: dict[int, int] = {}
@@ -93,6 +91,7 @@ def export(
     lines, blobs = _contents(settings, chosen, events, anchor, report)
     manifest = PackManifest(
         subject=digest,
+        include_deps=include_deps,
         origin=settings.origin,
         anchor_id=stored.id,
         verifier_key=anchor_ops.verifier(settings).vkey,
@@ -118,16 +117,34 @@ def export(
     )
 
 
-def _about(settings: Settings, digest: str) -> list[ArtifactRecord]:
-    """Every indexed artifact about `digest` (as a subject), and the artifact with that id; by id."""
+def _about(settings: Settings, digest: str, include_deps: bool) -> list[ArtifactRecord]:
+    """Every indexed artifact about `digest` (as a subject), and the artifact with that id; with
+    `include_deps`, then every artifact about each digest those depend on, recursively; by id."""
     with queries.index_store(settings) as index:
-        ids = set(index.by_subject(digest))
-        if index.get(digest) is not None:
-            ids.add(digest)
-        records = [r for i in sorted(ids) if (r := index.get(i)) is not None]
-    if not records:
+        found: dict[str, ArtifactRecord] = {}
+        seen, todo = {digest}, [digest]
+        while todo:
+            here = todo.pop()
+            ids = index.by_subject(here) + ([here] if index.get(here) is not None else [])
+            for artifact_id in ids:
+                record = found.get(artifact_id) or index.get(artifact_id)
+                if record is None or artifact_id in found:
+                    continue
+                found[artifact_id] = record
+                if len(found) > MAX_ARTIFACTS:
+                    raise UsageError(
+                        f"more than {MAX_ARTIFACTS} artifacts about {digest}: too many for one pack"
+                    )
+                for dependency in record.dependencies if include_deps else ():
+                    if dependency not in seen:
+                        seen.add(dependency)
+                        todo.append(dependency)
+    if not found:
         raise NotFound(f"no evidence about {digest}: no artifact has it as subject or id")
-    return records
+    return [found[i] for i in sorted(found)]
+
+
+MAX_ARTIFACTS = 100_000
 
 
 def _contents(

@@ -42,6 +42,8 @@ KEYS: dict[str, tuple[object, type]] = {
     "Anchors:EveryEvents": (0, int),
     "Backups:Path": (None, str),
     "Archive:Path": (None, str),
+    "Formats:TrustStore": ("", str),
+    "Formats:Describe": (True, bool),
     "Verification:QuickSample": ("1%", str),
     "Retention:Default": ("forever", str),
     "Retention:Aggressive": ("90d", str),
@@ -159,6 +161,17 @@ class Settings:
     def backups_path(self) -> Path:
         """Where `stella backup create` writes (without --output) and `backup list` looks."""
         return Path(str(self.values["Backups:Path"])).expanduser()
+
+    @property
+    def describe(self) -> bool:
+        """Run the describe loop (`artifact.described` for every ingested artifact)."""
+        return bool(self.values["Formats:Describe"])
+
+    @property
+    def trust_store_path(self) -> Path | None:
+        """A folder of PEM public keys that DSSE signatures are checked against; None: no keys."""
+        value = str(self.values["Formats:TrustStore"]).strip()
+        return Path(value).expanduser() if value else None
 
     @property
     def archive_path(self) -> Path:

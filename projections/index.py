@@ -20,6 +20,7 @@ import msgspec
 
 from locker.events import (
     ArtifactArchived,
+    ArtifactDescribed,
     ArtifactExpired,
     ArtifactHoldReleased,
     ArtifactHoldSet,
@@ -79,6 +80,14 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     hold: str = ""  # a legal hold's reason: held, exempt from every deletion path; "" = not held
     held_since: datetime | None = None
     archive: ArchiveRef | None = None  # the latest archive that holds a copy of its blob
+    # What its bytes say (`artifact.described`): format, predicate type, the digests it depends on,
+    # its signature checked against the trust store. The subjects found are in `subjects`.
+    format: str = ""
+    predicate_type: str = ""
+    dependencies: tuple[str, ...] = ()
+    signature: str = ""
+    signed_by: str = ""
+    declared: tuple[str, ...] | None = None  # the producer's own subjects, once a description added some
 
     @property
     def servable(self) -> bool:
@@ -109,6 +118,10 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
                 "since": None if self.held_since is None else iso_utc(self.held_since),
             },
             "archive": None if self.archive is None else msgspec.structs.asdict(self.archive),
+            "format": self.format or None,
+            "predicate_type": self.predicate_type or None,
+            "dependencies": list(self.dependencies),
+            "signature": None if not self.format else {"status": self.signature, "signed_by": self.signed_by},
         }
 
 
@@ -121,6 +134,7 @@ def artifact_of(event: Event) -> str | None:
 
 _TOUCHING = (
     ArtifactIngested,
+    ArtifactDescribed,
     ArtifactExpired,
     ArtifactArchived,
     ArtifactHoldSet,
@@ -217,6 +231,26 @@ def _expired(
     reason = f"expired at {iso_utc(event.expired_at)}: older than its kind's {event.max_age}{tier}"
     return msgspec.structs.replace(
         record, status=EXPIRED, status_reason=reason, changed_by=event.correlation_id
+    )
+
+
+@apply.register
+def _described(
+    event: ArtifactDescribed, record: ArtifactRecord | None, position: Position
+) -> ArtifactRecord | None:
+    """The latest description replaces an earlier one; the producer's subjects always stay."""
+    if record is None:
+        return None
+    declared = record.subjects if record.declared is None else record.declared
+    return msgspec.structs.replace(
+        record,
+        format=event.format,
+        predicate_type=event.predicate_type,
+        dependencies=tuple(sorted(set(event.dependencies))),
+        signature=event.signature,
+        signed_by=event.signed_by,
+        subjects=tuple(sorted(set(declared) | set(event.subjects))),
+        declared=declared,
     )
 
 
@@ -340,10 +374,11 @@ def fold(events: Iterable[tuple[Position, Event]]) -> dict[str, ArtifactRecord]:
 # Row layout. Keys are bytes; values of index rows are empty.
 ARTIFACT = b"a/"
 SUBJECT = b"s/"
+DEPENDENCY = b"d/"  # d/<digest>/<artifact id>: the artifact depends on (has as material) that digest
 KIND = b"k/"
 COUNT = b"~count"
 TOTAL_BYTES = b"~bytes"
-CONTENT = (ARTIFACT, KIND, SUBJECT, TOTAL_BYTES, COUNT)  # in key order: what the index holds
+CONTENT = (ARTIFACT, DEPENDENCY, KIND, SUBJECT, TOTAL_BYTES, COUNT)  # in key order: what the index holds
 VOIDED = b"v/"  # v/<partition>/<offset>: a `Voided` record
 UNLINK = b"x/"  # x/<artifact id>: an expired or archived artifact whose blob is still to be deleted
 RANGES = b"~void/"  # ~void/<partition>/<end>: a `VoidedRange`
@@ -353,11 +388,14 @@ _decoder = msgspec.json.Decoder(ArtifactRecord)
 
 
 def rows(record: ArtifactRecord) -> dict[bytes, bytes]:
-    """Every row a record owns: itself plus one row per subject and one for its kind."""
+    """Every row a record owns: itself plus one row per subject, one per dependency and one for
+    its kind."""
     ident = record.artifact_id.encode()
     owned = {ARTIFACT + ident: _encoder.encode(record), KIND + record.kind.encode() + b"/" + ident: b""}
     for subject in record.subjects:
         owned[SUBJECT + subject.encode() + b"/" + ident] = b""
+    for dependency in record.dependencies:
+        owned[DEPENDENCY + dependency.encode() + b"/" + ident] = b""
     return owned
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from locker.events import (
     ArtifactArchived,
+    ArtifactDescribed,
     ArtifactExpired,
     ArtifactHoldReleased,
     ArtifactHoldSet,
@@ -43,6 +44,10 @@ def step(event: Event) -> dict[str, str] | None:
             return row(event.set_at, "legal hold set", event.actor, event.reason)
         case ArtifactHoldReleased():
             return row(event.released_at, "legal hold released", event.actor, event.reason)
+        case ArtifactDescribed():
+            what = f"described as {event.format} {event.format_version}".rstrip()
+            signed = f"signature {event.signature}" + (f" by {event.signed_by}" if event.signed_by else "")
+            return row(event.described_at, what, "describe", f"{signed}; {event.detail}")
         case ArtifactExpired():
             tier = " (aggressive tier)" if event.aggressive else ""
             return row(

@@ -29,6 +29,7 @@ from projections.index import (
     ARTIFACT,
     CONTENT,
     COUNT,
+    DEPENDENCY,
     GONE,
     KIND,
     RANGES,
@@ -117,6 +118,10 @@ class IndexStore(TrackedStore):
 
     def by_subject(self, subject: str, limit: int | None = None) -> list[str]:
         return self._ids(SUBJECT + subject.encode() + b"/", limit)
+
+    def by_dependency(self, digest: str, limit: int | None = None) -> list[str]:
+        """Artifacts that depend on `digest` (a material or dependency their bytes name)."""
+        return self._ids(DEPENDENCY + digest.encode() + b"/", limit)
 
     def by_kind(self, kind: str, limit: int | None = None) -> list[str]:
         return self._ids(KIND + kind.encode() + b"/", limit)

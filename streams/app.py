@@ -53,7 +53,7 @@ from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
 from streams import chain as anchor_chain
-from streams import ingest, project, replicate, verify
+from streams import describe, ingest, project, replicate, verify
 from streams.anchoring import Anchorer
 from streams.api import install_api
 from streams.blob_writer import BlobWriter
@@ -104,6 +104,7 @@ def create_app(
     signer: signing.Signer | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
+    trusted = describe.trust_store(settings.trust_store_path)  # a bad key stops the start here
     host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
     app = faust.App(
         settings.group_id,
@@ -214,6 +215,20 @@ def create_app(
             max_records=PROJECTION_BATCH,
         ),
     ]
+    if settings.describe:
+        loops.append(
+            Loop(
+                "describe",
+                topic=topics.events,
+                handler=partial(describe.handle, describe.Describing(topics, blobs, trusted)),
+                publisher=publisher,
+                dlq_topic=topics.dlq,
+                consumer_options=consumer_options(settings),
+                group_id=f"{settings.group_id}-describe",
+                group_instance_id=instance_id(settings),
+                max_records=32,  # blobs of up to Ingest:MaxContentBytes each are read and parsed
+            )
+        )
     replica = None if settings.replica_path is None else BlobStore(settings.replica_path)
     if replica is not None:
 

@@ -66,6 +66,9 @@ def locker_env(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
         "STELLA_KAFKA__GROUPID": f"g{tag}",
         "STELLA_SERVICE__PORT": str(free_port()),
         "STELLA_COMMANDS__TIMEOUT": "60",
+        # The describe loop appends an event per ingest, at its own pace: tests that count events
+        # and leaves would race it. test_formats.py turns it on.
+        "STELLA_FORMATS__DESCRIBE": "false",
     }
     monkeypatch.delenv("STELLA_KAFKA_BOOTSTRAP", raising=False)
     for key, value in env.items():

@@ -5,7 +5,14 @@ need them, and imports point one way: streams -> projections -> locker.
 """
 
 from locker.events.codec import EVENT_TYPES, Event, decode, encode
-from locker.events.ingest import KINDS, ArtifactIngested, ArtifactResubmitted, IngestRejected, Kind
+from locker.events.ingest import (
+    KINDS,
+    ArtifactDescribed,
+    ArtifactIngested,
+    ArtifactResubmitted,
+    IngestRejected,
+    Kind,
+)
 from locker.events.integrity import (
     ArtifactMarkedCorrupted,
     ArtifactRecovered,
@@ -30,6 +37,7 @@ __all__ = [
     "KINDS",
     "ArchiveRecorded",
     "ArtifactArchived",
+    "ArtifactDescribed",
     "ArtifactExpired",
     "ArtifactHoldReleased",
     "ArtifactHoldSet",

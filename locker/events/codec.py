@@ -16,7 +16,7 @@ import msgspec
 
 from locker.decoding import Decoder, shorten
 from locker.errors import InvalidInput
-from locker.events.ingest import ArtifactIngested, ArtifactResubmitted, IngestRejected
+from locker.events.ingest import ArtifactDescribed, ArtifactIngested, ArtifactResubmitted, IngestRejected
 from locker.events.integrity import (
     ArtifactMarkedCorrupted,
     ArtifactRecovered,
@@ -55,6 +55,7 @@ Event = Union[  # noqa: UP007 - a runtime alias msgspec reads
     RetentionApplied,
     ArtifactArchived,
     ArchiveRecorded,
+    ArtifactDescribed,
 ]
 EVENT_TYPES: tuple[type[Any], ...] = typing.get_args(Event)
 

@@ -54,3 +54,25 @@ class IngestRejected(msgspec.Struct, frozen=True, kw_only=True, tag="ingest.reje
     rejected_at: datetime
     correlation_id: str = ""
     schema_version: int = 1
+
+
+class ArtifactDescribed(
+    msgspec.Struct, frozen=True, kw_only=True, tag="artifact.described", tag_field="type"
+):
+    """What the describe loop found in an ingested artifact's bytes (`locker.formats`): its
+    format, the digests it is about and those it depends on, and its signature checked against the
+    trust store. A later description of the same artifact replaces an earlier one."""
+
+    artifact_id: str
+    format: str
+    format_version: str = ""
+    subjects: tuple[str, ...] = ()
+    predicate_type: str = ""
+    dependencies: tuple[str, ...] = ()
+    signature: str = "none"  # none | verified | unverified | failed
+    signed_by: str = ""
+    transparency_log: str = ""
+    detail: str = ""
+    described_at: datetime
+    correlation_id: str = ""
+    schema_version: int = 1

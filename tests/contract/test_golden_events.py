@@ -19,6 +19,7 @@ from locker.events import (
     EVENT_TYPES,
     ArchiveRecorded,
     ArtifactArchived,
+    ArtifactDescribed,
     ArtifactExpired,
     ArtifactHoldReleased,
     ArtifactHoldSet,
@@ -223,6 +224,19 @@ FIXED: dict[str, Event] = {
         actor="ops@locker-1",
         recorded_at=datetime(2027, 11, 6, 2, 0, 10, tzinfo=UTC),
         correlation_id="4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f7a",
+    ),
+    "artifact.described": ArtifactDescribed(
+        artifact_id="sha256:4a5d0c8e2b6f9d1370e1c5a9b2f4d6e8a0c2e4f6081a3b5c7d9e1f20436587a9",
+        format="in-toto",
+        format_version="v1",
+        subjects=("sha256:" + "11" * 32,),
+        predicate_type="https://slsa.dev/provenance/v1",
+        dependencies=("sha256:" + "22" * 32, "sha256:" + "33" * 32),
+        signature="verified",
+        signed_by="ci-release.pem",
+        detail="DSSE, 1 signature(s); 1 subject(s), 2 dependency digest(s)",
+        described_at=datetime(2026, 11, 30, 3, 0, 0, 250000, tzinfo=UTC),
+        correlation_id="5f0c8f7e-3b1a-4d5e-9c2b-7a6d1e0f4b3c",
     ),
 }
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from locker.errors import StorageUnavailable
-from locker.events import KINDS, ArtifactIngested, ArtifactResubmitted, IngestRejected
+from locker.events import KINDS, ArtifactDescribed, ArtifactIngested, ArtifactResubmitted, IngestRejected
 from projections.index import Position, fold
 from projections.store import Applied, IndexStore, wipe
 
@@ -254,3 +254,32 @@ def test_an_expiry_deletes_the_blob_once_and_a_crash_before_it_is_finished(store
     assert store.finish_deletions(deleted.append) == 0
     record = store.get(A)
     assert record is not None and record.status == "expired"
+
+
+def test_a_description_adds_subject_and_dependency_rows_and_a_later_one_replaces_it(
+    store: IndexStore,
+) -> None:
+    artifact = "sha256:" + "a1" * 32
+    found, dep, other = "sha256:" + "b2" * 32, "sha256:" + "c3" * 32, "sha256:" + "d4" * 32
+    at = datetime(2026, 11, 30, tzinfo=UTC)
+
+    def described(subjects: tuple[str, ...], dependencies: tuple[str, ...]) -> ArtifactDescribed:
+        return ArtifactDescribed(
+            artifact_id=artifact,
+            format="in-toto",
+            subjects=subjects,
+            dependencies=dependencies,
+            described_at=at,
+        )
+
+    store.apply([(0, 0, ingest(artifact)), (0, 1, described((found,), (dep,)))])
+    record = store.get(artifact)
+    assert record is not None and record.format == "in-toto" and record.declared == (S,)
+    assert set(record.subjects) == {S, found}
+    assert store.by_subject(found) == [artifact] and store.by_subject(S) == [artifact]
+    assert store.by_dependency(dep) == [artifact]
+    store.apply([(0, 2, described((), (other,)))])  # described again: the producer's subject stays
+    assert store.by_subject(found) == [] and store.by_subject(S) == [artifact]
+    assert store.by_dependency(dep) == [] and store.by_dependency(other) == [artifact]
+    rebuilt = fold([(Position(0, 0), ingest(artifact)), (Position(0, 1), described((found,), (dep,)))])
+    assert rebuilt[artifact].dependencies == (dep,)

@@ -1,0 +1,251 @@
+"""What a piece of evidence is, and what it is about: bytes in, a `Description` out. No I/O here.
+
+Recognised so far:
+- in-toto Statements (v1, and v0.1), bare or in a DSSE envelope, read with in-toto's own models
+  (`in_toto_attestation`, protobuf); a DSSE envelope's signatures are checked with
+  securesystemslib against the trusted keys given. Subjects are the statement's subjects; the
+  dependencies are SLSA provenance's materials (v0.2) or resolved dependencies (v1);
+- OpenVEX documents (products by digest, in hashes or in their ids), CSAF documents (file hashes in
+  the product tree) and SARIF logs (the hashes of the scanned artifacts): none has a maintained
+  Python library, so they are read here, from their specifications' fields.
+SPDX, CycloneDX and Sigstore bundles have maintained libraries that are not wired in yet: they are
+described as `other` for now, as is anything unrecognised. Nothing is rejected for its format.
+
+Only SHA-256 digests become subjects and dependencies ("sha256:<hex>"): they are what the index
+and `export --digest` look up.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from google.protobuf import json_format
+from in_toto_attestation.v1 import statement_pb2
+from in_toto_attestation.v1.statement import Statement
+from securesystemslib.dsse import Envelope
+from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
+from securesystemslib.signer import Signature, SSlibKey  # type: ignore[attr-defined]  # re-exported without __all__
+
+FORMATS = ("in-toto", "openvex", "csaf", "sarif", "other")
+IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
+STATEMENT_V1 = "https://in-toto.io/Statement/v1"
+STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
+SLSA_V1 = "https://slsa.dev/provenance/v1"
+SLSA_V02 = "https://slsa.dev/provenance/v0.2"
+LISTED = 10_000  # subjects or dependencies kept of one document
+
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+_IN_TEXT = re.compile(r"sha256(?::|%3[aA])([0-9a-f]{64})")
+
+
+class Description(msgspec.Struct, frozen=True, kw_only=True):
+    format: str = "other"
+    format_version: str = ""
+    subjects: tuple[str, ...] = ()
+    predicate_type: str = ""
+    dependencies: tuple[str, ...] = ()
+    signature: str = "none"  # none | verified | unverified (no trusted key verifies it) | failed
+    signed_by: str = ""  # the trusted key (its file name) that verified it, or a signing identity
+    transparency_log: str = ""  # a Sigstore bundle's log entry
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str  # the key's file name in the trust store
+    key: PublicKeyTypes
+
+
+def describe(content: bytes, trusted: Sequence[TrustedKey] = ()) -> Description:
+    """The format of `content` and what it says it is about. Never raises for bad content."""
+    try:
+        document = json.loads(content)
+    except (ValueError, RecursionError):
+        return Description(detail="not JSON")
+    if not isinstance(document, dict):
+        return Description(detail="JSON, not an object")
+    try:
+        if {"payloadType", "payload", "signatures"} <= document.keys():
+            return _dsse(document, trusted)
+        if str(document.get("_type", "")).startswith("https://in-toto.io/Statement/"):
+            return _statement(document, "no envelope: unsigned")
+        if str(document.get("@context", "")).startswith("https://openvex.dev/ns"):
+            return _openvex(document)
+        if isinstance(document.get("document"), dict) and "csaf_version" in document["document"]:
+            return _csaf(document)
+        if isinstance(document.get("runs"), list) and str(document.get("version", "")).startswith("2."):
+            return _sarif(document)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, json_format.ParseError) as exc:
+        return Description(
+            detail=f"looked like a known format but did not parse: {type(exc).__name__}: {exc}"[:300]
+        )
+    return Description(detail="no known evidence format")
+
+
+def _dsse(document: dict[str, Any], trusted: Sequence[TrustedKey]) -> Description:
+    envelope = Envelope.from_dict(document)
+    signature, signed_by = _check(envelope, trusted)
+    if envelope.payload_type != IN_TOTO_PAYLOAD:
+        return Description(
+            signature=signature, signed_by=signed_by, detail=f"DSSE of {envelope.payload_type[:100]}"
+        )
+    found = _statement(json.loads(envelope.payload), f"DSSE, {len(envelope.signatures)} signature(s)")
+    return msgspec.structs.replace(found, signature=signature, signed_by=signed_by)
+
+
+def _check(envelope: Envelope, trusted: Sequence[TrustedKey]) -> tuple[str, str]:
+    """("verified", key name), ("failed", key name) when a trusted key with the signature's key id
+    does not verify it, else ("unverified", "")."""
+    pae = envelope.pae()
+    outcome = ("unverified", "")
+    for signature in envelope.signatures.values():
+        for trusted_key in trusted:
+            key = SSlibKey.from_crypto(trusted_key.key, keyid=signature.keyid or None)
+            if _verifies(key, signature, pae):
+                return "verified", trusted_key.name
+            if signature.keyid and signature.keyid == SSlibKey.from_crypto(trusted_key.key).keyid:
+                outcome = ("failed", trusted_key.name)
+    return outcome
+
+
+def _verifies(key: SSlibKey, signature: Signature, pae: bytes) -> bool:
+    try:
+        key.verify_signature(Signature(key.keyid, signature.signature), pae)
+    except (UnverifiedSignatureError, VerificationError):
+        return False
+    return True
+
+
+def _statement(statement: dict[str, Any], how: str) -> Description:
+    kind = statement.get("_type")
+    if kind == STATEMENT_V1:
+        # Unknown fields are ignored, as the in-toto specification tells consumers to.
+        message = json_format.ParseDict(statement, statement_pb2.Statement(), ignore_unknown_fields=True)
+        parsed = Statement.copy_from_pb(message)
+        parsed.validate()
+        version = "v1"
+    elif kind == STATEMENT_V01:
+        version = "v0.1"  # the models read v1 only: its fields are read as they are
+    else:
+        raise ValueError(f"unknown statement type {str(kind)[:100]}")
+    subjects = _digests(s.get("digest", {}).get("sha256") for s in statement.get("subject", []))
+    predicate_type = str(statement.get("predicateType", ""))
+    predicate = statement.get("predicate") or {}
+    if predicate_type == SLSA_V1:
+        used = predicate.get("buildDefinition", {}).get("resolvedDependencies", [])
+    elif predicate_type == SLSA_V02:
+        used = predicate.get("materials", [])
+    else:
+        used = []
+    dependencies = _digests(d.get("digest", {}).get("sha256") for d in used if isinstance(d, dict))
+    return Description(
+        format="in-toto",
+        format_version=version,
+        subjects=subjects,
+        predicate_type=predicate_type[:300],
+        dependencies=dependencies,
+        detail=f"{how}; {len(subjects)} subject(s), {len(dependencies)} dependency digest(s)",
+    )
+
+
+def _openvex(document: dict[str, Any]) -> Description:
+    found: list[str] = []
+    statements = document.get("statements", [])
+    for statement in statements:
+        for product in statement.get("products", []):
+            if isinstance(product, str):  # v0.0.1: a product is its id
+                found += _in_text(product)
+            else:
+                found += _in_text(str(product.get("@id", "")))
+                found.append(str(product.get("hashes", {}).get("sha-256", "")))
+    version = str(document.get("@context", "")).rsplit("/", 1)[-1]
+    subjects = _digests(found)
+    return Description(
+        format="openvex",
+        format_version=version if version.startswith("v") else "",
+        subjects=subjects,
+        detail=f"{len(statements)} statement(s), {len(subjects)} product digest(s)",
+    )
+
+
+def _csaf(document: dict[str, Any]) -> Description:
+    meta = document["document"]
+    found = []
+    for helper in _find(document.get("product_tree", {}), "product_identification_helper"):
+        for entry in helper.get("hashes", []) if isinstance(helper, dict) else []:
+            for file_hash in entry.get("file_hashes", []):
+                if str(file_hash.get("algorithm", "")).lower() in ("sha256", "sha-256"):
+                    found.append(str(file_hash.get("value", "")).lower())
+        if isinstance(helper, dict):
+            found += _in_text(str(helper.get("purl", "")))
+    subjects = _digests(found)
+    return Description(
+        format="csaf",
+        format_version=str(meta.get("csaf_version", ""))[:20],
+        subjects=subjects,
+        detail=f"{meta.get('category', '?')}; {len(document.get('vulnerabilities', []))} "
+        f"vulnerability entries, {len(subjects)} product digest(s)",
+    )
+
+
+def _sarif(document: dict[str, Any]) -> Description:
+    found: list[str] = []
+    results = 0
+    tools = []
+    for run in document["runs"]:
+        tools.append(str(run.get("tool", {}).get("driver", {}).get("name", "?"))[:60])
+        results += len(run.get("results", []) or [])
+        for artifact in run.get("artifacts", []) or []:
+            found.append(str((artifact.get("hashes") or {}).get("sha-256", "")).lower())
+    subjects = _digests(found)
+    return Description(
+        format="sarif",
+        format_version=str(document.get("version", ""))[:20],
+        subjects=subjects,
+        detail=f"{', '.join(tools) or 'no tool'}: {results} result(s), {len(subjects)} artifact digest(s)",
+    )
+
+
+def _find(node: Any, key: str) -> Iterator[Any]:
+    """Every value under `key` anywhere in `node` (the product tree nests branches)."""
+    stack = [node]
+    while stack:
+        here = stack.pop()
+        if isinstance(here, dict):
+            for k, v in here.items():
+                if k == key:
+                    yield v
+                else:
+                    stack.append(v)
+        elif isinstance(here, list):
+            stack.extend(here)
+
+
+def _in_text(text: str) -> list[str]:
+    return [m.group(1) for m in _IN_TEXT.finditer(text)]
+
+
+def _digests(values: Iterable[object]) -> tuple[str, ...]:
+    """The well-formed SHA-256 hex values as sorted, unique "sha256:<hex>" digests."""
+    found = {f"sha256:{v}" for v in values if isinstance(v, str) and _HEX.match(v)}
+    return tuple(sorted(found)[:LISTED])
+
+
+def load_trust_store(pems: Iterable[tuple[str, bytes]]) -> list[TrustedKey]:
+    """Trusted keys from PEM public keys (name, bytes); raises `ValueError` naming a bad one."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    keys = []
+    for name, pem in pems:
+        try:
+            keys.append(TrustedKey(name, load_pem_public_key(pem)))
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise ValueError(f"{name} is not a PEM public key: {exc}") from None
+    return keys

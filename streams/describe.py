@@ -1,0 +1,87 @@
+"""The describe loop: what each ingested artifact's bytes say, as `artifact.described` events.
+
+It reads `evidence.events` in its own consumer group. For each `artifact.ingested` it reads the
+blob, checks it against the artifact id, and describes it (`locker.formats`: format, subjects,
+predicate type, dependencies, its signature against the trust store `Formats:TrustStore`); the
+index folds the description into the artifact's record and its subject and dependency rows. Off
+the ingest path, so parsing never slows ingest down; at-least-once, and a repeated description
+replaces the earlier one with the same content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from locker import formats
+from locker.cas import BlobStore
+from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable, UsageError
+from locker.events import ArtifactDescribed, ArtifactIngested, decode, encode
+from streams.kafka import Record
+from streams.runtime import Message, Outbox
+from streams.topics import Topics
+
+log = structlog.get_logger("stella.describe")
+
+
+@dataclass(frozen=True)
+class Describing:
+    topics: Topics
+    blobs: BlobStore
+    trusted: tuple[formats.TrustedKey, ...] = ()
+
+
+def trust_store(folder: Path | None) -> tuple[formats.TrustedKey, ...]:
+    """The PEM public keys (`*.pem`, `*.pub`) in `folder`; `UsageError` naming a bad one."""
+    if folder is None:
+        return ()
+    if not folder.is_dir():
+        raise UsageError(f"Formats:TrustStore {folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".pem", ".pub") and p.is_file())
+    try:
+        return tuple(formats.load_trust_store((p.name, p.read_bytes()) for p in files))
+    except ValueError as exc:
+        raise UsageError(f"Formats:TrustStore: {exc}") from None
+
+
+def handle(d: Describing, records: list[Record]) -> Outbox:
+    out = Outbox()
+    seen: set[str] = set()
+    for record in records:
+        try:
+            event = decode(record.value)
+        except InvalidInput:
+            continue  # the projection loop dead-letters it
+        if not isinstance(event, ArtifactIngested) or event.artifact_id in seen:
+            continue
+        artifact_id = event.artifact_id
+        seen.add(artifact_id)
+        try:
+            data = d.blobs.read(artifact_id)
+        except (ArtifactNotFound, StorageUnavailable) as exc:
+            log.warning("not described: no readable blob", artifact_id=artifact_id, error=str(exc))
+            continue
+        if "sha256:" + hashlib.sha256(data).hexdigest() != artifact_id:
+            log.warning("not described: the blob does not match its id", artifact_id=artifact_id)
+            continue
+        found = formats.describe(data, d.trusted)
+        described = ArtifactDescribed(
+            artifact_id=artifact_id,
+            format=found.format,
+            format_version=found.format_version,
+            subjects=found.subjects,
+            predicate_type=found.predicate_type,
+            dependencies=found.dependencies,
+            signature=found.signature,
+            signed_by=found.signed_by,
+            transparency_log=found.transparency_log,
+            detail=found.detail,
+            described_at=datetime.now(UTC),
+            correlation_id=event.correlation_id,
+        )
+        out.messages.append(Message(d.topics.events, artifact_id.encode(), encode(described)))
+    return out

@@ -1,0 +1,128 @@
+"""Evidence formats on a running locker: the describe loop reads each ingested artifact's bytes,
+the index gains the subjects and dependencies they name (the producer declared none here), the
+API finds the evidence by subject, provenance shows the description, and `export --include-deps`
+follows a provenance's dependencies to the evidence about them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from securesystemslib.dsse import Envelope
+
+from commands import anchors as anchor_ops
+from commands import service
+from locker import config, formats
+from tests.conftest import run_cli
+from tests.integration.helpers import wait_for
+from tests.unit.test_formats import BASE, EXAMPLES, RELEASE, SOURCE, statement
+
+pytestmark = pytest.mark.integration
+
+
+def cli_json(*args: str) -> Any:
+    return json.loads(run_cli(*args, "--format", "json").stdout)
+
+
+@pytest.fixture
+def trusting(
+    settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Ed25519PrivateKey]:
+    """A running service whose trust store holds one key; yields its private half."""
+    key = Ed25519PrivateKey.generate()
+    store = tmp_path / "trust"
+    store.mkdir()
+    (store / "ci-release.pem").write_bytes(
+        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    monkeypatch.setenv("STELLA_FORMATS__TRUSTSTORE", str(store))
+    monkeypatch.setenv("STELLA_FORMATS__DESCRIBE", "true")
+    anchor_ops.ensure_key(settings)
+    service.start(settings)
+    try:
+        yield key
+    finally:
+        service.stop(settings)
+
+
+def ingest(path: Path, kind: str) -> str:
+    [row] = cli_json("evidence", "ingest", str(path), "--kind", kind)
+    return str(row["artifact_id"])
+
+
+def described(artifact_id: str) -> dict[str, Any]:
+    holder: dict[str, Any] = {}
+
+    def done() -> bool:
+        holder.update(cli_json("evidence", "inspect", artifact_id))
+        return bool(holder.get("format"))
+
+    wait_for(done, what=f"{artifact_id} described")
+    return holder
+
+
+def test_formats_are_described_indexed_and_followed(
+    trusting: Ed25519PrivateKey, settings: config.Settings, tmp_path: Path
+) -> None:
+    payload = json.dumps(statement()).encode()
+    pae = Envelope(payload, formats.IN_TOTO_PAYLOAD, {}).pae()
+    envelope = {
+        "payloadType": formats.IN_TOTO_PAYLOAD,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": "", "sig": base64.b64encode(trusting.sign(pae)).decode()}],
+    }
+    (tmp_path / "provenance.dsse.json").write_text(json.dumps(envelope))
+    sarif = json.loads((EXAMPLES / "api.scan.sarif.json").read_text())
+    sarif["runs"][0]["artifacts"] = [{"location": {"uri": "src.tar"}, "hashes": {"sha-256": SOURCE}}]
+    (tmp_path / "source.sarif.json").write_text(json.dumps(sarif))
+    (tmp_path / "notes.txt").write_text("release notes, not evidence of any format")
+
+    provenance = ingest(tmp_path / "provenance.dsse.json", "attestation")
+    vex = ingest(EXAMPLES / "api.openvex.json", "vex")
+    scan = ingest(tmp_path / "source.sarif.json", "scan")
+    notes = ingest(tmp_path / "notes.txt", "other")
+
+    found = described(provenance)
+    assert (found["format"], found["predicate_type"]) == ("in-toto", formats.SLSA_V1)
+    assert found["signature"] == {"status": "verified", "signed_by": "ci-release.pem"}
+    assert found["subjects"] == [f"sha256:{RELEASE}"]
+    assert found["dependencies"] == sorted([f"sha256:{SOURCE}", f"sha256:{BASE}"])
+    assert described(vex)["subjects"] == [f"sha256:{RELEASE}"] and described(vex)["format"] == "openvex"
+    assert described(scan)["format"] == "sarif" and described(notes)["format"] == "other"
+
+    # The API finds evidence by the subjects its bytes name.
+    url = f"{settings.api_url}/artifacts?subject=sha256:{RELEASE}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        listed = json.loads(resp.read())
+    assert {a["artifact_id"] for a in listed["artifacts"]} == {provenance, vex}
+    steps = [s["what"] for s in cli_json("evidence", "provenance", "show", provenance)["steps"]]
+    assert steps[:2] == ["ingested", "described as in-toto v1"]
+
+    # Export follows the provenance's dependencies to the scan of its source.
+    plain = cli_json(
+        "evidence", "export", "--digest", f"sha256:{RELEASE}", "--output", str(tmp_path / "p.tar.gz")
+    )
+    assert plain["artifacts"] == 2
+    deps = tmp_path / "full.tar.gz"
+    full = cli_json(
+        "evidence", "export", "--digest", f"sha256:{RELEASE}", "--include-deps", "--output", str(deps)
+    )
+    assert full["artifacts"] == 3
+    assert cli_json("evidence", "verify", "--offline", "--input", str(deps))["verified"]
+    verdict = tmp_path / "verdict.json"
+    cli_json("replay", "--evidence", str(deps), "--output", str(verdict))
+    replayed = {a["artifact_id"]: a for a in json.loads(verdict.read_text())["artifacts"]}
+    assert set(replayed) == {provenance, vex, scan}
+    assert [s["what"] for s in replayed[provenance]["provenance"]][:2] == [
+        "ingested",
+        "described as in-toto v1",
+    ]
+    assert hashlib.sha256(deps.read_bytes()).hexdigest() == full["sha256"].removeprefix("sha256:")

@@ -1,0 +1,194 @@
+"""Evidence formats (`locker.formats`): real-format samples made for the tests are recognised with
+the right subjects, dependencies and signature status; anything else is `other`, never an error."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
+
+from locker import formats
+from locker.formats import TrustedKey, describe
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "evidence"
+RELEASE = "d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1"
+SOURCE = hashlib.sha256(b"source tarball").hexdigest()
+BASE = hashlib.sha256(b"base image").hexdigest()
+
+
+def statement(
+    predicate_type: str = formats.SLSA_V1, predicate: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "_type": formats.STATEMENT_V1,
+        "subject": [{"name": "registry.example.com/shop/api", "digest": {"sha256": RELEASE}}],
+        "predicateType": predicate_type,
+        "predicate": predicate
+        or {
+            "buildDefinition": {
+                "buildType": "https://example.com/ci/build@v1",
+                "resolvedDependencies": [
+                    {"uri": "git+https://git.example.com/shop/api", "digest": {"sha256": SOURCE}},
+                    {"uri": "oci://base", "digest": {"sha256": BASE, "sha512": "00"}},
+                    {"uri": "no digest"},
+                ],
+            },
+            "runDetails": {"builder": {"id": "https://ci.example.com/runners/42"}},
+        },
+    }
+
+
+def envelope(payload: dict[str, Any], sign: Any, keyid: str = "") -> bytes:
+    raw = json.dumps(payload).encode()
+    pae = Envelope(raw, formats.IN_TOTO_PAYLOAD, {}).pae()
+    sig = base64.b64encode(sign(pae)).decode()
+    body = {"payloadType": formats.IN_TOTO_PAYLOAD, "payload": base64.b64encode(raw).decode()}
+    return json.dumps({**body, "signatures": [{"keyid": keyid, "sig": sig}]}).encode()
+
+
+def test_a_signed_in_toto_statement_in_dsse() -> None:
+    key = Ed25519PrivateKey.generate()
+    found = describe(envelope(statement(), key.sign), [TrustedKey("ci.pem", key.public_key())])
+    assert (found.format, found.format_version, found.predicate_type) == ("in-toto", "v1", formats.SLSA_V1)
+    assert found.subjects == (f"sha256:{RELEASE}",)
+    assert found.dependencies == tuple(sorted((f"sha256:{SOURCE}", f"sha256:{BASE}")))
+    assert (found.signature, found.signed_by) == ("verified", "ci.pem")
+
+
+def test_an_ecdsa_signature_with_its_key_id_and_one_that_does_not_verify() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    keyid = SSlibKey.from_crypto(key.public_key()).keyid
+    signed = envelope(statement(), lambda data: key.sign(data, ec.ECDSA(ec.hashes.SHA256())), keyid)
+    trusted = [
+        TrustedKey("other.pem", Ed25519PrivateKey.generate().public_key()),
+        TrustedKey("ci.pem", key.public_key()),
+    ]
+    assert describe(signed, trusted).signature == "verified"
+    document = json.loads(signed)
+    forged = statement()
+    forged["subject"][0]["digest"]["sha256"] = BASE  # the payload changed, the signature did not
+    document["payload"] = base64.b64encode(json.dumps(forged).encode()).decode()
+    found = describe(json.dumps(document).encode(), trusted)
+    assert (found.signature, found.signed_by, found.subjects) == ("failed", "ci.pem", (f"sha256:{BASE}",))
+    assert describe(signed, []).signature == "unverified"  # no trusted key at all
+
+
+def test_unsigned_and_older_statements_and_slsa_v02_materials() -> None:
+    bare = describe(json.dumps(statement()).encode())
+    assert (bare.format, bare.signature) == ("in-toto", "none") and bare.subjects == (f"sha256:{RELEASE}",)
+    old = statement(formats.SLSA_V02, {"materials": [{"uri": "git", "digest": {"sha256": SOURCE}}]})
+    old["_type"] = formats.STATEMENT_V01
+    found = describe(json.dumps(old).encode())
+    assert (found.format_version, found.dependencies) == ("v0.1", (f"sha256:{SOURCE}",))
+    example = describe((EXAMPLES / "api.provenance.intoto.json").read_bytes())
+    assert (example.format, example.subjects) == ("in-toto", (f"sha256:{RELEASE}",))
+
+
+def test_a_v1_statement_in_toto_s_models_reject_is_not_in_toto() -> None:
+    no_subject = statement()
+    no_subject["subject"] = []
+    found = describe(json.dumps(no_subject).encode())
+    assert found.format == "other" and "did not parse" in found.detail
+
+
+def test_openvex_csaf_and_sarif() -> None:
+    vex = describe((EXAMPLES / "api.openvex.json").read_bytes())
+    assert (vex.format, vex.format_version, vex.subjects) == ("openvex", "v0.2.0", (f"sha256:{RELEASE}",))
+    csaf = {
+        "document": {"category": "csaf_vex", "csaf_version": "2.0", "title": "t", "publisher": {}},
+        "product_tree": {
+            "branches": [
+                {
+                    "name": "shop",
+                    "branches": [
+                        {
+                            "name": "api",
+                            "product": {
+                                "product_id": "api-1.4.2",
+                                "name": "api 1.4.2",
+                                "product_identification_helper": {
+                                    "hashes": [
+                                        {
+                                            "file_hashes": [
+                                                {"algorithm": "sha256", "value": RELEASE.upper()}
+                                            ],
+                                            "filename": "api.tar",
+                                        }
+                                    ],
+                                    "purl": f"pkg:oci/api@sha256%3A{BASE}",
+                                },
+                            },
+                        }
+                    ],
+                }
+            ]
+        },
+        "vulnerabilities": [{"cve": "CVE-2023-45853"}],
+    }
+    found = describe(json.dumps(csaf).encode())
+    assert (found.format, found.format_version) == ("csaf", "2.0")
+    assert found.subjects == tuple(sorted((f"sha256:{RELEASE}", f"sha256:{BASE}")))
+    sarif = json.loads((EXAMPLES / "api.scan.sarif.json").read_text())
+    sarif["runs"][0]["artifacts"] = [{"location": {"uri": "api.tar"}, "hashes": {"sha-256": RELEASE}}]
+    found = describe(json.dumps(sarif).encode())
+    assert (found.format, found.format_version, found.subjects) == ("sarif", "2.1.0", (f"sha256:{RELEASE}",))
+
+
+def test_anything_else_is_other() -> None:
+    for content in (
+        b"",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"hello": "world"}',
+        b"[" * 5000 + b"]" * 5000,
+        b"%PDF-1.7",
+    ):
+        assert describe(content).format == "other"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=30,
+)
+KEYS = st.sampled_from(
+    ["payloadType", "payload", "signatures", "_type", "@context", "document", "runs", "version"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=2000))
+def test_any_bytes_are_described(data: bytes) -> None:
+    assert describe(data).format in formats.FORMATS
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=st.dictionaries(KEYS, JSON, max_size=5))
+def test_any_json_with_the_formats_keys_is_described(document: dict[str, Any]) -> None:
+    for marker in ({}, {"_type": formats.STATEMENT_V1}, {"@context": "https://openvex.dev/ns/v0.2.0"}):
+        assert describe(json.dumps({**document, **marker}).encode()).format in formats.FORMATS
+
+
+def test_the_trust_store_reads_pem_keys_and_names_a_bad_one() -> None:
+    pem = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert [k.name for k in formats.load_trust_store([("ci.pem", pem)])] == ["ci.pem"]
+    try:
+        formats.load_trust_store([("ci.pem", pem), ("junk.pem", b"not a key")])
+    except ValueError as exc:
+        assert "junk.pem" in str(exc)
+    else:
+        raise AssertionError("a bad key was accepted")
