@@ -86,6 +86,8 @@ def describe(content: bytes, trusted: Sequence[TrustedKey] = ()) -> Description:
         return Description(
             detail=f"looked like a known format but did not parse: {type(exc).__name__}: {exc}"[:300]
         )
+    except Exception as exc:  # noqa: BLE001 - a parser library's own error types: hostile bytes never stop the loop
+        return Description(detail=f"a parser failed: {type(exc).__name__}: {exc}"[:300])
     return Description(detail="no known evidence format")
 
 
@@ -245,7 +247,9 @@ def load_trust_store(pems: Iterable[tuple[str, bytes]]) -> list[TrustedKey]:
     keys = []
     for name, pem in pems:
         try:
-            keys.append(TrustedKey(name, load_pem_public_key(pem)))
+            key = load_pem_public_key(pem)
+            SSlibKey.from_crypto(key)  # a key type DSSE signatures can be checked with
         except (ValueError, TypeError, binascii.Error) as exc:
-            raise ValueError(f"{name} is not a PEM public key: {exc}") from None
+            raise ValueError(f"{name} is not a PEM public key of a signing scheme DSSE uses: {exc}") from None
+        keys.append(TrustedKey(name, key))
     return keys

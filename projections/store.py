@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
@@ -74,6 +75,7 @@ class _Size(msgspec.Struct):
 
 
 _sizes = msgspec.json.Decoder(_Size)
+RECENT = 100_000  # records a bulk store keeps (~50 MB)
 
 
 class IndexStore(TrackedStore):
@@ -94,6 +96,10 @@ class IndexStore(TrackedStore):
     ) -> None:
         super().__init__(path, readonly=readonly, unlogged=unlogged, bulk=bulk, follow=follow)
         self._written: set[str] | None = set() if bulk else None
+        # A bulk store's records written lately: a later event of the same artifact (its
+        # description, seconds of log after its ingest) is folded from here, not read back from
+        # a vector memtable, which a read would scan whole.
+        self._recent: OrderedDict[str, ArtifactRecord] | None = OrderedDict() if bulk else None
         self._totals: tuple[int, int] | None = None  # (count, bytes), the writer's own cache
 
     # Queries.
@@ -270,12 +276,25 @@ class IndexStore(TrackedStore):
         ids = list(dict.fromkeys(artifact_id for _, _, artifact_id in fresh))
         known = ids if self._written is None else [i for i in ids if i in self._written]
         before: dict[str, ArtifactRecord | None] = dict.fromkeys(ids)
+        if self._recent is not None:
+            before.update({i: self._recent[i] for i in known if i in self._recent})
+            known = [i for i in known if i not in self._recent]
+            if known and self._db is not None:
+                self._db.flush()  # reads come next: out of the vector memtables (see TrackedStore)
         before.update(self._stored(known))
         current = dict(before)
         for position, event, artifact_id in fresh:
             current[artifact_id] = apply(event, current[artifact_id], position)
         if self._written is not None:
             self._written.update(ids)
+        if self._recent is not None:
+            for artifact_id in ids:
+                record = current[artifact_id]
+                if record is not None:
+                    self._recent[artifact_id] = record
+                    self._recent.move_to_end(artifact_id)
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
         return self._changes(wb, before, current)
 
     def _stored(self, ids: list[str]) -> dict[str, ArtifactRecord | None]:
@@ -327,6 +346,8 @@ class IndexStore(TrackedStore):
                 raise TypeError("folding state.restored needs the log it voids")
             if self._db is not None and self.bulk:
                 self._db.flush()  # reads come next: out of the vector memtables (see TrackedStore)
+            if self._recent is not None:
+                self._recent.clear()  # the restore rewrites records this cache may hold
             delta = self._void(wb, voided, log)
             wb.put(range_key(voided), encode_row(voided))
         self._commit_counted(wb, {partition: offset}, delta)

@@ -226,7 +226,8 @@ def create_app(
                 consumer_options=consumer_options(settings),
                 group_id=f"{settings.group_id}-describe",
                 group_instance_id=instance_id(settings),
-                max_records=32,  # blobs of up to Ingest:MaxContentBytes each are read and parsed
+                # One blob at a time is read and parsed (none is kept): big batches, few publishes.
+                max_records=2000,
             )
         )
     replica = None if settings.replica_path is None else BlobStore(settings.replica_path)

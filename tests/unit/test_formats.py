@@ -9,8 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -180,15 +182,11 @@ def test_any_json_with_the_formats_keys_is_described(document: dict[str, Any]) -
 
 
 def test_the_trust_store_reads_pem_keys_and_names_a_bad_one() -> None:
-    pem = (
-        Ed25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    )
-    assert [k.name for k in formats.load_trust_store([("ci.pem", pem)])] == ["ci.pem"]
-    try:
-        formats.load_trust_store([("ci.pem", pem), ("junk.pem", b"not a key")])
-    except ValueError as exc:
-        assert "junk.pem" in str(exc)
-    else:
-        raise AssertionError("a bad key was accepted")
+    def pem(key: Any) -> bytes:
+        return bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+
+    good = pem(Ed25519PrivateKey.generate())
+    assert [k.name for k in formats.load_trust_store([("ci.pem", good)])] == ["ci.pem"]
+    for name, bad in (("junk.pem", b"not a key"), ("x25519.pem", pem(X25519PrivateKey.generate()))):
+        with pytest.raises(ValueError, match=name):
+            formats.load_trust_store([("ci.pem", good), (name, bad)])
