@@ -5,11 +5,15 @@ Recognised so far:
   (`in_toto_attestation`, protobuf); a DSSE envelope's signatures are checked with
   securesystemslib against the trusted keys given. Subjects are the statement's subjects; the
   dependencies are SLSA provenance's materials (v0.2) or resolved dependencies (v1);
+- SPDX 2.x documents, read with spdx-tools (the packages the document describes are its
+  subjects, the other packages its dependencies), and CycloneDX BOMs, read with
+  cyclonedx-python-lib (the BOM's own component is its subject, the components its
+  dependencies), by their SHA-256 checksums and digests in purls;
 - OpenVEX documents (products by digest, in hashes or in their ids), CSAF documents (file hashes in
   the product tree) and SARIF logs (the hashes of the scanned artifacts): none has a maintained
   Python library, so they are read here, from their specifications' fields.
-SPDX, CycloneDX and Sigstore bundles have maintained libraries that are not wired in yet: they are
-described as `other` for now, as is anything unrecognised. Nothing is rejected for its format.
+Sigstore bundles (sigstore-python) are not wired in yet: they are described as `other` for now,
+as is anything unrecognised. Nothing is rejected for its format.
 
 Only SHA-256 digests become subjects and dependencies ("sha256:<hex>"): they are what the index
 and `export --digest` look up.
@@ -26,14 +30,22 @@ from typing import Any
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cyclonedx.model import HashAlgorithm
+from cyclonedx.model.bom import Bom
+from cyclonedx.model.component import Component
 from google.protobuf import json_format
 from in_toto_attestation.v1 import statement_pb2
 from in_toto_attestation.v1.statement import Statement
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
 from securesystemslib.signer import Signature, SSlibKey  # type: ignore[attr-defined]  # re-exported without __all__
+from spdx_tools.spdx.model.checksum import ChecksumAlgorithm
+from spdx_tools.spdx.model.package import Package
+from spdx_tools.spdx.model.relationship import RelationshipType
+from spdx_tools.spdx.parser.error import SPDXParsingError
+from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
 
-FORMATS = ("in-toto", "openvex", "csaf", "sarif", "other")
+FORMATS = ("in-toto", "spdx", "cyclonedx", "openvex", "csaf", "sarif", "other")
 IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
@@ -76,6 +88,10 @@ def describe(content: bytes, trusted: Sequence[TrustedKey] = ()) -> Description:
             return _dsse(document, trusted)
         if str(document.get("_type", "")).startswith("https://in-toto.io/Statement/"):
             return _statement(document, "no envelope: unsigned")
+        if document.get("bomFormat") == "CycloneDX":
+            return _cyclonedx(document)
+        if str(document.get("spdxVersion", "")).startswith("SPDX-2."):
+            return _spdx(document)
         if str(document.get("@context", "")).startswith("https://openvex.dev/ns"):
             return _openvex(document)
         if isinstance(document.get("document"), dict) and "csaf_version" in document["document"]:
@@ -154,6 +170,65 @@ def _statement(statement: dict[str, Any], how: str) -> Description:
         predicate_type=predicate_type[:300],
         dependencies=dependencies,
         detail=f"{how}; {len(subjects)} subject(s), {len(dependencies)} dependency digest(s)",
+    )
+
+
+def _cyclonedx(document: dict[str, Any]) -> Description:
+    """Read with cyclonedx-python-lib: the subject is the BOM's own component (metadata.component),
+    the dependencies every component listed; by their SHA-256 hashes, and digests in purls."""
+    bom = Bom.from_json(document)  # type: ignore[attr-defined]  # added by py-serializable
+    top = bom.metadata.component
+    listed: list[Component] = []
+    todo = list(bom.components)
+    while todo:
+        component = todo.pop()
+        listed.append(component)
+        todo.extend(component.components)
+    subjects = _digests(_component_digests(top)) if top is not None else ()
+    dependencies = _digests(d for c in listed for d in _component_digests(c))
+    return Description(
+        format="cyclonedx",
+        format_version=str(document.get("specVersion", ""))[:20],
+        subjects=subjects,
+        dependencies=dependencies,
+        detail=f"{len(listed)} component(s), {len(dependencies)} with a SHA-256",
+    )
+
+
+def _component_digests(component: Component) -> list[str]:
+    found = [h.content.lower() for h in component.hashes if h.alg is HashAlgorithm.SHA_256]
+    return found + _in_text(str(component.purl or ""))
+
+
+def _spdx(document: dict[str, Any]) -> Description:
+    """Read with spdx-tools: the subjects are the packages the document describes, the
+    dependencies every other package; by their SHA-256 checksums."""
+    try:
+        parsed = JsonLikeDictParser().parse(document)  # type: ignore[no-untyped-call]
+    except SPDXParsingError as exc:
+        raise ValueError(str(exc)[:300]) from None
+    me = parsed.creation_info.spdx_id
+    described = {
+        r.related_spdx_element_id
+        for r in parsed.relationships
+        if r.spdx_element_id == me and r.relationship_type is RelationshipType.DESCRIBES
+    } | {
+        r.spdx_element_id
+        for r in parsed.relationships
+        if r.related_spdx_element_id == me and r.relationship_type is RelationshipType.DESCRIBED_BY
+    }
+
+    def sha256(package: Package) -> list[str]:
+        return [c.value.lower() for c in package.checksums if c.algorithm is ChecksumAlgorithm.SHA256]
+
+    subjects = _digests(d for p in parsed.packages if p.spdx_id in described for d in sha256(p))
+    dependencies = _digests(d for p in parsed.packages if p.spdx_id not in described for d in sha256(p))
+    return Description(
+        format="spdx",
+        format_version=parsed.creation_info.spdx_version[:20],
+        subjects=subjects,
+        dependencies=dependencies,
+        detail=f"{len(parsed.packages)} package(s), {len(described)} described",
     )
 
 

@@ -89,6 +89,7 @@ def test_formats_are_described_indexed_and_followed(
     vex = ingest(EXAMPLES / "api.openvex.json", "vex")
     scan = ingest(tmp_path / "source.sarif.json", "scan")
     notes = ingest(tmp_path / "notes.txt", "other")
+    sbom = ingest(EXAMPLES / "api.cdx.json", "sbom")
 
     found = described(provenance)
     assert (found["format"], found["predicate_type"]) == ("in-toto", formats.SLSA_V1)
@@ -97,6 +98,7 @@ def test_formats_are_described_indexed_and_followed(
     assert found["dependencies"] == sorted([f"sha256:{SOURCE}", f"sha256:{BASE}"])
     assert described(vex)["subjects"] == [f"sha256:{RELEASE}"] and described(vex)["format"] == "openvex"
     assert described(scan)["format"] == "sarif" and described(notes)["format"] == "other"
+    assert described(sbom)["format"] == "cyclonedx"
 
     # The API finds evidence by the subjects its bytes name.
     url = f"{settings.api_url}/artifacts?subject=sha256:{RELEASE}"

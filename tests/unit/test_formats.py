@@ -164,7 +164,10 @@ JSON = st.recursive(
     max_leaves=30,
 )
 KEYS = st.sampled_from(
-    ["payloadType", "payload", "signatures", "_type", "@context", "document", "runs", "version"]
+    [
+        *("payloadType", "payload", "signatures", "_type", "@context", "document", "runs", "version"),
+        *("metadata", "components", "packages", "relationships", "creationInfo"),
+    ]
 )
 
 
@@ -177,7 +180,14 @@ def test_any_bytes_are_described(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(document=st.dictionaries(KEYS, JSON, max_size=5))
 def test_any_json_with_the_formats_keys_is_described(document: dict[str, Any]) -> None:
-    for marker in ({}, {"_type": formats.STATEMENT_V1}, {"@context": "https://openvex.dev/ns/v0.2.0"}):
+    markers = (
+        {},
+        {"_type": formats.STATEMENT_V1},
+        {"@context": "https://openvex.dev/ns/v0.2.0"},
+        {"bomFormat": "CycloneDX", "specVersion": "1.6"},
+        {"spdxVersion": "SPDX-2.3"},
+    )
+    for marker in markers:
         assert describe(json.dumps({**document, **marker}).encode()).format in formats.FORMATS
 
 
@@ -190,3 +200,55 @@ def test_the_trust_store_reads_pem_keys_and_names_a_bad_one() -> None:
     for name, bad in (("junk.pem", b"not a key"), ("x25519.pem", pem(X25519PrivateKey.generate()))):
         with pytest.raises(ValueError, match=name):
             formats.load_trust_store([("ci.pem", good), (name, bad)])
+
+
+def test_cyclonedx_and_spdx_read_with_their_own_libraries() -> None:
+    cdx = json.loads((EXAMPLES / "api.cdx.json").read_text())
+    cdx["metadata"]["component"]["purl"] = f"pkg:oci/api@sha256:{RELEASE}"
+    cdx["components"][0]["hashes"] = [
+        {"alg": "SHA-256", "content": BASE},
+        {"alg": "SHA-1", "content": "0" * 40},
+    ]
+    cdx["components"][1]["components"] = [
+        {"type": "library", "name": "inner", "hashes": [{"alg": "SHA-256", "content": SOURCE}]}
+    ]
+    found = describe(json.dumps(cdx).encode())
+    assert (found.format, found.format_version, found.subjects) == (
+        "cyclonedx",
+        "1.6",
+        (f"sha256:{RELEASE}",),
+    )
+    assert found.dependencies == tuple(sorted((f"sha256:{BASE}", f"sha256:{SOURCE}")))
+    assert describe((EXAMPLES / "api.cdx.json").read_bytes()).format == "cyclonedx"
+
+    def package(ref: str, digest: str) -> dict[str, Any]:
+        checksums = [{"algorithm": "SHA256", "checksumValue": digest}]
+        return {"SPDXID": ref, "name": ref, "downloadLocation": "NOASSERTION", "checksums": checksums}
+
+    spdx = {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": "api",
+        "documentNamespace": "https://example.com/spdx/api-1.4.2",
+        "creationInfo": {"created": "2026-11-01T00:00:00Z", "creators": ["Tool: stella-tests"]},
+        "packages": [package("SPDXRef-api", RELEASE), package("SPDXRef-zlib", BASE)],
+        "relationships": [
+            {
+                "spdxElementId": "SPDXRef-DOCUMENT",
+                "relationshipType": "DESCRIBES",
+                "relatedSpdxElement": "SPDXRef-api",
+            },
+            {
+                "spdxElementId": "SPDXRef-api",
+                "relationshipType": "DEPENDS_ON",
+                "relatedSpdxElement": "SPDXRef-zlib",
+            },
+        ],
+    }
+    found = describe(json.dumps(spdx).encode())
+    assert (found.format, found.format_version) == ("spdx", "SPDX-2.3")
+    assert (found.subjects, found.dependencies) == ((f"sha256:{RELEASE}",), (f"sha256:{BASE}",))
+    del spdx["creationInfo"]
+    broken = describe(json.dumps(spdx).encode())
+    assert broken.format == "other" and "did not parse" in broken.detail
