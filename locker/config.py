@@ -44,6 +44,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Archive:Path": (None, str),
     "Formats:TrustStore": ("", str),
     "Formats:Describe": (True, bool),
+    "Formats:SigstoreTrustedRoot": ("", str),
     "Verification:QuickSample": ("1%", str),
     "Retention:Default": ("forever", str),
     "Retention:Aggressive": ("90d", str),
@@ -166,6 +167,12 @@ class Settings:
     def describe(self) -> bool:
         """Run the describe loop (`artifact.described` for every ingested artifact)."""
         return bool(self.values["Formats:Describe"])
+
+    @property
+    def sigstore_root_path(self) -> Path | None:
+        """A Sigstore `trusted_root.json` that bundles are verified against offline; None: none."""
+        value = str(self.values["Formats:SigstoreTrustedRoot"]).strip()
+        return Path(value).expanduser() if value else None
 
     @property
     def trust_store_path(self) -> Path | None:

@@ -12,8 +12,10 @@ Recognised so far:
 - OpenVEX documents (products by digest, in hashes or in their ids), CSAF documents (file hashes in
   the product tree) and SARIF logs (the hashes of the scanned artifacts): none has a maintained
   Python library, so they are read here, from their specifications' fields.
-Sigstore bundles (sigstore-python) are not wired in yet: they are described as `other` for now,
-as is anything unrecognised. Nothing is rejected for its format.
+- Sigstore bundles (v0.1-v0.3), read and verified offline with sigstore-python against a
+  configured `trusted_root.json`: a DSSE bundle's statement, or a message signature's digest as
+  its subject; the signing identity and the transparency log entry.
+Anything unrecognised is `other`. Nothing is rejected for its format.
 
 Only SHA-256 digests become subjects and dependencies ("sha256:<hex>"): they are what the index
 and `export --digest` look up.
@@ -21,14 +23,17 @@ and `export --digest` look up.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgspec
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cyclonedx.model import HashAlgorithm
 from cyclonedx.model.bom import Bom
@@ -39,13 +44,20 @@ from in_toto_attestation.v1.statement import Statement
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
 from securesystemslib.signer import Signature, SSlibKey  # type: ignore[attr-defined]  # re-exported without __all__
+from sigstore.errors import Error as SigstoreError
+from sigstore.hashes import Hashed
+from sigstore.models import Bundle, TrustedRoot
+from sigstore.verify import Verifier, policy
+from sigstore_models.common.v1 import HashAlgorithm as SigstoreHashAlgorithm
 from spdx_tools.spdx.model.checksum import ChecksumAlgorithm
 from spdx_tools.spdx.model.package import Package
 from spdx_tools.spdx.model.relationship import RelationshipType
 from spdx_tools.spdx.parser.error import SPDXParsingError
 from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
 
-FORMATS = ("in-toto", "spdx", "cyclonedx", "openvex", "csaf", "sarif", "other")
+FORMATS = ("in-toto", "sigstore-bundle", "spdx", "cyclonedx", "openvex", "csaf", "sarif", "other")
+SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle"
+FULCIO_ISSUER = "1.3.6.1.4.1.57264.1.1"  # the OIDC issuer, in Fulcio's first extension
 IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
@@ -75,8 +87,11 @@ class TrustedKey:
     key: PublicKeyTypes
 
 
-def describe(content: bytes, trusted: Sequence[TrustedKey] = ()) -> Description:
-    """The format of `content` and what it says it is about. Never raises for bad content."""
+def describe(
+    content: bytes, trusted: Sequence[TrustedKey] = (), sigstore_root: TrustedRoot | None = None
+) -> Description:
+    """The format of `content` and what it says it is about; DSSE signatures are checked against
+    `trusted`, Sigstore bundles against `sigstore_root` (offline). Never raises for bad content."""
     try:
         document = json.loads(content)
     except (ValueError, RecursionError):
@@ -84,6 +99,8 @@ def describe(content: bytes, trusted: Sequence[TrustedKey] = ()) -> Description:
     if not isinstance(document, dict):
         return Description(detail="JSON, not an object")
     try:
+        if str(document.get("mediaType", "")).startswith(SIGSTORE_BUNDLE):
+            return _sigstore(content, document, sigstore_root)
         if {"payloadType", "payload", "signatures"} <= document.keys():
             return _dsse(document, trusted)
         if str(document.get("_type", "")).startswith("https://in-toto.io/Statement/"):
@@ -98,7 +115,15 @@ def describe(content: bytes, trusted: Sequence[TrustedKey] = ()) -> Description:
             return _csaf(document)
         if isinstance(document.get("runs"), list) and str(document.get("version", "")).startswith("2."):
             return _sarif(document)
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, json_format.ParseError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        RecursionError,
+        json_format.ParseError,
+        SigstoreError,
+    ) as exc:
         return Description(
             detail=f"looked like a known format but did not parse: {type(exc).__name__}: {exc}"[:300]
         )
@@ -116,6 +141,69 @@ def _dsse(document: dict[str, Any], trusted: Sequence[TrustedKey]) -> Descriptio
         )
     found = _statement(json.loads(envelope.payload), f"DSSE, {len(envelope.signatures)} signature(s)")
     return msgspec.structs.replace(found, signature=signature, signed_by=signed_by)
+
+
+def _sigstore(content: bytes, document: dict[str, Any], root: TrustedRoot | None) -> Description:
+    """Read with sigstore-python: a DSSE bundle's statement, or a message signature's digest as its
+    subject; the signing identity from the certificate, the log entry; verified offline against
+    `root` (a `trusted_root.json`), the identity recorded rather than required."""
+    bundle = Bundle.from_json(content)
+    media = str(document["mediaType"])
+    version = (
+        media.split("bundle.", 1)[1].split("+", 1)[0] if "bundle.v" in media else media.rsplit("=", 1)[-1]
+    )
+    envelope = document.get("dsseEnvelope")
+    verify: Callable[[Verifier], object]
+    if envelope is not None:
+        if envelope.get("payloadType") == IN_TOTO_PAYLOAD:
+            found = _statement(json.loads(base64.b64decode(envelope["payload"])), "Sigstore bundle, DSSE")
+        else:
+            found = Description(detail=f"Sigstore bundle, DSSE of {str(envelope.get('payloadType'))[:100]}")
+        verify = partial(Verifier.verify_dsse, bundle=bundle, policy=policy.UnsafeNoOp())
+    else:
+        digest = document["messageSignature"]["messageDigest"]
+        if digest.get("algorithm") != "SHA2_256":
+            raise ValueError(f"a message digest of {str(digest.get('algorithm'))[:40]}")
+        raw = base64.b64decode(digest["digest"], validate=True)
+        found = Description(subjects=_digests([raw.hex()]), detail="Sigstore bundle, message signature")
+        hashed = Hashed(algorithm=SigstoreHashAlgorithm.SHA2_256, digest=raw)
+        verify = partial(Verifier.verify_artifact, input_=hashed, bundle=bundle, policy=policy.UnsafeNoOp())
+    status, why = "unverified", "no trusted root (Formats:SigstoreTrustedRoot)"
+    if root is not None:
+        try:
+            verify(Verifier(trusted_root=root))
+            status, why = "verified", "verified offline against the trusted root"
+        except SigstoreError as exc:
+            status, why = "failed", f"does not verify: {exc}"[:200]
+    entries = document.get("verificationMaterial", {}).get("tlogEntries") or [{}]
+    log = f"rekor log index {entries[0].get('logIndex', '?')}" if entries[0] else ""
+    return msgspec.structs.replace(
+        found,
+        format="sigstore-bundle",
+        format_version=version[:20],
+        signature=status,
+        signed_by=_identity(bundle.signing_certificate),
+        transparency_log=log,
+        detail=f"{found.detail}; {why}",
+    )
+
+
+def _identity(certificate: x509.Certificate) -> str:
+    """A Fulcio certificate's identity (its SAN: an email or a URI) and its OIDC issuer."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = san.get_values_for_type(x509.RFC822Name) + san.get_values_for_type(
+            x509.UniformResourceIdentifier
+        )
+    except x509.ExtensionNotFound:
+        names = []
+    issuer = ""
+    for extension in certificate.extensions:
+        if extension.oid.dotted_string == FULCIO_ISSUER and isinstance(
+            extension.value, x509.UnrecognizedExtension
+        ):
+            issuer = extension.value.value.decode(errors="replace")
+    return (", ".join(names) + (f" (issuer {issuer})" if issuer else ""))[:300]
 
 
 def _check(envelope: Envelope, trusted: Sequence[TrustedKey]) -> tuple[str, str]:

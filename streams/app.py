@@ -105,6 +105,7 @@ def create_app(
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
     trusted = describe.trust_store(settings.trust_store_path)  # a bad key stops the start here
+    sigstore_root = describe.sigstore_root(settings.sigstore_root_path)  # and so does a bad root
     host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
     app = faust.App(
         settings.group_id,
@@ -220,7 +221,7 @@ def create_app(
             Loop(
                 "describe",
                 topic=topics.events,
-                handler=partial(describe.handle, describe.Describing(topics, blobs, trusted)),
+                handler=partial(describe.handle, describe.Describing(topics, blobs, trusted, sigstore_root)),
                 publisher=publisher,
                 dlq_topic=topics.dlq,
                 consumer_options=consumer_options(settings),

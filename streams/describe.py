@@ -2,7 +2,8 @@
 
 It reads `evidence.events` in its own consumer group. For each `artifact.ingested` it reads the
 blob, checks it against the artifact id, and describes it (`locker.formats`: format, subjects,
-predicate type, dependencies, its signature against the trust store `Formats:TrustStore`); the
+predicate type, dependencies, its signature against the trust store `Formats:TrustStore` or a
+Sigstore bundle's against `Formats:SigstoreTrustedRoot`); the
 index folds the description into the artifact's record and its subject and dependency rows. Off
 the ingest path, so parsing never slows ingest down; at-least-once, and a repeated description
 replaces the earlier one with the same content.
@@ -16,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
+from sigstore.errors import Error as SigstoreError
+from sigstore.models import TrustedRoot
 
 from locker import formats
 from locker.cas import BlobStore
@@ -33,6 +36,7 @@ class Describing:
     topics: Topics
     blobs: BlobStore
     trusted: tuple[formats.TrustedKey, ...] = ()
+    sigstore_root: TrustedRoot | None = None
 
 
 def trust_store(folder: Path | None) -> tuple[formats.TrustedKey, ...]:
@@ -46,6 +50,19 @@ def trust_store(folder: Path | None) -> tuple[formats.TrustedKey, ...]:
         return tuple(formats.load_trust_store((p.name, p.read_bytes()) for p in files))
     except ValueError as exc:
         raise UsageError(f"Formats:TrustStore: {exc}") from None
+
+
+def sigstore_root(path: Path | None) -> TrustedRoot | None:
+    """The Sigstore trusted root at `path` (`Formats:SigstoreTrustedRoot`); `UsageError` if it
+    is not one."""
+    if path is None:
+        return None
+    try:
+        return TrustedRoot.from_file(str(path))
+    except (OSError, ValueError, SigstoreError) as exc:
+        raise UsageError(
+            f"Formats:SigstoreTrustedRoot {path} is not a Sigstore trusted root: {exc}"
+        ) from None
 
 
 def handle(d: Describing, records: list[Record]) -> Outbox:
@@ -68,7 +85,7 @@ def handle(d: Describing, records: list[Record]) -> Outbox:
         if "sha256:" + hashlib.sha256(data).hexdigest() != artifact_id:
             log.warning("not described: the blob does not match its id", artifact_id=artifact_id)
             continue
-        found = formats.describe(data, d.trusted)
+        found = formats.describe(data, d.trusted, d.sigstore_root)
         described = ArtifactDescribed(
             artifact_id=artifact_id,
             format=found.format,

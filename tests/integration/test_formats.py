@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sigstore
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from securesystemslib.dsse import Envelope
@@ -23,7 +24,7 @@ from commands import service
 from locker import config, formats
 from tests.conftest import run_cli
 from tests.integration.helpers import wait_for
-from tests.unit.test_formats import BASE, EXAMPLES, RELEASE, SOURCE, statement
+from tests.unit.test_formats import BASE, EXAMPLES, RELEASE, SIGSTORE, SOURCE, statement
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +46,8 @@ def trusting(
     )
     monkeypatch.setenv("STELLA_FORMATS__TRUSTSTORE", str(store))
     monkeypatch.setenv("STELLA_FORMATS__DESCRIBE", "true")
+    staging = Path(sigstore.__file__).parent / "_store" / "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev"
+    monkeypatch.setenv("STELLA_FORMATS__SIGSTORETRUSTEDROOT", str(staging / "trusted_root.json"))
     anchor_ops.ensure_key(settings)
     service.start(settings)
     try:
@@ -90,6 +93,7 @@ def test_formats_are_described_indexed_and_followed(
     scan = ingest(tmp_path / "source.sarif.json", "scan")
     notes = ingest(tmp_path / "notes.txt", "other")
     sbom = ingest(EXAMPLES / "api.cdx.json", "sbom")
+    bundle = ingest(SIGSTORE / "bundle_v3.txt.sigstore", "signature")
 
     found = described(provenance)
     assert (found["format"], found["predicate_type"]) == ("in-toto", formats.SLSA_V1)
@@ -99,6 +103,9 @@ def test_formats_are_described_indexed_and_followed(
     assert described(vex)["subjects"] == [f"sha256:{RELEASE}"] and described(vex)["format"] == "openvex"
     assert described(scan)["format"] == "sarif" and described(notes)["format"] == "other"
     assert described(sbom)["format"] == "cyclonedx"
+    signed = described(bundle)
+    assert (signed["format"], signed["signature"]["status"]) == ("sigstore-bundle", "verified")
+    assert signed["signature"]["signed_by"].startswith("william@yossarian.net")
 
     # The API finds evidence by the subjects its bytes name.
     url = f"{settings.api_url}/artifacts?subject=sha256:{RELEASE}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sigstore
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
+from sigstore.models import TrustedRoot
 
 from locker import formats
 from locker.formats import TrustedKey, describe
@@ -167,6 +169,7 @@ KEYS = st.sampled_from(
     [
         *("payloadType", "payload", "signatures", "_type", "@context", "document", "runs", "version"),
         *("metadata", "components", "packages", "relationships", "creationInfo"),
+        *("verificationMaterial", "messageSignature", "dsseEnvelope"),
     ]
 )
 
@@ -186,6 +189,7 @@ def test_any_json_with_the_formats_keys_is_described(document: dict[str, Any]) -
         {"@context": "https://openvex.dev/ns/v0.2.0"},
         {"bomFormat": "CycloneDX", "specVersion": "1.6"},
         {"spdxVersion": "SPDX-2.3"},
+        {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"},
     )
     for marker in markers:
         assert describe(json.dumps({**document, **marker}).encode()).format in formats.FORMATS
@@ -252,3 +256,39 @@ def test_cyclonedx_and_spdx_read_with_their_own_libraries() -> None:
     del spdx["creationInfo"]
     broken = describe(json.dumps(spdx).encode())
     assert broken.format == "other" and "did not parse" in broken.detail
+
+
+SIGSTORE = Path(__file__).resolve().parents[1] / "samples" / "sigstore"
+
+
+def shipped_root(instance: str) -> TrustedRoot:
+    """A trusted root the sigstore package ships (prod or staging): offline, no TUF fetch."""
+    folder = {"prod": "tuf-repo-cdn.sigstore.dev", "staging": "tuf-repo-cdn.sigstage.dev"}[instance]
+    return TrustedRoot.from_file(
+        str(Path(sigstore.__file__).parent / "_store" / f"https%3A%2F%2F{folder}" / "trusted_root.json")
+    )
+
+
+def test_real_sigstore_bundles_are_parsed_and_verified_offline() -> None:
+    raw = (SIGSTORE / "bundle_v3.txt.sigstore").read_bytes()
+    artifact = "sha256:" + hashlib.sha256((SIGSTORE / "bundle_v3.txt").read_bytes()).hexdigest()
+    found = describe(raw, sigstore_root=shipped_root("staging"))
+    assert (found.format, found.format_version, found.subjects) == ("sigstore-bundle", "v0.3", (artifact,))
+    assert (found.signature, found.transparency_log) == ("verified", "rekor log index 25915956")
+    assert found.signed_by == "william@yossarian.net (issuer https://github.com/login/oauth)"
+    assert describe(raw, sigstore_root=shipped_root("prod")).signature == "failed"  # not prod's
+    assert describe(raw).signature == "unverified"  # no trusted root configured
+
+    dsse = describe(
+        (SIGSTORE / "a.dsse.staging-rekor-v2.txt.sigstore.json").read_bytes(),
+        sigstore_root=shipped_root("staging"),
+    )
+    assert (dsse.format, dsse.signature) == ("sigstore-bundle", "verified")
+    assert dsse.subjects and dsse.predicate_type and "token.actions.githubusercontent.com" in dsse.signed_by
+
+    document = json.loads(raw)
+    document["messageSignature"]["messageDigest"]["digest"] = base64.b64encode(b"\1" * 32).decode()
+    forged = describe(json.dumps(document).encode(), sigstore_root=shipped_root("staging"))
+    assert forged.signature == "failed" and forged.subjects == ("sha256:" + "01" * 32,)
+    document["verificationMaterial"] = {}
+    assert describe(json.dumps(document).encode()).format == "other"
