@@ -441,16 +441,31 @@ def evidence_verify(
     ] = False,
     input_: Annotated[Path | None, typer.Option("--input", help="With --offline: the pack.")] = None,
     trusted_key: Annotated[
-        str | None, typer.Option("--trusted-key", help="With --offline: the verifier key to trust.")
+        str | None, typer.Option("--trusted-key", help="With --offline: the anchor verifier key to trust.")
+    ] = None,
+    trust_store: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-store", help="With --offline: PEM keys for DSSE signatures (default: the pack's)."
+        ),
+    ] = None,
+    sigstore_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--sigstore-root", help="With --offline: a Sigstore trusted_root.json (default: the pack's)."
+        ),
     ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Re-hash artifacts against their ids in the service, or (--offline) check an evidence pack;
     exit 1 if anything failed."""
-    if offline or input_ is not None or trusted_key is not None:
+    if offline or input_ is not None or trusted_key or trust_store or sigstore_root:
         if not offline or input_ is None or mode or sample or seed is not None or to_anchor:
-            raise UsageError("--offline takes --input PACK (and --trusted-key VKEY), and no --mode options")
-        verify_offline(input_, trusted_key, fmt)
+            raise UsageError(
+                "--offline takes --input PACK (and --trusted-key, --trust-store, --sigstore-root), "
+                "and no --mode options"
+            )
+        verify_offline(input_, trusted_key, trust_store, sigstore_root, fmt)
         return
     from commands import integrity
 
@@ -478,10 +493,12 @@ def evidence_verify(
     show_report(result, fmt)
 
 
-def verify_offline(pack: Path, trusted_key: str | None, fmt: Format) -> None:
+def verify_offline(
+    pack: Path, trusted_key: str | None, trust_store: Path | None, sigstore_root: Path | None, fmt: Format
+) -> None:
     from commands import offline
 
-    report = offline.verify(pack, trusted_key)
+    report = offline.verify(pack, trusted_key, trust_store, sigstore_root)
     if fmt is Format.json:
         emit(report, fmt)
     else:
@@ -492,7 +509,8 @@ def verify_offline(pack: Path, trusted_key: str | None, fmt: Format) -> None:
         verdict = "verified" if report.verified else f"FAILED ({report.failures} item(s))"
         typer.echo(
             f"{verdict}: {report.artifacts} artifacts about {report.subject or '?'}, {report.blobs} blobs, "
-            f"{report.events} events, anchor {report.anchor or '?'}; key: {report.key_source}"
+            f"{report.events} events, anchor {report.anchor or '?'}; key: {report.key_source}; "
+            f"evidence signatures: {report.trust_source or '-'}"
         )
     if not report.verified:
         raise typer.Exit(1)

@@ -67,6 +67,7 @@ class Scan(msgspec.Struct, kw_only=True):
     histories: dict[str, History]  # of the wanted artifacts (all with `keep_all`)
     blobs: dict[str, bytes]  # of the wanted artifacts
     blob_sizes: dict[str, int]  # every blob there, and its size
+    trust: dict[str, bytes]  # a pack's trust material, by member name
 
 
 class _Hashing(io.RawIOBase):
@@ -132,6 +133,7 @@ def scan(
     wanted: frozenset[str] = frozenset(),
     keep_all: bool = False,
     max_total: int | None = None,
+    on_blob: Callable[[str, bytes], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Scan:
     """Read the whole file at `path` (an archive or, with its manifest decoder, a pack) and check
@@ -139,7 +141,7 @@ def scan(
     a device, an odd or repeated name, too large, or more than `max_total` bytes in all) ends the
     reading there. `trusted` None trusts the key the file's anchor document names. Raises only
     `StorageUnavailable`, for a file that cannot be read."""
-    reader = _Reader(trusted, max_blob, prove_all, wanted, keep_all, decode_manifest, max_total)
+    reader = _Reader(trusted, max_blob, prove_all, wanted, keep_all, decode_manifest, max_total, on_blob)
     compression = "none"
     hashing: _Hashing | None = None
     try:
@@ -176,7 +178,7 @@ def scan(
         problems=reader.problems, manifest=reader.manifest, manifest_sha256=reader.manifest_sha256,
         sha256="sha256:" + hashing.hasher.hexdigest(), file_bytes=hashing.count, compression=compression,
         anchor=reader.anchor, anchor_id=reader.anchor_id, histories=reader.histories, blobs=reader.blobs,
-        blob_sizes=reader.blob_sizes,
+        blob_sizes=reader.blob_sizes, trust=reader.trust or {},
     )  # fmt: skip
 
 
@@ -225,9 +227,13 @@ class _Reader:
         keep_all: bool,
         decode_manifest: Callable[[bytes], Manifest | PackManifest],
         max_total: int | None,
+        on_blob: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.trusted, self.max_blob, self.prove_all, self.wanted = trusted, max_blob, prove_all, wanted
         self.keep_all, self.decode_manifest, self.max_total = keep_all, decode_manifest, max_total
+        self.on_blob = on_blob  # each good blob, as it goes by (then dropped)
+        # A pack's trust material, name -> bytes (archives have none: None refuses the names).
+        self.trust: dict[str, bytes] | None = {} if decode_manifest is archives.decode_pack_manifest else None
         self.total = 0
         self.anchor: AnchorCreated | None = None
         self.anchor_id = ""
@@ -266,6 +272,8 @@ class _Reader:
             if artifact_id is not None
             else EVENTS_LIMIT
             if archives.is_events_member(name)
+            else archives.TRUST_LIMIT
+            if self.trust is not None and archives.is_trust_member(name)
             else LIMITS.get(name)
         )
         if limit is None:
@@ -291,11 +299,16 @@ class _Reader:
             self.signature = data
         else:
             self.files[name] = archives.FileEntry("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
-            self._anchor(data) if name == archives.ANCHOR else self._lines(name, data)
+            if self.trust is not None and archives.is_trust_member(name):
+                self.trust[name] = data
+            elif name == archives.ANCHOR:
+                self._anchor(data)
+            else:
+                self._lines(name, data)
 
     def _blob(self, artifact_id: str, source: IO[bytes]) -> None:
         hasher = hashlib.sha256()
-        keep = artifact_id in self.wanted
+        keep = artifact_id in self.wanted or self.on_blob is not None
         chunks = []
         size = 0
         while chunk := source.read(_CHUNK):
@@ -307,6 +320,8 @@ class _Reader:
             self.problems.append(Problem(f"blob {artifact_id}", "does not hash to its id"))
         elif keep:
             self.blobs[artifact_id] = b"".join(chunks)
+            if self.on_blob is not None:
+                self.on_blob(artifact_id, self.blobs.pop(artifact_id))
         self.blob_sizes[artifact_id] = size
 
     def _anchor(self, data: bytes) -> None:

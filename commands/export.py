@@ -101,7 +101,9 @@ def export(
         blob_bytes=sum(len(b) for b in blobs.values()),
         files={},
     )
-    members = _members(stored, anchor, manifest, lines, blobs, anchor_ops.signer(settings, "the pack"))
+    members = _members(
+        stored, anchor, manifest, lines, blobs, _trust(settings), anchor_ops.signer(settings, "the pack")
+    )
     _write(target, members)
     raw = target.read_bytes()
     return ExportResult(
@@ -168,6 +170,22 @@ def _contents(
     return lines, blobs
 
 
+def _trust(settings: Settings) -> dict[str, bytes]:
+    """The trust material evidence signatures are checked with here (`Formats:TrustStore`'s keys,
+    `Formats:SigstoreTrustedRoot`), as pack members, so that a pack can be checked offline."""
+    found: dict[str, bytes] = {}
+    folder = settings.trust_store_path
+    if folder is not None and folder.is_dir():
+        for key in sorted(folder.iterdir()):
+            name = f"trust/{key.name}"
+            if key.suffix in (".pem", ".pub") and key.is_file() and archives.is_trust_member(name):
+                found[name] = key.read_bytes()
+    root = settings.sigstore_root_path
+    if root is not None and root.is_file():
+        found[archives.SIGSTORE_ROOT] = root.read_bytes()
+    return found
+
+
 def _listed(record: ArtifactRecord, events: int, blob: bool) -> ArchivedArtifact:
     return ArchivedArtifact(
         artifact_id=record.artifact_id, size=record.size, kind=record.kind, subjects=record.subjects,
@@ -182,11 +200,12 @@ def _members(
     manifest: PackManifest,
     lines: list[History],
     blobs: dict[str, bytes],
+    trust: dict[str, bytes],
     signer: signing.Signer,
 ) -> list[tuple[str, bytes]]:
     """Every member, sorted by name; the manifest names the digest of each but the blobs."""
     document = json.dumps(anchors.export_document(stored, anchor, signer.verifier.vkey), indent=1).encode()
-    members = {archives.ANCHOR: document}
+    members = {archives.ANCHOR: document, **trust}
     for group, start in enumerate(range(0, len(lines), archives.GROUP_ARTIFACTS)):
         members[archives.events_member(group)] = archives.encode_lines(
             lines[start : start + archives.GROUP_ARTIFACTS]

@@ -16,9 +16,10 @@ import hashlib
 from pathlib import Path
 
 import msgspec
+from sigstore.models import TrustedRoot
 
 from commands.archive_read import Problem, Scan, scan
-from locker import archives, signing
+from locker import archives, formats, signing, trust
 from locker.archives import PackManifest
 from locker.errors import InvalidInput, UsageError
 from locker.files import write_durably
@@ -44,6 +45,9 @@ class OfflineReport(msgspec.Struct, kw_only=True):
     anchor: str
     verifier_key: str
     key_source: str
+    trust_source: (
+        str  # where the keys and the Sigstore root that evidence signatures were checked with came from
+    )
     artifacts: int
     blobs: int
     events: int
@@ -60,10 +64,19 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     overall: dict[str, object]
 
 
-def verify(path: Path, trusted_key: str | None = None) -> OfflineReport:
+def verify(
+    path: Path,
+    trusted_key: str | None = None,
+    trust_store: Path | None = None,
+    sigstore_root: Path | None = None,
+) -> OfflineReport:
     found, key_source = _scan(path, trusted_key)
     manifest = found.manifest if isinstance(found.manifest, PackManifest) else None
     items = _items(found, manifest)
+    trust_source = ""
+    if manifest is not None and found.anchor is not None:
+        keys, root, trust_source = _trust_material(found.trust, trust_store, sigstore_root)
+        items += _signatures(path, trusted_key, keys, root)
     failures = sum(not i.ok for i in items)
     return OfflineReport(
         input=str(path),
@@ -73,6 +86,7 @@ def verify(path: Path, trusted_key: str | None = None) -> OfflineReport:
         anchor=found.anchor_id,
         verifier_key="" if manifest is None else manifest.verifier_key,
         key_source=key_source,
+        trust_source=trust_source,
         artifacts=0 if manifest is None else len(manifest.artifacts),
         blobs=len(found.blob_sizes),
         events=sum(a.events for a in manifest.artifacts) if manifest is not None else 0,
@@ -121,6 +135,58 @@ def _scan(path: Path, trusted_key: str | None, *, keep_all: bool = False) -> tup
     )  # fmt: skip
     source = "--trusted-key" if trusted_key else "the pack's own (pass --trusted-key to trust a key you hold)"
     return found, source
+
+
+def _trust_material(
+    members: dict[str, bytes], trust_store: Path | None, sigstore_root: Path | None
+) -> tuple[tuple[formats.TrustedKey, ...], TrustedRoot | None, str]:
+    """The keys and Sigstore root evidence signatures are checked with: those given (a folder of
+    PEM keys, a `trusted_root.json`), else the pack's own (`trust/`)."""
+    try:  # the pack's own: a bad one makes the pack unverifiable (the options' are usage errors)
+        pems = [
+            (n.removeprefix("trust/"), d) for n, d in sorted(members.items()) if n.endswith((".pem", ".pub"))
+        ]
+        keys = trust.trust_store(trust_store) if trust_store else tuple(formats.load_trust_store(pems))
+        if sigstore_root is not None:
+            root = trust.sigstore_root(sigstore_root)
+        elif archives.SIGSTORE_ROOT in members:
+            root = trust.sigstore_root_from(members[archives.SIGSTORE_ROOT])
+        else:
+            root = None
+    except ValueError as exc:
+        raise InvalidInput("pack-unverified", f"the pack's trusted keys are unusable: {exc}") from None
+    except UsageError as exc:
+        if sigstore_root is not None or trust_store is not None:
+            raise
+        raise InvalidInput("pack-unverified", f"the pack's Sigstore root is unusable: {exc}") from None
+    source = ", ".join(
+        [
+            f"keys: {'--trust-store' if trust_store else 'the pack'} ({len(keys)})",
+            f"Sigstore root: {'--sigstore-root' if sigstore_root else 'the pack' if root else 'none'}",
+        ]
+    )
+    return keys, root, source
+
+
+def _signatures(
+    path: Path, trusted_key: str | None, keys: tuple[formats.TrustedKey, ...], root: TrustedRoot | None
+) -> list[Item]:
+    """One item per signed piece of evidence: its DSSE or Sigstore signature checked again, from
+    the pack's bytes, against `keys` and `root` (a second pass over the pack, one blob in memory)."""
+    items: list[Item] = []
+
+    def check(artifact_id: str, data: bytes) -> None:
+        found = formats.describe(data, keys, root)
+        if found.signature == "none":
+            return
+        detail = f"{found.format}: {found.signature}" + (f" by {found.signed_by}" if found.signed_by else "")
+        items.append(
+            Item(item=f"signature of {artifact_id}", ok=found.signature == "verified", detail=detail)
+        )
+
+    trusted = None if trusted_key is None else signing.Verifier.from_vkey(trusted_key)
+    scan(path, trusted, archives.decode_pack_manifest, max_blob=MAX_BLOB, max_total=PACK_LIMIT, on_blob=check)
+    return items
 
 
 def _items(found: Scan, manifest: PackManifest | None) -> list[Item]:

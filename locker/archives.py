@@ -8,6 +8,7 @@ An archive is one tar file (zstd-compressed with `--compress`), its members in t
                              inclusion proof in the anchor's tree of its partition
     blobs/sha256/<hex>       the blobs of that group, named by their digest
     events/000001.jsonl ...  the next group and its blobs
+    trust/...                (packs) the trust material evidence signatures are checked with
     manifest.json            format, anchor, every artifact's metadata and size, and the SHA-256
                              and size of every member that is not a blob
     manifest.sig             the anchor key's Ed25519 signature of manifest.json's exact bytes
@@ -42,6 +43,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 _BLOB = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 _EVENTS = re.compile(r"^events/(\d{6})\.jsonl$")
+_TRUST = re.compile(r"^trust/[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+TRUST_LIMIT = 1 << 20
+SIGSTORE_ROOT = "trust/sigstore-trusted-root.json"  # a pack's Sigstore trusted root
 
 
 class ArchivedArtifact(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +139,12 @@ def blob_of(name: str) -> str | None:
 
 def is_events_member(name: str) -> bool:
     return _EVENTS.match(name) is not None
+
+
+def is_trust_member(name: str) -> bool:
+    """A pack's trust material: the exporting locker's trusted keys (`trust/<file>.pem`) and its
+    Sigstore trusted root (`SIGSTORE_ROOT`), for checking the evidence's own signatures offline."""
+    return _TRUST.match(name) is not None
 
 
 def encode_manifest(manifest: Manifest | PackManifest) -> bytes:

@@ -29,7 +29,7 @@ import structlog
 from aiokafka.errors import KafkaError
 from faust.types import EventT
 
-from locker import requests, signing
+from locker import requests, signing, trust
 from locker.cas import BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
@@ -104,8 +104,8 @@ def create_app(
     signer: signing.Signer | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
-    trusted = describe.trust_store(settings.trust_store_path)  # a bad key stops the start here
-    sigstore_root = describe.sigstore_root(settings.sigstore_root_path)  # and so does a bad root
+    trusted = trust.trust_store(settings.trust_store_path)  # a bad key stops the start here
+    sigstore_root = trust.sigstore_root(settings.sigstore_root_path)  # and so does a bad root
     host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
     app = faust.App(
         settings.group_id,

@@ -14,15 +14,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import structlog
-from sigstore.errors import Error as SigstoreError
 from sigstore.models import TrustedRoot
 
 from locker import formats
 from locker.cas import BlobStore
-from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable, UsageError
+from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable
 from locker.events import ArtifactDescribed, ArtifactIngested, decode, encode
 from streams.kafka import Record
 from streams.runtime import Message, Outbox
@@ -37,32 +35,6 @@ class Describing:
     blobs: BlobStore
     trusted: tuple[formats.TrustedKey, ...] = ()
     sigstore_root: TrustedRoot | None = None
-
-
-def trust_store(folder: Path | None) -> tuple[formats.TrustedKey, ...]:
-    """The PEM public keys (`*.pem`, `*.pub`) in `folder`; `UsageError` naming a bad one."""
-    if folder is None:
-        return ()
-    if not folder.is_dir():
-        raise UsageError(f"Formats:TrustStore {folder} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".pem", ".pub") and p.is_file())
-    try:
-        return tuple(formats.load_trust_store((p.name, p.read_bytes()) for p in files))
-    except ValueError as exc:
-        raise UsageError(f"Formats:TrustStore: {exc}") from None
-
-
-def sigstore_root(path: Path | None) -> TrustedRoot | None:
-    """The Sigstore trusted root at `path` (`Formats:SigstoreTrustedRoot`); `UsageError` if it
-    is not one."""
-    if path is None:
-        return None
-    try:
-        return TrustedRoot.from_file(str(path))
-    except (OSError, ValueError, SigstoreError) as exc:
-        raise UsageError(
-            f"Formats:SigstoreTrustedRoot {path} is not a Sigstore trusted root: {exc}"
-        ) from None
 
 
 def handle(d: Describing, records: list[Record]) -> Outbox:

@@ -135,3 +135,45 @@ def test_formats_are_described_indexed_and_followed(
         "described as in-toto v1",
     ]
     assert hashlib.sha256(deps.read_bytes()).hexdigest() == full["sha256"].removeprefix("sha256:")
+    assert replayed[provenance]["signature"] == {"status": "verified", "signed_by": "ci-release.pem"}
+
+    # Offline, the evidence's own signatures are checked again, with the pack's trust material...
+    report = cli_json("evidence", "verify", "--offline", "--input", str(deps))
+    signatures = {i["item"]: i for i in report["items"] if i["item"].startswith("signature of")}
+    assert signatures == {
+        f"signature of {provenance}": {
+            "item": f"signature of {provenance}",
+            "ok": True,
+            "detail": "in-toto: verified by ci-release.pem",
+        }
+    }
+    assert "keys: the pack (1)" in report["trust_source"]
+    # ... or with other keys: the signature is then not verified, and the pack fails, naming it.
+    other = tmp_path / "other-keys"
+    other.mkdir()
+    rogue = Ed25519PrivateKey.generate().public_key()
+    (other / "rogue.pem").write_bytes(rogue.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    proc = run_cli(
+        "evidence",
+        "verify",
+        "--offline",
+        "--input",
+        str(deps),
+        "--trust-store",
+        str(other),
+        "--format",
+        "json",
+        check=False,
+    )
+    failed = [i for i in json.loads(proc.stdout)["items"] if not i["ok"]]
+    assert proc.returncode == 1 and failed == [
+        {"item": f"signature of {provenance}", "ok": False, "detail": "in-toto: unverified"}
+    ]
+
+    # A Sigstore bundle's pack carries the trusted root; offline, the bundle verifies again.
+    bundle_digest = "sha256:" + hashlib.sha256((SIGSTORE / "bundle_v3.txt").read_bytes()).hexdigest()
+    signed_pack = tmp_path / "signed.tar.gz"
+    cli_json("evidence", "export", "--digest", bundle_digest, "--output", str(signed_pack))
+    report = cli_json("evidence", "verify", "--offline", "--input", str(signed_pack))
+    [item] = [i for i in report["items"] if i["item"] == f"signature of {bundle}"]
+    assert item["ok"] and item["detail"].startswith("sigstore-bundle: verified by william@yossarian.net")
