@@ -13,17 +13,23 @@ made it: the answer says which).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-from sigstore.models import TrustedRoot
 
 from commands.archive_read import Problem, Scan, scan
-from locker import archives, formats, signing, trust
+from locker import archives, signing
 from locker.archives import PackManifest
 from locker.errors import InvalidInput, UsageError
 from locker.files import write_durably
 from projections.replay import canonical, out_of_order, verdict
+
+if TYPE_CHECKING:
+    from sigstore.models import TrustedRoot
+
+    from locker.formats import TrustedKey
 
 PACK_LIMIT = 16 << 30  # bytes of all members: more is refused as a tar bomb
 MAX_BLOB = 1 << 30
@@ -70,13 +76,14 @@ def verify(
     trust_store: Path | None = None,
     sigstore_root: Path | None = None,
 ) -> OfflineReport:
-    found, key_source = _scan(path, trusted_key)
+    signed = _Signed()
+    found, key_source = _scan(path, trusted_key, on_blob=signed.keep)
     manifest = found.manifest if isinstance(found.manifest, PackManifest) else None
     items = _items(found, manifest)
     trust_source = ""
-    if manifest is not None and found.anchor is not None:
+    if manifest is not None and found.anchor is not None and (signed.blobs or signed.overflow):
         keys, root, trust_source = _trust_material(found.trust, trust_store, sigstore_root)
-        items += _signatures(path, trusted_key, keys, root)
+        items += signed.check(path, trusted_key, keys, root)
     failures = sum(not i.ok for i in items)
     return OfflineReport(
         input=str(path),
@@ -122,7 +129,13 @@ def replay(path: Path, output: Path, trusted_key: str | None = None) -> ReplayRe
     )
 
 
-def _scan(path: Path, trusted_key: str | None, *, keep_all: bool = False) -> tuple[Scan, str]:
+def _scan(
+    path: Path,
+    trusted_key: str | None,
+    *,
+    keep_all: bool = False,
+    on_blob: Callable[[str, bytes], None] | None = None,
+) -> tuple[Scan, str]:
     if not path.is_file():
         raise UsageError(f"--input {path}: no such file")
     try:
@@ -131,7 +144,7 @@ def _scan(path: Path, trusted_key: str | None, *, keep_all: bool = False) -> tup
         raise UsageError(f"--trusted-key: {exc.detail}") from None
     found = scan(
         path, trusted, archives.decode_pack_manifest, max_blob=MAX_BLOB, prove_all=True, keep_all=keep_all,
-        max_total=PACK_LIMIT,
+        max_total=PACK_LIMIT, on_blob=on_blob,
     )  # fmt: skip
     source = "--trusted-key" if trusted_key else "the pack's own (pass --trusted-key to trust a key you hold)"
     return found, source
@@ -139,9 +152,11 @@ def _scan(path: Path, trusted_key: str | None, *, keep_all: bool = False) -> tup
 
 def _trust_material(
     members: dict[str, bytes], trust_store: Path | None, sigstore_root: Path | None
-) -> tuple[tuple[formats.TrustedKey, ...], TrustedRoot | None, str]:
+) -> tuple[tuple[TrustedKey, ...], TrustedRoot | None, str]:
     """The keys and Sigstore root evidence signatures are checked with: those given (a folder of
     PEM keys, a `trusted_root.json`), else the pack's own (`trust/`)."""
+    from locker import formats, trust  # the formats' libraries load only for packs with signed evidence
+
     try:  # the pack's own: a bad one makes the pack unverifiable (the options' are usage errors)
         pems = [
             (n.removeprefix("trust/"), d) for n, d in sorted(members.items()) if n.endswith((".pem", ".pub"))
@@ -168,25 +183,66 @@ def _trust_material(
     return keys, root, source
 
 
-def _signatures(
-    path: Path, trusted_key: str | None, keys: tuple[formats.TrustedKey, ...], root: TrustedRoot | None
-) -> list[Item]:
-    """One item per signed piece of evidence: its DSSE or Sigstore signature checked again, from
-    the pack's bytes, against `keys` and `root` (a second pass over the pack, one blob in memory)."""
-    items: list[Item] = []
+class _Signed:
+    """The pieces of evidence that may carry a signature (a DSSE envelope, a Sigstore bundle: a
+    cheap byte search as the pack goes by), kept while the pack is read, up to `KEPT` bytes; their
+    signatures are checked once the trust material (the pack's last members) is known."""
 
-    def check(artifact_id: str, data: bytes) -> None:
-        found = formats.describe(data, keys, root)
-        if found.signature == "none":
+    KEPT = 256 << 20
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.size = 0
+        self.overflow = False  # more than KEPT bytes: a second pass reads the rest
+
+    def keep(self, artifact_id: str, data: bytes) -> None:
+        if not _may_be_signed(data):
             return
-        detail = f"{found.format}: {found.signature}" + (f" by {found.signed_by}" if found.signed_by else "")
-        items.append(
-            Item(item=f"signature of {artifact_id}", ok=found.signature == "verified", detail=detail)
-        )
+        if self.size + len(data) > self.KEPT:
+            self.overflow = True
+            return
+        self.blobs[artifact_id] = data
+        self.size += len(data)
 
-    trusted = None if trusted_key is None else signing.Verifier.from_vkey(trusted_key)
-    scan(path, trusted, archives.decode_pack_manifest, max_blob=MAX_BLOB, max_total=PACK_LIMIT, on_blob=check)
-    return items
+    def check(
+        self,
+        path: Path,
+        trusted_key: str | None,
+        keys: tuple[TrustedKey, ...],
+        root: TrustedRoot | None,
+    ) -> list[Item]:
+        """One item per signed piece of evidence, its signature checked against `keys` and `root`."""
+        from locker import formats  # the formats' libraries load only for packs with signed evidence
+
+        items: dict[str, Item] = {}
+
+        def check_one(artifact_id: str, data: bytes) -> None:
+            if artifact_id in items or not _may_be_signed(data):
+                return
+            found = formats.describe(data, keys, root)
+            if found.signature != "none":
+                by = f" by {found.signed_by}" if found.signed_by else ""
+                ok = found.signature == "verified"
+                detail = f"{found.format}: {found.signature}{by}"
+                items[artifact_id] = Item(item=f"signature of {artifact_id}", ok=ok, detail=detail)
+
+        for artifact_id, data in sorted(self.blobs.items()):
+            check_one(artifact_id, data)
+        if self.overflow:  # the rest, in a second pass with one blob in memory at a time
+            trusted = None if trusted_key is None else signing.Verifier.from_vkey(trusted_key)
+            scan(
+                path,
+                trusted,
+                archives.decode_pack_manifest,
+                max_blob=MAX_BLOB,
+                max_total=PACK_LIMIT,
+                on_blob=check_one,
+            )
+        return [items[i] for i in sorted(items)]
+
+
+def _may_be_signed(data: bytes) -> bool:
+    return b'"payloadType"' in data or b"application/vnd.dev.sigstore.bundle" in data
 
 
 def _items(found: Scan, manifest: PackManifest | None) -> list[Item]:

@@ -155,7 +155,7 @@ def decode_manifest(raw: bytes) -> Manifest:
     """Raises `InvalidInput` for bytes that are no manifest of this format."""
     try:
         manifest = _manifest_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
         raise InvalidInput("schema-invalid", f"the manifest does not decode: {exc}") from None
     if manifest.format != FORMAT:
         raise InvalidInput("schema-invalid", f"archive format {manifest.format}; this locker reads {FORMAT}")
@@ -169,7 +169,7 @@ def decode_pack_manifest(raw: bytes) -> PackManifest:
     """Raises `InvalidInput` for bytes that are no evidence pack manifest of this format."""
     try:
         manifest = _pack_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
         raise InvalidInput("schema-invalid", f"the manifest does not decode: {exc}") from None
     if manifest.kind != PACK or manifest.format != FORMAT:
         raise InvalidInput("schema-invalid", f"not an evidence pack of format {FORMAT}")
@@ -184,7 +184,7 @@ def decode_lines(raw: bytes) -> list[History]:
     """Raises `InvalidInput` for bytes that are no events member."""
     try:
         return [_line_decoder.decode(line) for line in raw.splitlines() if line]
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
         raise InvalidInput("schema-invalid", f"an events line does not decode: {exc}") from None
 
 

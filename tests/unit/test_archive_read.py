@@ -291,3 +291,10 @@ def test_an_archive_is_not_an_evidence_pack(tmp_path: Path) -> None:
     report = offline.verify(path, KEY.verifier.vkey)
     assert not report.verified
     assert [i.item for i in report.items if not i.ok] == ["manifest"]
+
+
+def test_lines_and_manifests_that_are_not_utf8_are_refused_not_raised() -> None:
+    """msgspec raises UnicodeDecodeError (not its DecodeError) for bad UTF-8 in a string."""
+    for decode in (archives.decode_lines, archives.decode_manifest, archives.decode_pack_manifest):
+        with pytest.raises(InvalidInput):
+            decode(b'{"artifact_id": "\xf3\x28"}')
