@@ -87,6 +87,7 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     dependencies: tuple[str, ...] = ()
     signature: str = ""
     signed_by: str = ""
+    transparency_log: str = ""  # a Sigstore bundle's log entry
     declared: tuple[str, ...] | None = None  # the producer's own subjects, once a description added some
 
     @property
@@ -121,7 +122,13 @@ class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
             "format": self.format or None,
             "predicate_type": self.predicate_type or None,
             "dependencies": list(self.dependencies),
-            "signature": None if not self.format else {"status": self.signature, "signed_by": self.signed_by},
+            "signature": None
+            if not self.format
+            else {
+                "status": self.signature,
+                "signed_by": self.signed_by,
+                "transparency_log": self.transparency_log or None,
+            },
         }
 
 
@@ -249,6 +256,7 @@ def _described(
         dependencies=tuple(sorted(set(event.dependencies))),
         signature=event.signature,
         signed_by=event.signed_by,
+        transparency_log=event.transparency_log,
         subjects=tuple(sorted(set(declared) | set(event.subjects))),
         declared=declared,
     )

@@ -103,9 +103,7 @@ def _artifact(artifact_id: str, blob: bool, history: History) -> dict[str, Any]:
         "format": record.format or None,
         "predicate_type": record.predicate_type or None,
         "dependencies": list(record.dependencies),
-        "signature": None
-        if not record.format
-        else {"status": record.signature, "signed_by": record.signed_by},
+        "signature": record.public()["signature"],
         "blob": "verified" if blob else "not in the pack",
         "events": len(history.events),
         "verification_failures": failures,
