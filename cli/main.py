@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from cli.render import Format, Lines, emit, progress, to_dict
+from cli.render import Format, Lines, emit, progress, stages, to_dict
 from locker import config
 from locker.errors import LockerError, UsageError
 
@@ -374,16 +374,8 @@ def backup_create(
     """A consistent, signed, incremental backup; recorded on the log as backup.created."""
     from commands import backup
 
-    with progress("backing up", show=fmt is Format.table and sys.stderr.isatty()) as bar:
-        task = bar.add_task("backup", total=None)
-        result = backup.create(
-            settings(writes=True),
-            backup_type,
-            output,
-            progress=lambda stage, done, total: bar.update(
-                task, description=stage, completed=done, total=total
-            ),
-        )
+    with stages("backing up", show=fmt is Format.table and sys.stderr.isatty()) as report:
+        result = backup.create(settings(writes=True), backup_type, output, progress=report)
     emit(result, fmt)
 
 
@@ -530,17 +522,8 @@ def evidence_export(
     same state."""
     from commands import export
 
-    with progress("exporting", show=fmt is Format.table and sys.stderr.isatty()) as bar:
-        task = bar.add_task("export", total=None)
-        result = export.export(
-            settings(),
-            digest,
-            output,
-            include_deps=include_deps,
-            progress=lambda stage, done, total: bar.update(
-                task, description=stage, completed=done, total=total
-            ),
-        )
+    with stages("exporting", show=fmt is Format.table and sys.stderr.isatty()) as report:
+        result = export.export(settings(), digest, output, include_deps=include_deps, progress=report)
     emit(result, fmt)
 
 
@@ -695,17 +678,8 @@ def evidence_archive(
     the local blobs. Held, corrupted and failed artifacts stay."""
     from commands import archive
 
-    with progress("archiving", show=fmt is Format.table and sys.stderr.isatty()) as bar:
-        task = bar.add_task("archive", total=None)
-        result = archive.create(
-            settings(),
-            older_than,
-            output,
-            compress=compress,
-            progress=lambda stage, done, total: bar.update(
-                task, description=stage, completed=done, total=total
-            ),
-        )
+    with stages("archiving", show=fmt is Format.table and sys.stderr.isatty()) as report:
+        result = archive.create(settings(), older_than, output, compress=compress, progress=report)
     if fmt is Format.json:
         emit(result, fmt)
         return
@@ -757,12 +731,7 @@ def evidence_restore(
     if target is None:
         raise UsageError("--backup-id needs --target PATH: the empty storage root for the blobs")
     assert backup_id is not None
-    with progress("restoring", show=fmt is Format.table and sys.stderr.isatty()) as bar:
-        task = bar.add_task("restore", total=None)
-
-        def report(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total)
-
+    with stages("restoring", show=fmt is Format.table and sys.stderr.isatty()) as report:
         result = restore.restore(
             settings(writes=True), backup_id, target, root=root, force=force,
             known_anchors=known_anchor or (), new_chain=new_chain, progress=report,

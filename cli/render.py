@@ -6,13 +6,14 @@ answers start fast (README, "Performance").
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +36,18 @@ def progress(label: str, *, show: bool) -> Progress:
     return Progress(
         TextColumn(label), BarColumn(), MofNCompleteColumn(), console=console(stderr=True), disable=not show
     )
+
+
+@contextlib.contextmanager
+def stages(label: str, *, show: bool) -> Iterator[Callable[[str, int, int | None], None]]:
+    """A progress bar (`progress`) for work in named stages: yields `report(stage, done, total)`."""
+    with progress(label, show=show) as bar:
+        task = bar.add_task(label, total=None)
+
+        def report(stage: str, done: int, total: int | None) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        yield report
 
 
 class Lines:

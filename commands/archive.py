@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import io
 import json
-import os
 import secrets
 import shutil
 import tarfile
@@ -52,9 +50,9 @@ from locker.archives import ArchivedArtifact, Manifest
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
-from locker.errors import ArtifactNotFound, NotFound, StorageUnavailable, UsageError
+from locker.errors import ArtifactNotFound, IntegrityError, NotFound, StorageUnavailable, UsageError
 from locker.events import ArchiveRecorded
-from locker.files import fsync_dir
+from locker.files import new_file
 from locker.sizes import human, parse_age
 from locker.times import iso_utc
 from projections.index import ARCHIVED, GONE, INGESTED, ArtifactRecord
@@ -240,10 +238,9 @@ def _write(
     events: Events,
     report: Progress,
 ) -> _Written:
-    """Write the archive to a temp file beside `target`, fsync it, and link it into place (never
-    over a file that appeared meanwhile), then fsync the folder."""
+    """Write the archive through `locker.files.new_file`: synced, linked into place (never over a
+    file that appeared meanwhile)."""
     stored, anchor = anchored
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
     mtime = int(header.created_at.timestamp())
     files: dict[str, archives.FileEntry] = {}
     listed: list[ArchivedArtifact] = []
@@ -251,7 +248,8 @@ def _write(
     largest = 0
     try:
         with (
-            _writing(tmp, compress) as stream,
+            new_file(target) as raw,
+            _compressing(raw, compress) as stream,
             tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
             MerkleStore(settings.merkle_path, readonly=True) as trees,
         ):
@@ -281,38 +279,30 @@ def _write(
             raw_manifest = archives.encode_manifest(manifest)
             _add(tar, archives.MANIFEST, raw_manifest, mtime)
             _add(tar, archives.SIGNATURE, base64.b64encode(signer.sign(raw_manifest)) + b"\n", mtime)
-        os.link(tmp, target)
-        fsync_dir(target.parent)
+    except FileExistsError:
+        raise UsageError(
+            f"{target} exists: an archive is never overwritten; choose another --output"
+        ) from None
     except OSError as exc:
         raise StorageUnavailable(f"cannot write the archive {target}: {exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return _Written(
-        manifest_sha256="sha256:" + hashlib.sha256(raw_manifest).hexdigest(), largest=largest, skipped=skipped
-    )
+    return _Written(manifest_sha256=archives.entry_of(raw_manifest).sha256, largest=largest, skipped=skipped)
 
 
 @contextlib.contextmanager
-def _writing(path: Path, compress: bool) -> Iterator[IO[bytes]]:
-    """A new file to write the tar stream to (through zstd if `compress`); fsynced at the end."""
-    with path.open("xb") as raw:
-        if compress:
-            zstd = zstandard.ZstdCompressor(level=3, write_checksum=True)
-            with zstd.stream_writer(raw, closefd=False) as stream:
-                yield stream  # type: ignore[misc]
-        else:
-            yield raw
-        raw.flush()
-        os.fsync(raw.fileno())
+def _compressing(raw: IO[bytes], compress: bool) -> Iterator[IO[bytes]]:
+    """`raw`, or a zstd stream into it (one frame, with its checksum) if `compress`."""
+    if not compress:
+        yield raw
+        return
+    zstd = zstandard.ZstdCompressor(level=3, write_checksum=True)
+    with zstd.stream_writer(raw, closefd=False) as stream:
+        yield stream  # type: ignore[misc]
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> archives.FileEntry:
     """Append a plain-file member with fixed metadata; its digest and size."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), mtime, 0o444
-    tar.addfile(info, io.BytesIO(data))
-    return archives.FileEntry("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+    tar.addfile(archives.tar_info(name, len(data), mtime), io.BytesIO(data))
+    return archives.entry_of(data)
 
 
 def _groups(
@@ -325,11 +315,11 @@ def _groups(
     size = 0
     for record in chosen:
         try:
-            data = blobs.read(record.artifact_id)
+            data = blobs.read_checked(record.artifact_id)
         except ArtifactNotFound:
             skipped[record.artifact_id] = "its blob is missing (run `stella evidence verify`)"
             continue
-        if len(data) != record.size or "sha256:" + hashlib.sha256(data).hexdigest() != record.artifact_id:
+        except IntegrityError:
             skipped[record.artifact_id] = "its blob does not hash to its id (run `stella evidence verify`)"
             continue
         if group and (len(group) >= archives.GROUP_ARTIFACTS or size + len(data) > archives.GROUP_BYTES):

@@ -134,14 +134,18 @@ def scan(
     keep_all: bool = False,
     max_total: int | None = None,
     on_blob: Callable[[str, bytes], None] | None = None,
+    trust_members: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Scan:
     """Read the whole file at `path` (an archive or, with its manifest decoder, a pack) and check
     it (`read_archive` says what), collecting every problem; a member that no archive has (a link,
     a device, an odd or repeated name, too large, or more than `max_total` bytes in all) ends the
-    reading there. `trusted` None trusts the key the file's anchor document names. Raises only
+    reading there. `trusted` None trusts the key the file's anchor document names;
+    `trust_members` accepts a pack's `trust/` members. Raises only
     `StorageUnavailable`, for a file that cannot be read."""
-    reader = _Reader(trusted, max_blob, prove_all, wanted, keep_all, decode_manifest, max_total, on_blob)
+    reader = _Reader(
+        trusted, max_blob, prove_all, wanted, keep_all, decode_manifest, max_total, on_blob, trust_members
+    )
     compression = "none"
     hashing: _Hashing | None = None
     try:
@@ -228,12 +232,13 @@ class _Reader:
         decode_manifest: Callable[[bytes], Manifest | PackManifest],
         max_total: int | None,
         on_blob: Callable[[str, bytes], None] | None = None,
+        trust_members: bool = False,
     ) -> None:
         self.trusted, self.max_blob, self.prove_all, self.wanted = trusted, max_blob, prove_all, wanted
         self.keep_all, self.decode_manifest, self.max_total = keep_all, decode_manifest, max_total
         self.on_blob = on_blob  # each good blob, as it goes by (then dropped)
         # A pack's trust material, name -> bytes (archives have none: None refuses the names).
-        self.trust: dict[str, bytes] | None = {} if decode_manifest is archives.decode_pack_manifest else None
+        self.trust: dict[str, bytes] | None = {} if trust_members else None
         self.total = 0
         self.anchor: AnchorCreated | None = None
         self.anchor_id = ""
@@ -298,7 +303,7 @@ class _Reader:
         elif name == archives.SIGNATURE:
             self.signature = data
         else:
-            self.files[name] = archives.FileEntry("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+            self.files[name] = archives.entry_of(data)
             if self.trust is not None and archives.is_trust_member(name):
                 self.trust[name] = data
             elif name == archives.ANCHOR:
@@ -405,7 +410,7 @@ class _Reader:
                     Problem(f"artifact {artifact_id}", "its size or event count is not the manifest's")
                 )
         self.manifest = manifest
-        self.manifest_sha256 = "sha256:" + hashlib.sha256(self.manifest_raw).hexdigest()
+        self.manifest_sha256 = archives.entry_of(self.manifest_raw).sha256
 
 
 def damaged(path: Path, detail: str) -> InvalidInput:

@@ -24,26 +24,23 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import secrets
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import msgspec
 
 from commands import anchors as anchor_ops
 from commands import queries
 from commands.proving import Prover, covering_anchor, histories
-from locker import anchors, archives, signing
+from locker import anchors, archives, signing, trust
 from locker.anchors import AnchorCreated, StoredAnchor
 from locker.archives import ArchivedArtifact, History, PackManifest
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, NotFound, StorageUnavailable, UsageError
-from locker.files import fsync_dir
+from locker.files import new_file
 from projections.index import INGESTED, ArtifactRecord
 from projections.merkle_store import MerkleStore
 from streams.kafka import end_offsets
@@ -173,13 +170,8 @@ def _contents(
 def _trust(settings: Settings) -> dict[str, bytes]:
     """The trust material evidence signatures are checked with here (`Formats:TrustStore`'s keys,
     `Formats:SigstoreTrustedRoot`), as pack members, so that a pack can be checked offline."""
-    found: dict[str, bytes] = {}
-    folder = settings.trust_store_path
-    if folder is not None and folder.is_dir():
-        for key in sorted(folder.iterdir()):
-            name = f"trust/{key.name}"
-            if key.suffix in (".pem", ".pub") and key.is_file() and archives.is_trust_member(name):
-                found[name] = key.read_bytes()
+    found = {f"trust/{name}": pem for name, pem in trust.key_files(settings.trust_store_path)}
+    found = {name: pem for name, pem in found.items() if archives.is_trust_member(name)}
     root = settings.sigstore_root_path
     if root is not None and root.is_file():
         found[archives.SIGSTORE_ROOT] = root.read_bytes()
@@ -210,10 +202,7 @@ def _members(
         members[archives.events_member(group)] = archives.encode_lines(
             lines[start : start + archives.GROUP_ARTIFACTS]
         )
-    files = {
-        name: archives.FileEntry("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
-        for name, data in members.items()
-    }
+    files = {name: archives.entry_of(data) for name, data in members.items()}
     raw = archives.encode_manifest(msgspec.structs.replace(manifest, files=files))
     members[archives.MANIFEST] = raw
     members[archives.SIGNATURE] = base64.b64encode(signer.sign(raw)) + b"\n"
@@ -224,32 +213,16 @@ def _members(
 
 def _write(target: Path, members: list[tuple[str, bytes]]) -> None:
     """A gzip-compressed tar of `members` with fixed metadata, synced and linked into place."""
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with (
-            _gzip(tmp) as stream,
+            new_file(target) as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=MTIME, compresslevel=6) as stream,
             tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
         ):
             for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(data), MTIME, 0o444
-                tar.addfile(info, io.BytesIO(data))
-        os.link(tmp, target)
-        fsync_dir(target.parent)
+                tar.addfile(archives.tar_info(name, len(data), MTIME), io.BytesIO(data))
     except FileExistsError:
         raise UsageError(f"{target} exists: choose another --output") from None
     except OSError as exc:
         raise StorageUnavailable(f"cannot write the pack {target}: {exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-@contextlib.contextmanager
-def _gzip(path: Path) -> Iterator[IO[bytes]]:
-    with path.open("xb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=MTIME, compresslevel=6) as stream:
-            yield stream  # type: ignore[misc]
-        raw.flush()
-        os.fsync(raw.fileno())

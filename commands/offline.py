@@ -144,7 +144,7 @@ def _scan(
         raise UsageError(f"--trusted-key: {exc.detail}") from None
     found = scan(
         path, trusted, archives.decode_pack_manifest, max_blob=MAX_BLOB, prove_all=True, keep_all=keep_all,
-        max_total=PACK_LIMIT, on_blob=on_blob,
+        max_total=PACK_LIMIT, on_blob=on_blob, trust_members=True,
     )  # fmt: skip
     source = "--trusted-key" if trusted_key else "the pack's own (pass --trusted-key to trust a key you hold)"
     return found, source
@@ -159,7 +159,9 @@ def _trust_material(
 
     try:  # the pack's own: a bad one makes the pack unverifiable (the options' are usage errors)
         pems = [
-            (n.removeprefix("trust/"), d) for n, d in sorted(members.items()) if n.endswith((".pem", ".pub"))
+            (n.removeprefix("trust/"), d)
+            for n, d in sorted(members.items())
+            if n.endswith(trust.KEY_SUFFIXES)
         ]
         keys = trust.trust_store(trust_store) if trust_store else tuple(formats.load_trust_store(pems))
         if sigstore_root is not None:
@@ -237,6 +239,7 @@ class _Signed:
                 max_blob=MAX_BLOB,
                 max_total=PACK_LIMIT,
                 on_blob=check_one,
+                trust_members=True,
             )
         return [items[i] for i in sorted(items)]
 

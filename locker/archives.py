@@ -20,7 +20,9 @@ its signature. Members are plain files with fixed metadata; a reader refuses any
 
 from __future__ import annotations
 
+import hashlib
 import re
+import tarfile
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -121,6 +123,18 @@ _manifest_encoder = msgspec.json.Encoder(order="sorted")
 _manifest_decoder = msgspec.json.Decoder(Manifest)
 _line_encoder = msgspec.json.Encoder()
 _line_decoder = msgspec.json.Decoder(History)
+
+
+def entry_of(data: bytes) -> FileEntry:
+    """A member's digest and size, as the manifest names them."""
+    return FileEntry("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+
+
+def tar_info(name: str, size: int, mtime: int) -> tarfile.TarInfo:
+    """A plain-file member's header with fixed metadata (mode 0444, no owner)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, mtime, 0o444
+    return info
 
 
 def blob_member(artifact_id: str) -> str:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -28,3 +32,21 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def new_file(target: Path) -> Iterator[BinaryIO]:
+    """A file to write `target` through: a temp file beside it, fsynced when the block ends, then
+    linked into place (`FileExistsError` if `target` appeared meanwhile: never overwritten) and the
+    folder fsynced. The temp file is gone afterwards, whatever happened."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+    try:
+        with tmp.open("xb") as raw:
+            yield raw
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.link(tmp, target)
+        fsync_dir(target.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

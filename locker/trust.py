@@ -13,16 +13,26 @@ from sigstore.models import TrustedRoot
 from locker import formats
 from locker.errors import UsageError
 
+KEY_SUFFIXES = (".pem", ".pub")
+
+
+def key_files(folder: Path | None) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of the key files (`*.pem`, `*.pub`) in `folder`, by name."""
+    if folder is None or not folder.is_dir():
+        return []
+    return [
+        (p.name, p.read_bytes()) for p in sorted(folder.iterdir()) if p.suffix in KEY_SUFFIXES and p.is_file()
+    ]
+
 
 def trust_store(folder: Path | None) -> tuple[formats.TrustedKey, ...]:
-    """The PEM public keys (`*.pem`, `*.pub`) in `folder`; `UsageError` naming a bad one."""
+    """The PEM public keys in `folder` (`key_files`); `UsageError` naming a bad one."""
     if folder is None:
         return ()
     if not folder.is_dir():
         raise UsageError(f"trust store {folder} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".pem", ".pub") and p.is_file())
     try:
-        return tuple(formats.load_trust_store((p.name, p.read_bytes()) for p in files))
+        return tuple(formats.load_trust_store(key_files(folder)))
     except ValueError as exc:
         raise UsageError(f"trust store {folder}: {exc}") from None
 

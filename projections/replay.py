@@ -92,18 +92,7 @@ def _artifact(artifact_id: str, blob: bool, history: History) -> dict[str, Any]:
         return {"artifact_id": artifact_id, "status": "unknown", "verdict": "bad", "provenance": custody}
     good = record.status == INGESTED and blob
     return {
-        "artifact_id": artifact_id,
-        "kind": record.kind,
-        "size": record.size,
-        "subjects": list(record.subjects),
-        "producer": record.producer,
-        "status": record.status,
-        "status_reason": record.status_reason,
-        "hold": record.hold or None,
-        "format": record.format or None,
-        "predicate_type": record.predicate_type or None,
-        "dependencies": list(record.dependencies),
-        "signature": record.public()["signature"],
+        **record.public(),  # what `inspect` and the API show of it
         "blob": "verified" if blob else "not in the pack",
         "events": len(history.events),
         "verification_failures": failures,

@@ -11,7 +11,6 @@ replaces the earlier one with the same content.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,7 +19,7 @@ from sigstore.models import TrustedRoot
 
 from locker import formats
 from locker.cas import BlobStore
-from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable
+from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, StorageUnavailable
 from locker.events import ArtifactDescribed, ArtifactIngested, decode, encode
 from streams.kafka import Record
 from streams.runtime import Message, Outbox
@@ -50,12 +49,9 @@ def handle(d: Describing, records: list[Record]) -> Outbox:
         artifact_id = event.artifact_id
         seen.add(artifact_id)
         try:
-            data = d.blobs.read(artifact_id)
-        except (ArtifactNotFound, StorageUnavailable) as exc:
-            log.warning("not described: no readable blob", artifact_id=artifact_id, error=str(exc))
-            continue
-        if "sha256:" + hashlib.sha256(data).hexdigest() != artifact_id:
-            log.warning("not described: the blob does not match its id", artifact_id=artifact_id)
+            data = d.blobs.read_checked(artifact_id)
+        except (ArtifactNotFound, StorageUnavailable, IntegrityError) as exc:
+            log.warning("not described: no good blob", artifact_id=artifact_id, error=str(exc))
             continue
         found = formats.describe(data, d.trusted, d.sigstore_root)
         described = ArtifactDescribed(
