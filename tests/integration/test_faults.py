@@ -237,37 +237,62 @@ def test_kill_9_during_a_verification_run(running: Settings) -> None:
     assert run["outcomes_digest"] == "sha256:" + expected
 
 
-def test_kill_9_during_a_retention_cleanup(running: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def _kill_at_the_first_expiry(settings: Settings, last: str, scratch: Path) -> None:
+    """kill -9 the service as soon as its index shows the cleanup's work: deletions pending, or the
+    last scan expired. Followed as a RocksDB secondary and polled every 10 ms: the window between
+    the expiries' commit and their blobs' deletion is a fraction of a second."""
+    deadline = time.monotonic() + 120
+    with IndexStore(settings.index_path, follow=scratch) as index:
+        while time.monotonic() < deadline:
+            index.catch_up()
+            record = index.get(last)
+            if index.pending_deletions() or (record is not None and record.status == "expired"):
+                service.daemon(settings).kill()
+                return
+            time.sleep(0.01)
+    raise AssertionError("timed out waiting for the cleanup to get going")
+
+
+def test_kill_9_during_a_retention_cleanup(
+    running: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """After a kill -9 mid-cleanup and a restart, every artifact the policy keeps has its blob and
-    every expired one has none: the deletions the kill cut short are finished."""
-    scans, sboms = payloads(4000, size=256), payloads(2000, size=300)
+    every expired one has none: the deletions the kill cut short are finished. A round whose kill
+    came after the whole cleanup (it can run in one batch) is played again with fresh scans."""
     topic = Topics(running.topic_prefix).submissions
-    records = [(digest_of(d).encode(), submission(d, kind="scan")) for d in scans]
-    records += [(digest_of(d).encode(), submission(d, kind="sbom")) for d in sboms]
-    asyncio.run(produce(running, topic, records))
-    wait_for(lambda: index_count(running) == len(records), timeout=300, what="ingest")
-    time.sleep(1.1)
+    sboms = payloads(2000, size=300)
+    asyncio.run(produce(running, topic, [(digest_of(d).encode(), submission(d, kind="sbom")) for d in sboms]))
     monkeypatch.setenv("STELLA_RETENTION__SCAN", "1s")
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "evidence", "cleanup", "--apply-retention", "--format", "json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     blobs = BlobStore(running.evidence_path)
+    scans: list[bytes] = []
 
     def expired_now() -> int:
         with IndexStore(running.index_path, readonly=True) as index:
             return sum(1 for r in index.records() if r.status == "expired")
 
-    wait_for(lambda: expired_now() > 0, timeout=120, what="the cleanup to get going")
-    service.daemon(running).kill()
-    at_kill = expired_now()
-    assert at_kill < len(scans), f"the kill came after all {len(scans)} expiries: too late to test anything"
-    service.start(running)
-    cli.communicate(timeout=300)
-    if cli.returncode != 0:  # the CLI timed out on the command the dead worker had taken: again
-        run_cli("evidence", "cleanup", "--apply-retention", "--format", "json")
+    for round_ in range(3):
+        batch = payloads(4000, size=256)
+        scans += batch
+        records = [(digest_of(d).encode(), submission(d, kind="scan")) for d in batch]
+        asyncio.run(produce(running, topic, records))
+        total = len(scans) + len(sboms)
+        wait_for(lambda total=total: index_count(running) == total, timeout=300, what="ingest")
+        time.sleep(1.1)
+        cleanup = ["evidence", "cleanup", "--apply-retention", "--format", "json"]
+        command = [sys.executable, "-m", "cli.main", *cleanup]
+        cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _kill_at_the_first_expiry(running, digest_of(batch[-1]), tmp_path / f"follow-{round_}")
+        with IndexStore(running.index_path, readonly=True) as index:
+            cut_short = bool(index.pending_deletions())
+        cut_short = cut_short or expired_now() < len(scans)
+        service.start(running)
+        cli.communicate(timeout=300)
+        if cli.returncode != 0:  # the CLI timed out on the command the dead worker had taken: again
+            run_cli(*cleanup)
+        if cut_short:
+            break
+    else:
+        raise AssertionError("in 3 rounds no kill came before the cleanup had finished")
     wait_for(lambda: expired_now() == len(scans), timeout=300, what="every scan expired")
 
     def settled() -> bool:
