@@ -16,13 +16,16 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from cli.render import Format, Lines, emit, progress, stages, to_dict
 from locker import config
 from locker.errors import LockerError, UsageError
+
+if TYPE_CHECKING:
+    from streams.verify_report import VerifyReport
 
 
 def noun(help_text: str) -> typer.Typer:
@@ -309,7 +312,7 @@ def evidence_storage_stats(fmt: FormatOpt = Format.table) -> None:
     """Artifacts and bytes (per kind and status), growth per day, replica state, free space."""
     from commands import storage_report
 
-    result = storage_report.stats(settings())
+    result = to_dict(storage_report.stats(settings()))
     if fmt is Format.json:
         emit(result, fmt)
         return
@@ -402,14 +405,14 @@ def provenance_show(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
     if fmt is Format.json:
         emit(result, fmt)
         return
-    emit({k: v for k, v in result.items() if k != "steps"}, fmt)
-    for step in result["steps"]:  # one block a step: readable at any terminal width
-        position = f"{step['topic']}[{step['partition']}]@{step['offset']}"
-        anchor = f"anchor {step['anchor']}" if step["anchor"] else "not anchored"
-        typer.echo(f"{step['at']}  {step['what']}  by {step['actor'] or '-'}")
+    emit({k: v for k, v in to_dict(result).items() if k != "steps"}, fmt)
+    for step in result.steps:  # one block a step: readable at any terminal width
+        position = f"{step.topic}[{step.partition}]@{step.offset}"
+        anchor = f"anchor {step.anchor}" if step.anchor else "not anchored"
+        typer.echo(f"{step.at}  {step.what}  by {step.actor or '-'}")
         typer.echo(f"    {position}, {anchor}")
-        if step["detail"]:
-            typer.echo(f"    {step['detail']}")
+        if step.detail:
+            typer.echo(f"    {step.detail}")
 
 
 @evidence.command("verify")
@@ -566,31 +569,30 @@ def evidence_verify_report(
     show_report(integrity.report(settings(), run_id=run_id, only=only), fmt)
 
 
-def show_report(result: dict[str, Any], fmt: Format) -> None:
+def show_report(result: "VerifyReport", fmt: Format) -> None:
     """Print a verification report (JSON: as documented in the README); exit 1 on failures."""
-    run = result["run"]
+    run = result.run
     if fmt is Format.json:
         emit(result, fmt)
     else:
-        state = "completed" if run["completed_at"] else "running"
-        counts = ", ".join(f"{run[k]} {k}" for k in ("ok", "mismatch", "missing", "unreadable"))
-        checked = f"{run['done']} of {run['planned']} checked"
-        typer.echo(f"run {run['run_id']} ({run['mode']}, {state}): {checked}: {counts}")
-        if "anchor" in result:
-            roots = ", ".join(f"{r['partition']}: {r['tree_size']}" for r in result["anchor"]["roots"])
-            typer.echo(f"as of anchor {result['anchor']['id']}: verified, roots match (tree sizes {roots})")
+        state = "completed" if run.completed_at else "running"
+        counts = ", ".join(f"{getattr(run, k)} {k}" for k in ("ok", "mismatch", "missing", "unreadable"))
+        checked = f"{run.done} of {run.planned} checked"
+        typer.echo(f"run {run.run_id} ({run.mode}, {state}): {checked}: {counts}")
+        if result.anchor is not None:
+            roots = ", ".join(f"{r.partition}: {r.tree_size}" for r in result.anchor.roots)
+            typer.echo(f"as of anchor {result.anchor.id}: verified, roots match (tree sizes {roots})")
         rows = [
-            {"artifact_id": a["artifact_id"], "outcome": a["outcome"], "detail": a["detail"]}
-            for a in result["artifacts"]
+            {"artifact_id": a.artifact_id, "outcome": a.outcome, "detail": a.detail} for a in result.artifacts
         ]
         if rows:
-            emit(rows, fmt, title=result["filter"])
-        if anchor := result["voided_by_restore_to"]:
+            emit(rows, fmt, title=result.filter)
+        if anchor := result.voided_by_restore_to:
             typer.echo(f"note: the run's events were voided by the restore to anchor {anchor}")
-        if result["outcomes_expired"]:
+        if result.outcomes_expired:
             typer.echo("note: some of the run's outcomes are past evidence.verifications' retention")
-    if run["failed"]:
-        typer.echo(f"{run['failed']} artifact(s) failed verification in run {run['run_id']}", err=True)
+    if run.failed:
+        typer.echo(f"{run.failed} artifact(s) failed verification in run {run.run_id}", err=True)
         raise typer.Exit(1)
 
 

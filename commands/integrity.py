@@ -2,8 +2,7 @@
 
 A run is a command (`locker.requests.StartVerification`); the service plans and checks it
 (`streams.verify`) and the CLI follows the run's row in the verification store, read-only.
-Reports read the store (the run, its failures) and, for `--filter ok`, the run's outcomes on
-`evidence.verifications`.
+Reports are `streams.verify_report` (shared with the API) on the stores, opened read-only.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from commands import anchors, queries
 from commands.sending import send_and_wait
 from locker import requests, verification
@@ -27,8 +28,6 @@ from locker.digests import parse_digest
 from locker.errors import (
     ArtifactNotFound,
     IntegrityError,
-    InvalidInput,
-    NotFound,
     StorageUnavailable,
     TimedOut,
     UsageError,
@@ -36,14 +35,11 @@ from locker.errors import (
 from locker.events.integrity import Mode
 from locker.sha256_python import sha256_hex
 from locker.times import iso_utc
-from locker.verification import OUTCOMES, Outcome, outcome_decoder
 from projections.store import IndexStore
 from projections.verification import RunState, sample_size
 from projections.verify_store import VerifyStore
-from streams.reader import read_batches
-from streams.topics import Topics
-
-FILTERS = ("failed", *OUTCOMES)
+from streams import verify_report
+from streams.verify_report import AnchorRoot, CheckedAnchor, VerifyReport
 
 Progress = Callable[[int, int], None]
 
@@ -61,7 +57,7 @@ def verify(
     seed: int | None = None,
     to_anchor: str | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> VerifyReport:
     """Start a run and wait for it; the report of its failures (`report`). With `to_anchor`, a
     full run of the artifacts that anchor covers, after checking the anchor itself: signature,
     link, and roots against the Merkle trees (`anchors.verify_latest`)."""
@@ -72,7 +68,7 @@ def verify(
     if sample:
         sample_size(sample, 100)  # a bad sample is a usage error here, not a refusal later
     anchor = None if to_anchor is None else checked_anchor(settings, to_anchor)
-    command = requests.start_verification(mode, sample, seed, "" if anchor is None else anchor["id"])
+    command = requests.start_verification(mode, sample, seed, "" if anchor is None else anchor.id)
     run_id = command.command_id
     run = send_and_wait(settings, command, lambda: run_state(settings, run_id), "verification run")
     stall = max(settings.timeout, 60.0)
@@ -93,10 +89,10 @@ def verify(
     if progress is not None:
         progress(run.done, run.planned)
     result = report(settings, run_id=run_id)
-    return result if anchor is None else {**result, "anchor": anchor}
+    return result if anchor is None else msgspec.structs.replace(result, anchor=anchor)
 
 
-def checked_anchor(settings: Settings, anchor_id: str) -> dict[str, Any]:
+def checked_anchor(settings: Settings, anchor_id: str) -> CheckedAnchor:
     """The anchor's id and tree sizes; `IntegrityError` if it does not verify."""
     checked = anchors.verify_latest(settings, anchor_id)
     if not checked["verified"]:
@@ -104,75 +100,17 @@ def checked_anchor(settings: Settings, anchor_id: str) -> dict[str, Any]:
         raise IntegrityError(f"anchor {checked['latest']}", "an anchor that verifies", first["detail"])
     with anchors.chain_view(settings) as chain:
         _, found = chain.find(checked["latest"])
-    heads = [{"partition": h.partition, "tree_size": h.tree_size} for h in found.body.partitions]
-    return {"id": checked["latest"], "verified": True, "roots": heads}
+    heads = [AnchorRoot(partition=h.partition, tree_size=h.tree_size) for h in found.body.partitions]
+    return CheckedAnchor(id=checked["latest"], verified=True, roots=heads)
 
 
-def report(settings: Settings, *, run_id: str | None = None, only: str | None = None) -> dict[str, Any]:
-    """A completed or running run (the latest completed one without `run_id`) and its artifacts:
-    the failed ones, or those with outcome `only` (`FILTERS`)."""
-    if only is not None and only not in FILTERS:
-        raise UsageError(f"--filter {only!r}: one of {', '.join(FILTERS)}")
-    with VerifyStore(settings.verify_path, readonly=True) as store:
-        run = store.run(run_id) if run_id else store.latest()
-        if run is None:
-            raise NotFound(f"no verification run {run_id}" if run_id else "no verification run has completed")
-        failures = list(store.failures(run.run_id))
-    expired = False
-    if only == "ok":
-        listed, expired = _outcomes(settings, run, "ok")
-    else:
-        listed = [f for f in failures if only in (None, "failed", f.outcome)]
-    return {
-        "run": run.public(),
-        "filter": only or "failed",
-        "artifacts": [_public(o) for o in sorted(listed, key=lambda o: o.artifact_id)],
-        "outcomes_expired": expired,
-        "voided_by_restore_to": _voided_by(settings, run.run_id),
-    }
-
-
-def _voided_by(settings: Settings, run_id: str) -> str | None:
-    """The anchor a point-in-time restore went back to, if it voided this run's events (the run's
-    failures then no longer count in the index; the report stays what the run found)."""
-    with queries.index_store(settings) as index:
-        for row in index.voided():
-            if row.run_id == run_id and row.type.startswith("verification."):
-                return row.anchor_id
-    return None
-
-
-def _outcomes(settings: Settings, run: RunState, wanted: str) -> tuple[list[Outcome], bool]:
-    """The run's outcomes `wanted` from `evidence.verifications`, and whether some of the run's
-    records are past the topic's retention."""
-    found: dict[str, Outcome] = {}
-    topic = Topics(settings.topic_prefix).verifications
-    first: dict[int, int] = {}
-    starts = dict(enumerate(run.outcomes_from))
-    for batch in read_batches(settings, topic, starts=starts):
-        for partition, offset, value in batch:
-            first.setdefault(partition, offset)
-            try:
-                outcome = outcome_decoder.decode(value)
-            except InvalidInput:
-                continue
-            if outcome.run_id == run.run_id and outcome.outcome == wanted:
-                found.setdefault(outcome.artifact_id, outcome)  # the first, if a crash repeated one
-    expired = any(first.get(p, start) > start for p, start in starts.items())
-    return list(found.values()), expired
-
-
-def _public(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "artifact_id": outcome.artifact_id,
-        "outcome": outcome.outcome,
-        "expected_digest": outcome.expected_digest,
-        "actual_digest": outcome.actual_digest,
-        "expected_size": outcome.expected_size,
-        "actual_size": outcome.actual_size,
-        "detail": outcome.detail,
-        "verified_at": iso_utc(outcome.verified_at),
-    }
+def report(settings: Settings, *, run_id: str | None = None, only: str | None = None) -> VerifyReport:
+    """`streams.verify_report.report` on the stores, read-only."""
+    with (
+        VerifyStore(settings.verify_path, readonly=True) as store,
+        queries.index_store(settings) as index,
+    ):
+        return verify_report.report(settings, store, index, run_id=run_id, only=only)
 
 
 def mark_corrupted(settings: Settings, artifact_id: str, reason: str) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def covering_anchor(
             anchor_id = created["anchor_id"]
     if anchor_id is None:
         raise NotFound("no anchor covers the events read: the service's Merkle trees lag the log")
-    checked = checked_anchor(settings, anchor_id)["id"]
+    checked = checked_anchor(settings, anchor_id).id
     with anchor_ops.chain_view(settings) as chain:
         return chain.find(checked)
 

@@ -25,7 +25,7 @@ LISTED = 1000  # voided records listed in the answer; `--format json` shows the 
 
 
 def restore_to_anchor(settings: Settings, anchor_id: str, reason: str = "") -> dict[str, Any]:
-    target = checked_anchor(settings, anchor_id)["id"]
+    target = checked_anchor(settings, anchor_id).id
     partitions = len(asyncio.run(end_offsets(settings, Topics(settings.topic_prefix).events)))
     command = requests.restore_to_anchor(target, reason)
 

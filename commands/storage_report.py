@@ -13,10 +13,7 @@ import hashlib
 import heapq
 import os
 import secrets
-import shutil
 import time
-from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,79 +21,18 @@ from commands import queries
 from locker.config import Settings
 from locker.errors import IntegrityError, UsageError
 from locker.times import iso_utc
+from projections import storage_stats
 from projections.index import ArtifactRecord
+from projections.storage_stats import StorageStats
 
-GROWTH_DAYS = 7
 PROBE_BYTES = 4 * 1024 * 1024
 SORTS = ("size", "age")
 
 
-def roots(settings: Settings) -> list[tuple[str, Path]]:
-    """Every storage root the locker writes: blobs, the replica if set, backups if they exist."""
-    out = [("evidence", settings.evidence_path.expanduser())]
-    if settings.replica_path is not None:
-        out.append(("replica", settings.replica_path.expanduser()))
-    if settings.backups_path.expanduser().is_dir():
-        out.append(("backups", settings.backups_path.expanduser()))
-    return out
-
-
-def stats(settings: Settings, *, now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(UTC)
-    since = (now - timedelta(days=GROWTH_DAYS - 1)).date()
-    kinds: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    statuses: Counter[str] = Counter()
-    days: dict[str, list[int]] = {str(since + timedelta(days=d)): [0, 0] for d in range(GROWTH_DAYS)}
-    count = size = replicated = 0
-    oldest = newest = None
+def stats(settings: Settings) -> StorageStats:
+    """`projections.storage_stats.stats` (shared with the API) on the index, read-only."""
     with queries.index_store(settings) as index:
-        for record in index.records():
-            count, size = count + 1, size + record.size
-            kinds[record.kind][0] += 1
-            kinds[record.kind][1] += record.size
-            statuses[record.status] += 1
-            replicated += record.replicated_at is not None
-            day = days.get(str(record.ingested_at.date()))
-            if day is not None:
-                day[0] += 1
-                day[1] += record.size
-            oldest = record.ingested_at if oldest is None else min(oldest, record.ingested_at)
-            newest = record.ingested_at if newest is None else max(newest, record.ingested_at)
-        index_bytes = index.size_bytes()
-    return {
-        "artifacts": count,
-        "bytes": size,
-        "by_kind": [{"kind": k, "artifacts": n, "bytes": b} for k, (n, b) in sorted(kinds.items())],
-        "by_status": dict(sorted(statuses.items())),
-        "oldest": None if oldest is None else iso_utc(oldest),
-        "newest": None if newest is None else iso_utc(newest),
-        "growth_per_day": {
-            "days": [{"date": d, "artifacts": n, "bytes": b} for d, (n, b) in days.items()],
-            "artifacts": round(sum(n for n, _ in days.values()) / GROWTH_DAYS, 1),
-            "bytes": round(sum(b for _, b in days.values()) / GROWTH_DAYS),
-        },
-        "replica": {
-            "configured": settings.replica_path is not None,
-            "replicated": replicated,
-            "not_replicated": count - replicated if settings.replica_path is not None else None,
-        },
-        "index_bytes": index_bytes,
-        "roots": [_space(role, path) for role, path in roots(settings)],
-    }
-
-
-def _space(role: str, path: Path) -> dict[str, Any]:
-    try:
-        usage = shutil.disk_usage(path)
-    except OSError as exc:
-        return {"role": role, "path": str(path), "error": exc.strerror or str(exc)}
-    return {
-        "role": role,
-        "path": str(path),
-        "total_bytes": usage.total,
-        "free_bytes": usage.free,
-        "free_percent": round(100 * usage.free / usage.total, 1) if usage.total else 0.0,
-    }
+        return storage_stats.stats(settings, index)
 
 
 def analyze(settings: Settings, *, sort: str = "size", limit: int = 20) -> list[dict[str, Any]]:
@@ -127,7 +63,7 @@ def _row(record: ArtifactRecord) -> dict[str, Any]:
 
 def probe(settings: Settings) -> dict[str, Any]:
     """Write, fsync, read back (past the page cache), hash and delete a probe in every root."""
-    results = [_probe(role, path) for role, path in roots(settings)]
+    results = [_probe(role, path) for role, path in storage_stats.roots(settings)]
     failed = [r for r in results if not r["ok"]]
     if failed:
         detail = "; ".join(f"{r['role']} ({r['path']}): {r['error']}" for r in failed)

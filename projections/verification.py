@@ -53,25 +53,48 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         """Every planned artifact has its outcome (the completion event may still be on its way)."""
         return self.done >= self.planned
 
-    def public(self) -> dict[str, object]:
+    def public(self) -> RunSummary:
         """The run as `verify`, `verify-report` and the API show it."""
-        return {
-            "run_id": self.run_id,
-            "mode": self.mode,
-            **({"sample": self.sample, "seed": self.seed} if self.mode == "quick" else {}),
-            **({"to_anchor": self.to_anchor} if self.to_anchor else {}),
-            "planned": self.planned,
-            "done": self.done,
-            "ok": self.ok,
-            "mismatch": self.mismatch,
-            "missing": self.missing,
-            "unreadable": self.unreadable,
-            "failed": self.failed,
-            "bytes_read": self.bytes_read,
-            "started_at": iso_utc(self.started_at),
-            "completed_at": None if self.completed_at is None else iso_utc(self.completed_at),
-            "outcomes_digest": self.outcomes_digest,
-        }
+        quick = self.mode == "quick"
+        return RunSummary(
+            run_id=self.run_id,
+            mode=self.mode,
+            sample=self.sample if quick else None,
+            seed=self.seed if quick else None,
+            to_anchor=self.to_anchor or None,
+            planned=self.planned,
+            done=self.done,
+            ok=self.ok,
+            mismatch=self.mismatch,
+            missing=self.missing,
+            unreadable=self.unreadable,
+            failed=self.failed,
+            bytes_read=self.bytes_read,
+            started_at=iso_utc(self.started_at),
+            completed_at=None if self.completed_at is None else iso_utc(self.completed_at),
+            outcomes_digest=self.outcomes_digest,
+        )
+
+
+class RunSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A run's counts as shown (`RunState.public`); `completed_at` is null while it runs."""
+
+    run_id: str
+    mode: Mode
+    sample: str | None = None  # quick runs only
+    seed: int | None = None  # quick runs only
+    to_anchor: str | None = None  # a full run as of an anchor only
+    planned: int
+    done: int
+    ok: int
+    mismatch: int
+    missing: int
+    unreadable: int
+    failed: int
+    bytes_read: int
+    started_at: str
+    completed_at: str | None
+    outcomes_digest: str
 
 
 def tally(state: RunState, outcomes: Iterable[Outcome]) -> RunState:
