@@ -1,7 +1,11 @@
-"""The HTTP API served by the worker: artifacts, anchors, proofs, health and metrics.
+"""The HTTP API served by the worker: artifacts, anchors, proofs, verification reports, provenance,
+storage stats, health and metrics; its OpenAPI document (`streams.openapi`) at `/openapi.json`.
 
 Views only read: the index and Merkle stores the worker writes, the blob store, and the anchors
-and events topics. Every error is a JSON body `{"error": ..., "detail": ...}`, never a
+and events topics. The reports the CLI gives too (a verification run, an artifact's provenance,
+storage stats) are the same functions and the same typed results as the CLI's `--format json`;
+they read the log or the whole index, so they run in a worker thread, `REPORTS_AT_ONCE` at a
+time (503 `busy` beyond that). Every error is a JSON body `{"error": ..., "detail": ...}`, never a
 traceback: a route that does not exist, a method a route does not take, a `LockerError` a view
 did not catch, and anything unexpected (a 500, logged on one line with the request).
 """
@@ -9,16 +13,19 @@ did not catch, and anything unexpected (a 500, logged on one line with the reque
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import faust
+import msgspec
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from faust.web import Request, Response, View
+from faust.web.base import BlueprintManager
 
 from locker import anchors
 from locker.cas import BlobStore
@@ -31,14 +38,19 @@ from projections import proofs
 from projections.anchor_store import AnchorStore
 from projections.index import ArtifactRecord
 from projections.merkle_store import MerkleStore
+from projections.storage_stats import stats as storage_stats
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
-from streams import metrics
+from streams import metrics, openapi
 from streams.kafka import fetch_value
+from streams.provenance import provenance
 from streams.runtime import Loop
 from streams.topics import Topics
+from streams.verify_report import FILTERS, report
 
 log = structlog.get_logger("stella.api")
+
+REPORTS_AT_ONCE = 2  # verification reports, provenances and storage stats read at once
 
 
 def install_api(
@@ -56,17 +68,33 @@ def install_api(
     topics = Topics(settings.topic_prefix)
     served: web.Application = app.web.web_app  # type: ignore[attr-defined]  # faust's aiohttp driver
     served.middlewares.append(json_errors)
+    app.web.blueprints = BlueprintManager()  # not faust's own pages (`/`, `/router`, `/table`): not ours
+    served.router.add_get("/openapi.json", openapi_json)
 
     def not_found(view: View, what: str) -> Response:
         return view.json({"error": "not-found", "detail": what}, status=404)
 
+    def invalid_digest(view: View, artifact_id: str) -> Response:
+        detail = f"{artifact_id!r} is not sha256:<64 hex>"
+        return view.json({"error": "invalid-digest", "detail": detail}, status=400)
+
     def indexed(view: View, artifact_id: str) -> ArtifactRecord | Response:
         """The index record of `artifact_id`, or the 400/404 response that says why not."""
         if not is_digest(artifact_id):
-            detail = f"{artifact_id!r} is not sha256:<64 hex>"
-            return view.json({"error": "invalid-digest", "detail": detail}, status=400)
+            return invalid_digest(view, artifact_id)
         record = index.get(artifact_id)
         return record if record is not None else not_found(view, f"artifact {artifact_id} not found")
+
+    reports = asyncio.Semaphore(REPORTS_AT_ONCE)
+
+    async def typed_report(view: View, read: Callable[[], msgspec.Struct]) -> Response:
+        """The JSON of `read()`, read in a worker thread; 503 `busy` when `REPORTS_AT_ONCE` are."""
+        if reports.locked():
+            detail = f"{REPORTS_AT_ONCE} reports are being read; try again in a moment"
+            return view.json({"error": "busy", "detail": detail}, status=503, headers={"Retry-After": "1"})
+        async with reports:
+            result = await asyncio.to_thread(read)
+        return view.bytes(msgspec.json.encode(result), content_type="application/json")
 
     @app.page("/healthz")
     class Health(View):
@@ -130,6 +158,40 @@ def install_api(
             if not isinstance(record, ArtifactRecord):
                 return record
             return self.json(record.public())
+
+    def live_chain() -> contextlib.AbstractContextManager[AnchorStore]:
+        return contextlib.nullcontext(chain)
+
+    @app.page("/artifacts/{artifact_id}/provenance")
+    class ArtifactProvenance(View):
+        async def get(self, request: Request, artifact_id: str) -> Response:
+            if not is_digest(artifact_id):
+                return invalid_digest(self, artifact_id)
+            return await typed_report(self, lambda: provenance(settings, index, live_chain, artifact_id))
+
+    async def verification(view: View, request: Request, run_id: str | None) -> Response:
+        only = request.query.get("filter", "failed")
+        if only not in FILTERS:
+            detail = f"{only!r}: one of {', '.join(FILTERS)}"
+            return view.json({"error": "invalid-filter", "detail": detail}, status=400)
+        return await typed_report(
+            view, lambda: report(settings, verifications, index, run_id=run_id, only=only)
+        )
+
+    @app.page("/verifications/latest")  # before `/verifications/{run_id}`, so that this one wins
+    class LatestVerification(View):
+        async def get(self, request: Request) -> Response:
+            return await verification(self, request, None)
+
+    @app.page("/verifications/{run_id}")
+    class Verification(View):
+        async def get(self, request: Request, run_id: str) -> Response:
+            return await verification(self, request, run_id)
+
+    @app.page("/storage/stats")
+    class StorageStats(View):
+        async def get(self, request: Request) -> Response:
+            return await typed_report(self, lambda: storage_stats(settings, index))
 
     def locker_error(view: View, error: LockerError) -> Response:
         return view.json(error_body(error), status=error_status(error))
@@ -276,3 +338,7 @@ def storage_health(blobs: BlobStore, max_content_bytes: int) -> dict[str, object
     if free < max_content_bytes:
         return {"writable": False, "free_bytes": free, "detail": f"{blobs.root}: less than one artifact free"}
     return {"writable": True, "free_bytes": free}
+
+
+async def openapi_json(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=openapi.BODY, content_type="application/json")
