@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 
@@ -67,7 +68,7 @@ def install_api(
 ) -> None:
     topics = Topics(settings.topic_prefix)
     served: web.Application = app.web.web_app  # type: ignore[attr-defined]  # faust's aiohttp driver
-    served.middlewares.append(json_errors)
+    served.middlewares.extend([json_errors, query_as_documented])
     app.web.blueprints = BlueprintManager()  # not faust's own pages (`/`, `/router`, `/table`): not ours
     served.router.add_get("/openapi.json", openapi_json)
 
@@ -116,23 +117,24 @@ def install_api(
     @app.page("/artifacts")
     class Artifacts(View):
         async def get(self, request: Request) -> Response:
-            subject = request.query.get("subject")
-            kind = request.query.get("kind")
-            if subject:
-                if not is_digest(subject):
-                    return self.json({"error": "invalid-digest", "detail": subject}, status=400)
+            subject, kind = request.query.get("subject"), request.query.get("kind")
+            if subject is not None and not is_digest(subject):
+                return self.json({"error": "invalid-digest", "detail": subject}, status=400)
+            if kind is not None and kind not in KINDS:
+                return self.json({"error": "invalid-kind", "detail": kind}, status=400)
+            if subject is not None:
                 ids = index.by_subject(subject)
-            elif kind:
-                if kind not in KINDS:
-                    return self.json({"error": "invalid-kind", "detail": kind}, status=400)
+            elif kind is not None:
                 ids = index.by_kind(kind)
             else:
                 return self.json(
-                    {"error": "missing-query", "detail": "give ?subject=sha256:... or ?kind=..."},
+                    {"error": "missing-query", "detail": "give ?subject=sha256:... or ?kind=..., or both"},
                     status=400,
                 )
             found = [index.get(artifact_id) for artifact_id in ids]
-            return self.json({"artifacts": [r.public() for r in found if r is not None]})
+            return self.json(
+                {"artifacts": [r.public() for r in found if r is not None and kind in (None, r.kind)]}
+            )
 
     @app.page("/artifacts/{artifact_id}")
     class Artifact(View):
@@ -149,7 +151,8 @@ def install_api(
                 return self.json({"error": "blob-missing", "detail": detail}, status=409)
             except IntegrityError as error:
                 return self.json({"error": "integrity-mismatch", "detail": str(error)}, status=409)
-            return self.bytes(data, content_type=record.media_type or "application/octet-stream")
+            # as a header: aiohttp refuses a content_type argument with a charset parameter
+            return self.bytes(data, headers={"Content-Type": served_type(record.media_type)})
 
     @app.page("/artifacts/{artifact_id}/meta")
     class ArtifactMeta(View):
@@ -199,10 +202,10 @@ def install_api(
     @app.page("/anchors")
     class Anchors(View):
         async def get(self, request: Request) -> Response:
-            limit = request.query.get("limit", "")
-            if limit and not (limit.isascii() and limit.isdigit()):
+            limit = request.query.get("limit")
+            if limit is not None and not (limit.isascii() and limit.isdigit()):
                 return self.json({"error": "invalid-limit", "detail": limit}, status=400)
-            found = chain.anchors(limit=int(limit) if limit else None)
+            found = chain.anchors(limit=None if limit is None else int(limit))
             return self.json({"anchors": [anchors.summary(e.stored, e.anchor()) for e in found]})
 
     @app.page("/anchors/{anchor_id}")
@@ -324,6 +327,36 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.error("request failed", method=request.method, path=request.path, error=error, exc_info=exc)
         body = {"error": "internal", "detail": f"{error} (see the service log)"}
         return web.json_response(body, status=500)
+
+
+@web.middleware
+async def query_as_documented(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A route that takes query parameters (`openapi.QUERIES`) answers 400 to one it does not
+    take and to one given twice: API requests forbid unknown fields. The others ignore the query
+    (a monitor's cache-busting parameter, say)."""
+    resource = request.match_info.route.resource
+    taken = None if resource is None else openapi.QUERIES.get(resource.canonical)
+    if taken is not None:
+        if unknown := sorted(set(request.query) - taken):
+            detail = f"{', '.join(map(repr, unknown))}: this route takes {', '.join(sorted(taken))}"
+            return web.json_response({"error": "unknown-query", "detail": detail}, status=400)
+        if repeated := sorted(key for key in taken if len(request.query.getall(key, [])) > 1):
+            detail = f"give {', '.join(repeated)} once"
+            return web.json_response({"error": "repeated-query", "detail": detail}, status=400)
+    return await handler(request)
+
+
+# type "/" subtype *(";" parameter) (RFC 9110 8.3.1), in printable ASCII: the media type a
+# producer gave, as a header
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAMETER = rf'[ \t]*;[ \t]*{_TCHARS}=(?:{_TCHARS}|"[\t !#-\[\]-~]*")'  # quoted: no " or \
+_MEDIA_TYPE = re.compile(rf"{_TCHARS}/{_TCHARS}(?:{_PARAMETER})*")
+
+
+def served_type(media_type: str) -> str:
+    """The Content-Type of an artifact's bytes: its media type if that is one (producers may
+    write anything there, even line breaks), else application/octet-stream."""
+    return media_type if _MEDIA_TYPE.fullmatch(media_type) else "application/octet-stream"
 
 
 def storage_health(blobs: BlobStore, max_content_bytes: int) -> dict[str, object]:

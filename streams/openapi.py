@@ -199,6 +199,12 @@ def query(name: str, schema: Schema, description: str, *, required: bool = False
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
+SELECT: Schema = {
+    "type": "object",
+    "properties": {"subject": DIGEST, "kind": {"enum": list(KINDS)}},
+    "anyOf": [{"required": ["subject"]}, {"required": ["kind"]}],
+    "additionalProperties": False,
+}
 ARTIFACT_ID = path("artifact_id", DIGEST, "The artifact's id: its content's SHA-256.")
 FILTER = query(
     "filter",
@@ -233,11 +239,14 @@ PATHS: dict[str, Schema] = {
     },
     "/artifacts": get(
         "listArtifacts",
-        "The artifacts about a subject digest, or of a kind (give one; `subject` wins).",
+        "The artifacts about a subject digest, of an evidence kind, or both.",
         json_body("The artifacts' records.", obj({"artifacts": array(ref("Artifact"))})),
         "400 503",
-        query("subject", DIGEST, "A subject's digest."),
-        query("kind", {"enum": list(KINDS)}, "An evidence kind."),
+        {
+            **query("select", SELECT, "`?subject=sha256:...`, `?kind=...`, or both.", required=True),
+            "style": "form",
+            "explode": True,  # the object's properties are the query's parameters
+        },
     ),
     "/artifacts/{artifact_id}": get(
         "getArtifact",
@@ -345,7 +354,9 @@ DOCUMENT: Schema = {
         "version": "1",
         "description": "Read-only: artifacts, anchors, proofs, verification reports, provenance, "
         'storage stats, health and metrics. Every error is JSON, `{"error": ..., "detail": ...}`. '
-        "Every route also answers HEAD.",
+        "Every route also answers HEAD. A route that takes query parameters answers 400 to one it "
+        "does not take (`unknown-query`) and to one given twice (`repeated-query`); the others "
+        "ignore the query.",
     },
     "paths": PATHS,
     "components": {
@@ -364,3 +375,19 @@ DOCUMENT: Schema = {
 }
 
 BODY = json.dumps(DOCUMENT, indent=1).encode()
+
+
+def _query_names(operation: Schema) -> frozenset[str]:
+    """The query parameters an operation takes (an exploded object's are its properties)."""
+    names: set[str] = set()
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "query":
+            schema = parameter["schema"]
+            names |= set(schema["properties"]) if parameter.get("explode") else {parameter["name"]}
+    return frozenset(names)
+
+
+# path -> the query parameters its route takes, for the routes that take any (`streams.api`)
+QUERIES: dict[str, frozenset[str]] = {
+    path: names for path, item in PATHS.items() if (names := _query_names(item["get"]))
+}

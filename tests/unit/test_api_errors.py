@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from locker.errors import ArtifactNotFound, BrokerUnavailable, InvalidInput, LockerError, StoreDamaged
-from streams.api import error_status, json_errors
+from streams.api import error_status, json_errors, query_as_documented, served_type
 
 
 async def boom(request: web.Request) -> web.Response:
@@ -79,3 +79,50 @@ def test_success_passes_through() -> None:
 )
 def test_locker_errors_map_to_statuses(error: LockerError, status: int) -> None:
     assert error_status(error) == status
+
+
+def query(path: str) -> tuple[int, dict]:
+    """GET `path` from an app with the API's middlewares; `/anchors` takes `limit`, `/healthz` nothing."""
+
+    async def main() -> tuple[int, dict]:
+        app = web.Application(middlewares=[json_errors, query_as_documented])
+        app.router.add_get("/anchors", fine)
+        app.router.add_get("/healthz", fine)
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get(path)
+            return resp.status, json.loads(await resp.text())
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "error"),
+    [
+        ("/anchors?limit=1", 200, None),
+        ("/anchors", 200, None),
+        ("/anchors?limit=1&limt=2", 400, "unknown-query"),
+        ("/anchors?limit=1&limit=2", 400, "repeated-query"),
+        ("/healthz?ts=1&ts=2", 200, None),  # a route without a query ignores one
+        ("/nope?x=1&x=2", 404, "not-found"),
+    ],
+)
+def test_a_route_takes_the_query_parameters_it_documents(path: str, status: int, error: str | None) -> None:
+    code, body = query(path)
+    assert (code, body.get("error")) == (status, error)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "served"),
+    [
+        ("application/vnd.in-toto+json", "application/vnd.in-toto+json"),
+        ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
+        ('text/plain; name="a b"', 'text/plain; name="a b"'),
+        ("", "application/octet-stream"),
+        ("text/plain\r\nX-Injected: yes", "application/octet-stream"),
+        ("not a media type", "application/octet-stream"),
+        ("text/plain;", "application/octet-stream"),
+        ('text/plain; name="\u00e9\u2028"', "application/octet-stream"),  # printable ASCII only
+    ],
+)
+def test_an_artifact_is_served_with_its_media_type_only_if_it_is_one(media_type: str, served: str) -> None:
+    assert served_type(media_type) == served
