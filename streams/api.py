@@ -119,9 +119,10 @@ def install_api(
         async def get(self, request: Request) -> Response:
             subject, kind = request.query.get("subject"), request.query.get("kind")
             if subject is not None and not is_digest(subject):
-                return self.json({"error": "invalid-digest", "detail": subject}, status=400)
+                return invalid_digest(self, subject)
             if kind is not None and kind not in KINDS:
-                return self.json({"error": "invalid-kind", "detail": kind}, status=400)
+                detail = f"{kind!r}: one of {', '.join(KINDS)}"
+                return self.json({"error": "invalid-kind", "detail": detail}, status=400)
             if subject is not None:
                 ids = index.by_subject(subject)
             elif kind is not None:
@@ -204,7 +205,8 @@ def install_api(
         async def get(self, request: Request) -> Response:
             limit = request.query.get("limit")
             if limit is not None and not (limit.isascii() and limit.isdigit()):
-                return self.json({"error": "invalid-limit", "detail": limit}, status=400)
+                detail = f"{limit!r} is not a count (ASCII digits)"
+                return self.json({"error": "invalid-limit", "detail": detail}, status=400)
             found = chain.anchors(limit=None if limit is None else int(limit))
             return self.json({"anchors": [anchors.summary(e.stored, e.anchor()) for e in found]})
 

@@ -225,6 +225,8 @@ def _reports() -> tuple[dict[str, Schema], dict[str, Schema]]:
 
 
 REPORTS, REPORT_COMPONENTS = _reports()
+ANCHOR_BODY = json_body("The anchor.", ref("Anchor"))
+VERIFY_REPORT_BODY = json_body("The run's report.", REPORTS["verification"])
 
 PATHS: dict[str, Schema] = {
     "/healthz": {
@@ -283,13 +285,13 @@ PATHS: dict[str, Schema] = {
     "/anchors/latest": get(
         "getLatestAnchor",
         "The latest anchor.",
-        json_body("The anchor.", ref("Anchor")),
+        ANCHOR_BODY,
         "404 503",
     ),
     "/anchors/{anchor_id}": get(
         "getAnchor",
         "One anchor.",
-        json_body("The anchor.", ref("Anchor")),
+        ANCHOR_BODY,
         "404 503",
         path("anchor_id", NAME, "An anchor id, or a unique prefix of its hex."),
     ),
@@ -313,7 +315,7 @@ PATHS: dict[str, Schema] = {
         "getLatestVerification",
         "The verification run that completed last and its artifacts "
         "(as `stella evidence verify-report --latest --format json`).",
-        json_body("The run's report.", REPORTS["verification"]),
+        VERIFY_REPORT_BODY,
         "400 404 503",
         FILTER,
     ),
@@ -321,7 +323,7 @@ PATHS: dict[str, Schema] = {
         "getVerification",
         "A verification run, completed or running, and its artifacts "
         "(as `stella evidence verify-report --run ID --format json`).",
-        json_body("The run's report.", REPORTS["verification"]),
+        VERIFY_REPORT_BODY,
         "400 404 503",
         path("run_id", NAME, "The run's id, as `verify` prints it."),
         FILTER,

@@ -99,6 +99,7 @@ HOSTILE = [
     "/artifacts?subject=%00%ff",
     "/artifacts?subject=",
     "/artifacts?kind=%ff",
+    "/artifacts?kind=",
     "/artifacts",
     "/anchors/junk",
     "/anchors/%ff%fe",
@@ -107,12 +108,20 @@ HOSTILE = [
     "/anchors?limit=abc",
     "/anchors?limit=-1",
     "/anchors?limit=%C2%B2",  # a superscript two: a digit to str.isdigit, not to int()
+    "/anchors?limit=",
     "/proofs/inclusion/junk?anchor=junk",
     "/proofs/inclusion/" + ZERO + "?anchor=junk",
     "/proofs/inclusion/..%2F..?anchor=..%2F..",
     "/proofs/consistency?old=x&new=y",
     "/proofs/consistency?old=x",
     "/proofs/consistency",
+    "/artifacts/sha256:zz/provenance",
+    "/artifacts/" + ZERO + "/provenance",
+    "/verifications/latest",  # no run yet
+    "/verifications/latest?filter=junk",
+    "/verifications/junk",
+    "/artifacts?subject=" + ZERO + "&subject=" + ZERO,
+    "/anchors?limit=1&limt=1",
     "/no/such/route",
 ]
 
