@@ -25,7 +25,7 @@ from locker.errors import ArtifactNotFound, InvalidInput
 from locker.events import decode
 from locker.times import iso_utc
 from locker.verification import outcome_decoder
-from projections.anchor_chain import UNCHECKED
+from projections.anchor_chain import GOOD
 from projections.provenance import step as provenance_step
 from streams.kafka import end_offsets
 from streams.partitioning import partitions_for
@@ -109,7 +109,7 @@ def _anchors(settings: Settings) -> Callable[[int, int], str | None]:
     by_partition: dict[int, tuple[list[int], list[str]]] = {}
     with chain_view(settings) as chain:
         for entry in chain.anchors():
-            if entry.status not in ("ok", UNCHECKED):
+            if entry.status not in GOOD:
                 continue  # a broken anchor covers nothing
             anchor = entry.anchor()
             for head in anchor.body.partitions:
