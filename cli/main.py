@@ -99,6 +99,33 @@ def init(fmt: FormatOpt = Format.table) -> None:
     )
 
 
+# doctor -------------------------------------------------------------------------------------
+@app.command()
+def doctor(
+    category: Annotated[
+        str, typer.Option("--category", help="evidence, kafka, storage, anchors or all.")
+    ] = "all",
+    check: Annotated[str | None, typer.Option("--check", help="Run this one check (an id).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Named health checks, each ok, warn or fail with a finding and a remedy (README, "Doctor").
+    Exit 1 if any check fails (with --strict, also if any warns)."""
+    from commands import doctor as doctor_ops
+
+    report = doctor_ops.run(settings(), category=category, check_id=check)
+    if fmt is Format.json:
+        emit(report, fmt)
+    else:
+        rows = [
+            {"status": c.status, "check": c.id, "finding": c.finding, "remedy": c.remedy}
+            for c in report.checks
+        ]
+        emit(rows, fmt, columns=["status", "check", "finding", "remedy"], title=f"doctor: {report.status}")
+    if report.status == "fail" or (strict and report.status == "warn"):
+        raise typer.Exit(1)
+
+
 # broker -------------------------------------------------------------------------------------
 @broker.command("start")
 def broker_start(fmt: FormatOpt = Format.table) -> None:
