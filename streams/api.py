@@ -111,7 +111,11 @@ def install_api(
     class Artifact(View):
         async def get(self, request: Request, artifact_id: str) -> Response:
             started = time.perf_counter()
-            outcome, response = await self.retrieve(artifact_id)
+            try:
+                outcome, response = await self.retrieve(artifact_id)
+            except Exception:
+                metrics.retrievals.labels("error").inc()
+                raise  # answered by `json_errors`
             metrics.retrievals.labels(outcome).inc()
             if outcome == "ok":
                 metrics.retrieval_latency.observe(time.perf_counter() - started)
@@ -231,11 +235,16 @@ def install_api(
             broken[position] = chain.broken_links()
         failures, last_run = verifications.summary()
         usage = blobs.disk_usage()
+        sizes = {p: trees.tree_size(p) for p in trees.applied()}
+        anchored = (
+            {} if latest is None else {h.partition: h.tree_size for h in latest.anchor().body.partitions}
+        )
         return Snapshot(
             artifacts=index.count(),
             stored_bytes=index.total_bytes(),
-            tree_sizes={p: trees.tree_size(p) for p in trees.applied()},
+            tree_sizes=sizes,
             anchor_age=None if created is None else time.time() - created,
+            unanchored=sum(max(size - anchored.get(p, 0), 0) for p, size in sizes.items()),
             broken_links=broken[position],
             integrity_failures=failures,
             last_run=last_run,

@@ -34,7 +34,15 @@ COUNTED = {
         "outcome",
     ),
 }
-RETRIEVAL_OUTCOMES = ("ok", "not-found", "invalid", "unservable", "blob-missing", "integrity-mismatch")
+RETRIEVAL_OUTCOMES = (
+    "ok",
+    "not-found",
+    "invalid",
+    "unservable",
+    "blob-missing",
+    "integrity-mismatch",
+    "error",
+)
 # Reading one blob back takes from well under a millisecond (cached, small) to seconds (large).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -48,6 +56,7 @@ class Snapshot:
     stored_bytes: int
     tree_sizes: Mapping[int, int]
     anchor_age: float | None
+    unanchored: int = 0
     broken_links: int = 0
     integrity_failures: int = 0
     last_run: RunState | None = None
@@ -81,6 +90,11 @@ def families(s: Snapshot) -> Iterator[Metric]:
     yield trees
     yield _gauge(
         "stella_merkle_anchor_age_seconds", "Seconds since the latest anchor was created.", s.anchor_age
+    )
+    yield _gauge(
+        "stella_merkle_unanchored_records",
+        "Events logged since the latest anchor (the anchor does not cover them yet).",
+        s.unanchored,
     )
     yield _gauge(
         "stella_merkle_anchor_chain_broken_links",

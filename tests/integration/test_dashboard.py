@@ -3,6 +3,7 @@ and the alert rules (infra/prometheus/alerts.yml) query only series a running lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import urllib.error
@@ -14,8 +15,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from locker.config import Settings
+from streams.topics import Topics
 from tests.conftest import run_cli
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import produce, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +71,8 @@ def test_dashboard_has_the_runbooks_panels() -> None:
 
 def test_dashboard_and_alerts_query_only_exported_series(anchoring: Settings, tmp_path: Path) -> None:
     queried = {"dashboard": metric_names(dashboard_exprs()), "alerts": metric_names(alert_exprs())}
-    # Samples for everything that has none on a new locker: an ingest, a retrieval, a completed
-    # verification run and an anchor.
+    # Samples for everything that has none on a new locker: an ingest, a rejected submission, a
+    # retrieval, a completed verification run and an anchor.
     sbom = tmp_path / "app.cdx.json"
     sbom.write_text(json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6"}))
     out = run_cli("evidence", "ingest", str(sbom), "--kind", "sbom", "--format", "json")
@@ -79,6 +81,12 @@ def test_dashboard_and_alerts_query_only_exported_series(anchoring: Settings, tm
     wait_for(lambda: served(f"{artifact}/meta"), what="the artifact in the service's index")
     with urllib.request.urlopen(artifact, timeout=10) as response:
         assert response.read() == sbom.read_bytes()
+    submissions = Topics(anchoring.topic_prefix).submissions
+    asyncio.run(produce(anchoring, submissions, [(b"junk", b"not a submission")]))
+    wait_for(
+        lambda: any(k.startswith("stella_evidence_rejected_total{") for k in scrape(anchoring)),
+        what="the refusal",
+    )
     run_cli("evidence", "verify", "--mode", "full")
     run_cli("evidence", "anchor", "create")
     wait_for(lambda: served(f"{anchoring.api_url}/anchors/latest"), what="the anchor in the service's chain")
