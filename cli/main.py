@@ -554,6 +554,21 @@ def evidence_export(
     emit(result, fmt)
 
 
+@evidence.command("diagnostics")
+def evidence_diagnostics(
+    output: Annotated[Path, typer.Option("--output", help="The bundle to write (.tar.gz).")],
+    days: Annotated[int, typer.Option("--days", help="Days of commands and events in the audit log.")] = 7,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Write an incident bundle: index status, storage stats, the recent anchor chain, the latest
+    integrity results, the doctor's report, the audit log, the config and log tails; no secret."""
+    from commands import diagnostics
+
+    with stages("collecting", show=fmt is Format.table and sys.stderr.isatty()) as report:
+        result = diagnostics.collect(settings(), output, days=days, report=lambda name: report(name, 0, None))
+    emit(result, fmt)
+
+
 @app.command("replay")
 def replay(
     evidence_pack: Annotated[Path, typer.Option("--evidence", help="The evidence pack (.tar.gz).")],
