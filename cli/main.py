@@ -20,6 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from cli import render
 from cli.render import Format, Lines, emit, progress, stages, to_dict
 from locker import config
 from locker.errors import LockerError, UsageError
@@ -33,7 +34,7 @@ def noun(help_text: str) -> typer.Typer:
 app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     help="Evidence Locker operations.",
 )
@@ -68,6 +69,24 @@ def settings(*, writes: bool = False) -> config.Settings:
     if writes:
         config.ensure_home(s.home)
     return s
+
+
+VERBOSE = False  # --verbose: errors show their causes
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="On an error, also print its causes.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No tables or progress bars: errors and --format json only.")
+    ] = False,
+) -> None:
+    """Evidence Locker operations. Colour follows NO_COLOR (https://no-color.org)."""
+    global VERBOSE
+    VERBOSE = verbose
+    render.QUIET = quiet
 
 
 # init ---------------------------------------------------------------------------------------
@@ -117,8 +136,14 @@ def doctor(
     if fmt is Format.json:
         emit(report, fmt)
     else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}  # rich drops it under NO_COLOR
         rows = [
-            {"status": c.status, "check": c.id, "finding": c.finding, "remedy": c.remedy}
+            {
+                "status": f"[{colour[c.status]}]{c.status}[/]",
+                "check": c.id,
+                "finding": c.finding,
+                "remedy": c.remedy,
+            }
             for c in report.checks
         ]
         emit(rows, fmt, columns=["status", "check", "finding", "remedy"], title=f"doctor: {report.status}")
@@ -1064,10 +1089,24 @@ def evidence_proof(
     emit(anchor_ops.proof(settings(), artifact_id, anchor_id), fmt)
 
 
-def fail(message: str, code: int) -> NoReturn:
-    """Print `message` as one line on stderr and exit with `code`."""
+def fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
+    """Print `message` as one line on stderr and exit with `code`; with --verbose, then one line
+    for each cause of `exc` (what it was raised from or while handling, also where the message
+    alone was meant to be shown)."""
     sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    seen = {id(exc)}
+    cause = None if exc is None else (exc.__cause__ or exc.__context__)
+    while VERBOSE and cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        sys.stderr.write(f"  caused by {type(cause).__name__}: " + " ".join(str(cause).split()) + "\n")
+        cause = cause.__cause__ or cause.__context__
     sys.exit(code)
+
+
+def with_hint(exc: LockerError) -> str:
+    """The error's message, and its class's hint unless the message already names a command."""
+    message = str(exc)
+    return message if "`stella" in message or not exc.hint else f"{message} (hint: {exc.hint})"
 
 
 def usage_message(exc: typer.TyperException) -> str:
@@ -1081,7 +1120,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # returns the code of a `typer.Exit`
     except LockerError as exc:
-        fail(str(exc), exc.exit_code)
+        fail(with_hint(exc), exc.exit_code, exc)
     except typer.TyperException as exc:  # typer's (vendored) click: bad command, option or argument
         if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its command (typer checks so too)
             typer.echo(exc.format_message())  # the group's help
@@ -1092,7 +1131,7 @@ def main() -> None:
     except BaseException as exc:  # a bug (also asyncio's CancelledError), or damage no check foresaw
         if isinstance(exc, SystemExit) or os.environ.get("STELLA_TRACEBACK"):
             raise
-        fail(f"unexpected {type(exc).__name__}: {exc} (set STELLA_TRACEBACK=1 to see where)", 1)
+        fail(f"unexpected {type(exc).__name__}: {exc} (set STELLA_TRACEBACK=1 to see where)", 1, exc)
     sys.exit(code if isinstance(code, int) else 0)
 
 
