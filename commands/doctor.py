@@ -287,7 +287,8 @@ def projections(ctx: Context) -> Finding:
         return (
             "fail",
             f"applied past the log's end: {', '.join(ahead)} (the topics were recreated?)",
-            "rebuild: `stella evidence index rebuild` (see README, 'Index')",
+            f"restore the log from a backup (runbook DR-001), or stop the service and move "
+            f"{ctx.settings.state_path} aside: it rebuilds every store from the log it finds",
         )
     behind = sum(lags.values())
     if behind >= LAG_WARN:
