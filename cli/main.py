@@ -12,6 +12,7 @@ start, and real objects are cheaper for it than strings to evaluate.
 """
 
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -86,6 +87,8 @@ def options(
     """Evidence Locker operations. Colour follows NO_COLOR (https://no-color.org)."""
     global VERBOSE
     VERBOSE = verbose
+    if verbose:  # the Kafka client's own warnings too (a failed connection attempt, say)
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
     render.QUIET = quiet
 
 
@@ -141,12 +144,11 @@ def doctor(
             {
                 "status": f"[{colour[c.status]}]{c.status}[/]",
                 "check": c.id,
-                "finding": c.finding,
-                "remedy": c.remedy,
+                "finding": c.finding + (f"\n-> {c.remedy}" if c.remedy else ""),
             }
             for c in report.checks
         ]
-        emit(rows, fmt, columns=["status", "check", "finding", "remedy"], title=f"doctor: {report.status}")
+        emit(rows, fmt, columns=["status", "check", "finding"], title=f"doctor: {report.status}")
     if report.status == "fail" or (strict and report.status == "warn"):
         raise typer.Exit(1)
 
@@ -1117,6 +1119,8 @@ def usage_message(exc: typer.TyperException) -> str:
 
 def main() -> None:
     """Run the CLI; map every expected failure to one line on stderr and its exit code."""
+    # The Kafka client logs each failed connection attempt; the error it ends in is our one line.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         code = app(standalone_mode=False)  # returns the code of a `typer.Exit`
     except LockerError as exc:
