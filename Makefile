@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars up down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline clean
+.PHONY: install lock lock-upgrade jars promtool up down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -39,7 +39,11 @@ lock-upgrade:
 jars: install
 	$(BIN)/python -c "from commands.broker import ensure_jars; print(ensure_jars())"
 
-up: jars
+# promtool for the alert rules' tests (tests/unit/test_alerts.py), at .tools/bin/promtool.
+promtool:
+	bash infra/install-promtool.sh
+
+up: jars promtool
 	$(BIN)/stella broker start
 	$(BIN)/stella init
 	$(BIN)/stella service start
@@ -57,10 +61,10 @@ down:
 	-$(BIN)/stella service stop
 	-$(BIN)/stella broker stop
 
-test: jars
+test: jars promtool
 	$(BIN)/pytest -q
 
-unit: install
+unit: install promtool
 	$(BIN)/pytest -q tests/unit tests/contract
 
 lint: install
@@ -95,4 +99,4 @@ bench-offline: jars
 	$(BIN)/python bench/offline.py $(BENCH_OFFLINE_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ start, and real objects are cheaper for it than strings to evaluate.
 """
 
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from cli import render
 from cli.render import Format, Lines, emit, progress, stages, to_dict
 from locker import config
 from locker.errors import LockerError, UsageError
@@ -36,7 +38,7 @@ def noun(help_text: str) -> typer.Typer:
 app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     help="Evidence Locker operations.",
 )
@@ -73,6 +75,26 @@ def settings(*, writes: bool = False) -> config.Settings:
     return s
 
 
+VERBOSE = False  # --verbose: errors show their causes
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="On an error, also print its causes.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No tables or progress bars: errors and --format json only.")
+    ] = False,
+) -> None:
+    """Evidence Locker operations. Colour follows NO_COLOR (https://no-color.org)."""
+    global VERBOSE
+    VERBOSE = verbose
+    if verbose:  # the Kafka client's own warnings too (a failed connection attempt, say)
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    render.QUIET = quiet
+
+
 # init ---------------------------------------------------------------------------------------
 @app.command()
 def init(fmt: FormatOpt = Format.table) -> None:
@@ -100,6 +122,38 @@ def init(fmt: FormatOpt = Format.table) -> None:
         },
         fmt,
     )
+
+
+# doctor -------------------------------------------------------------------------------------
+@app.command()
+def doctor(
+    category: Annotated[
+        str, typer.Option("--category", help="evidence, kafka, storage, anchors or all.")
+    ] = "all",
+    check: Annotated[str | None, typer.Option("--check", help="Run this one check (an id).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Named health checks, each ok, warn or fail with a finding and a remedy (README, "Doctor").
+    Exit 1 if any check fails (with --strict, also if any warns)."""
+    from commands import doctor as doctor_ops
+
+    report = doctor_ops.run(settings(), category=category, check_id=check)
+    if fmt is Format.json:
+        emit(report, fmt)
+    else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}  # rich drops it under NO_COLOR
+        rows = [
+            {
+                "status": f"[{colour[c.status]}]{c.status}[/]",
+                "check": c.id,
+                "finding": c.finding + (f"\n-> {c.remedy}" if c.remedy else ""),
+            }
+            for c in report.checks
+        ]
+        emit(rows, fmt, columns=["status", "check", "finding"], title=f"doctor: {report.status}")
+    if report.status == "fail" or (strict and report.status == "warn"):
+        raise typer.Exit(1)
 
 
 # broker -------------------------------------------------------------------------------------
@@ -527,6 +581,21 @@ def evidence_export(
 
     with stages("exporting", show=fmt is Format.table and sys.stderr.isatty()) as report:
         result = export.export(settings(), digest, output, include_deps=include_deps, progress=report)
+    emit(result, fmt)
+
+
+@evidence.command("diagnostics")
+def evidence_diagnostics(
+    output: Annotated[Path, typer.Option("--output", help="The bundle to write (.tar.gz).")],
+    days: Annotated[int, typer.Option("--days", help="Days of commands and events in the audit log.")] = 7,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Write an incident bundle: index status, storage stats, the recent anchor chain, the latest
+    integrity results, the doctor's report, the audit log, the config and log tails; no secret."""
+    from commands import diagnostics
+
+    with stages("collecting", show=fmt is Format.table and sys.stderr.isatty()) as report:
+        result = diagnostics.collect(settings(), output, days=days, report=lambda name: report(name, 0, None))
     emit(result, fmt)
 
 
@@ -1024,10 +1093,24 @@ def evidence_proof(
     emit(anchor_ops.proof(settings(), artifact_id, anchor_id), fmt)
 
 
-def fail(message: str, code: int) -> NoReturn:
-    """Print `message` as one line on stderr and exit with `code`."""
+def fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
+    """Print `message` as one line on stderr and exit with `code`; with --verbose, then one line
+    for each cause of `exc` (what it was raised from or while handling, also where the message
+    alone was meant to be shown)."""
     sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    seen = {id(exc)}
+    cause = None if exc is None else (exc.__cause__ or exc.__context__)
+    while VERBOSE and cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        sys.stderr.write(f"  caused by {type(cause).__name__}: " + " ".join(str(cause).split()) + "\n")
+        cause = cause.__cause__ or cause.__context__
     sys.exit(code)
+
+
+def with_hint(exc: LockerError) -> str:
+    """The error's message, and its class's hint unless the message already names a command."""
+    message = str(exc)
+    return message if "`stella" in message or not exc.hint else f"{message} (hint: {exc.hint})"
 
 
 def usage_message(exc: typer.TyperException) -> str:
@@ -1038,10 +1121,12 @@ def usage_message(exc: typer.TyperException) -> str:
 
 def main() -> None:
     """Run the CLI; map every expected failure to one line on stderr and its exit code."""
+    # The Kafka client logs each failed connection attempt; the error it ends in is our one line.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         code = app(standalone_mode=False)  # returns the code of a `typer.Exit`
     except LockerError as exc:
-        fail(str(exc), exc.exit_code)
+        fail(with_hint(exc), exc.exit_code, exc)
     except typer.TyperException as exc:  # typer's (vendored) click: bad command, option or argument
         if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its command (typer checks so too)
             typer.echo(exc.format_message())  # the group's help
@@ -1052,7 +1137,7 @@ def main() -> None:
     except BaseException as exc:  # a bug (also asyncio's CancelledError), or damage no check foresaw
         if isinstance(exc, SystemExit) or os.environ.get("STELLA_TRACEBACK"):
             raise
-        fail(f"unexpected {type(exc).__name__}: {exc} (set STELLA_TRACEBACK=1 to see where)", 1)
+        fail(f"unexpected {type(exc).__name__}: {exc} (set STELLA_TRACEBACK=1 to see where)", 1, exc)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 
+QUIET = False  # `stella --quiet`: no table and no progress bar (errors and JSON still print)
+
+
 @functools.cache
 def console(*, stderr: bool = False) -> Console:
     """The rich console on stdout (or stderr), made on first use."""
@@ -34,7 +37,11 @@ def progress(label: str, *, show: bool) -> Progress:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     return Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), console=console(stderr=True), disable=not show
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console(stderr=True),
+        disable=QUIET or not show,
     )
 
 
@@ -73,6 +80,8 @@ class Lines:
         assert self._last is not None
         done, total = self._printed = self._last
         self._shown = time.monotonic()
+        if QUIET:
+            return
         of = f" of {total}" if total is not None else ""
         sys.stderr.write(f"{self.label}: {done}{of}\n")
         sys.stderr.flush()
@@ -95,6 +104,8 @@ def emit(data: Any, fmt: Format, *, columns: Sequence[str] | None = None, title:
     data = to_dict(data)
     if fmt is Format.json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    if QUIET:
         return
     from rich.table import Table
 

@@ -20,13 +20,18 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, cast
 
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, StorageUnavailable
 from locker.files import fsync_dir
 
 _CHUNK = 1 << 20
+
+
+class DiskUsage(NamedTuple):
+    total: int
+    free: int  # for an unprivileged writer
 
 
 class BlobStore:
@@ -53,10 +58,16 @@ class BlobStore:
 
     def free_bytes(self) -> int | None:
         """Free bytes for an unprivileged writer on this store's file system; None if unknown."""
+        usage = self.disk_usage()
+        return None if usage is None else usage.free
+
+    def disk_usage(self) -> DiskUsage | None:
+        """Size and free bytes of this store's file system; None if unknown."""
         try:
-            return shutil.disk_usage(self.root).free
+            total, _, free = shutil.disk_usage(self.root)
         except OSError:
             return None
+        return DiskUsage(total, free)
 
     def exists(self, artifact_id: str) -> bool:
         return self.path(artifact_id).is_file()

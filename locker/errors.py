@@ -2,7 +2,8 @@
 
 Each class carries the exit code the CLI maps it to (see README, "Exit codes"):
 0 success, 1 the answer is "no", 2 usage error, 3 timed out waiting for the service,
-4 broker or storage unreachable, 5 refused (bad input, unsafe request).
+4 broker or storage unreachable, 5 refused (bad input, unsafe request); and a `hint`, what to do
+next, which the CLI adds to a message that does not already name a `stella` command.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ class LockerError(Exception):
     """Root of every error the locker raises on purpose."""
 
     exit_code = 1
+    hint = "`stella doctor` checks the whole locker"
 
 
 # Domain: the answer is "no".
@@ -19,6 +21,7 @@ class NotFound(LockerError):
     """Something asked for does not exist (an artifact, a backup, an anchor)."""
 
     exit_code = 1
+    hint = "check the id (`stella evidence index lookup <id>`, `stella evidence anchor list`)"
 
 
 class ArtifactNotFound(NotFound):
@@ -32,6 +35,7 @@ class IntegrityError(LockerError):
     """Stored bytes do not match what they should be; carries expected vs actual."""
 
     exit_code = 1
+    hint = "runbook INC-001: `stella evidence verify-report --latest --filter failed`"
 
     def __init__(self, what: str, expected: str, actual: str) -> None:
         super().__init__(f"{what}: expected {expected}, got {actual}")
@@ -42,11 +46,13 @@ class IntegrityError(LockerError):
 # Usage.
 class UsageError(LockerError):
     exit_code = 2
+    hint = "`stella <command> --help` shows the options"
 
 
 # Waiting for the service.
 class TimedOut(LockerError):
     exit_code = 3
+    hint = "`stella service status` and `stella doctor --category evidence` tell why the service is slow"
 
 
 # Infrastructure.
@@ -54,14 +60,15 @@ class Unreachable(LockerError):
     """The broker or the storage could not be reached."""
 
     exit_code = 4
+    hint = "`stella doctor` names what is down"
 
 
 class BrokerUnavailable(Unreachable):
-    pass
+    hint = "`stella broker status`, `stella doctor --category kafka`"
 
 
 class StorageUnavailable(Unreachable):
-    pass
+    hint = "`stella doctor --category storage`"
 
 
 class StoreDamaged(LockerError):
@@ -69,11 +76,14 @@ class StoreDamaged(LockerError):
     row). Not `Unreachable`: retrying cannot help, the store must be rebuilt from the log."""
 
     exit_code = 4
+    hint = "rebuild it from the log: `stella evidence index rebuild`"
 
 
 class StartFailed(LockerError):
     """A background process (the service, the broker) ended while starting. `exit_code` is the
     one it ended with when that is a documented code (1-5), else 1."""
+
+    hint = "`stella service status` shows its log"
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
@@ -85,6 +95,7 @@ class Refused(LockerError):
     """Bad input or an unsafe request; nothing was changed."""
 
     exit_code = 5
+    hint = "nothing was changed: correct the input and run it again"
 
 
 class InvalidInput(Refused):

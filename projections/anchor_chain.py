@@ -20,6 +20,7 @@ from locker.errors import InvalidInput
 
 ANCHOR, RECOVERY, JUNK = "anchor", "recovery", "junk"
 UNCHECKED = "ok (signature not checked: no key)"
+GOOD = ("ok", UNCHECKED)  # the statuses of an anchor that passed every check made
 
 
 class ChainEntry(msgspec.Struct, frozen=True, kw_only=True):

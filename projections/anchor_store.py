@@ -19,6 +19,8 @@ from projections.anchor_chain import (
     BY_ID,
     BY_TIME,
     ENTRY,
+    GOOD,
+    JUNK,
     LATEST,
     ChainEntry,
     apply,
@@ -101,6 +103,21 @@ class AnchorStore(TrackedStore):
             offsets.append(int(key.rsplit(b"/", 1)[1]))
         found = [self.entry(offset) for offset in sorted(offsets)]
         return [entry for entry in found if entry is not None]
+
+    def broken_links(self) -> int:
+        """Anchors of the latest anchor's chain that fail their checks, and unreadable records
+        since that chain's first anchor: 0 when the chain verifies. Chains a new chain replaced
+        keep their breaks on record and are not counted."""
+        latest = self.latest()
+        if latest is None:
+            return 0
+        prefix = member_prefix(latest.chain_id)
+        offsets = [int(key[len(prefix) :]) for key, _ in self.scan(prefix)]
+        entries = (self.entry(offset) for offset in offsets)
+        broken = sum(1 for e in entries if e is not None and e.status not in GOOD)
+        start = b"%020d" % offsets[0] if offsets else b""
+        junk = sum(1 for _, value in self.scan(ENTRY, start) if decode_entry(value).kind == JUNK)
+        return broken + junk
 
     # The one writer.
     def apply(self, offset: int, raw: bytes, verifier: signing.Verifier | None) -> list[ChainEntry]:

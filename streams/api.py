@@ -42,8 +42,9 @@ from projections.merkle_store import MerkleStore
 from projections.storage_stats import stats as storage_stats
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
-from streams import metrics, openapi
+from streams import openapi
 from streams.kafka import fetch_value
+from streams.metrics import CONTENT_TYPE, Metrics, Snapshot
 from streams.provenance import provenance
 from streams.runtime import Loop
 from streams.topics import Topics
@@ -65,6 +66,7 @@ def install_api(
     verifier_key: str,
     loops: Sequence[Loop],
     verifications: VerifyStore,
+    metrics: Metrics,
 ) -> None:
     topics = Topics(settings.topic_prefix)
     served: web.Application = app.web.web_app  # type: ignore[attr-defined]  # faust's aiohttp driver
@@ -140,20 +142,35 @@ def install_api(
     @app.page("/artifacts/{artifact_id}")
     class Artifact(View):
         async def get(self, request: Request, artifact_id: str) -> Response:
+            started = time.perf_counter()
+            try:
+                outcome, response = await self.retrieve(artifact_id)
+            except Exception:
+                metrics.retrievals.labels("error").inc()
+                raise  # answered by `json_errors`
+            metrics.retrievals.labels(outcome).inc()
+            if outcome == "ok":
+                metrics.retrieval_latency.observe(time.perf_counter() - started)
+            return response
+
+        async def retrieve(self, artifact_id: str) -> tuple[str, Response]:
+            """The answer, and its outcome for /metrics (`streams.metrics.RETRIEVAL_OUTCOMES`)."""
             record = indexed(self, artifact_id)
             if not isinstance(record, ArtifactRecord):
-                return record
+                return ("invalid" if record.status == 400 else "not-found"), record
             if not record.servable:  # never served as if it were good
-                return self.json({"error": record.status, "detail": record.status_reason}, status=409)
+                body = {"error": record.status, "detail": record.status_reason}
+                return "unservable", self.json(body, status=409)
             try:
                 data = await asyncio.to_thread(blobs.read_checked, artifact_id)
             except ArtifactNotFound:
                 detail = f"{artifact_id} is indexed but its blob is missing"
-                return self.json({"error": "blob-missing", "detail": detail}, status=409)
+                return "blob-missing", self.json({"error": "blob-missing", "detail": detail}, status=409)
             except IntegrityError as error:
-                return self.json({"error": "integrity-mismatch", "detail": str(error)}, status=409)
+                body = {"error": "integrity-mismatch", "detail": str(error)}
+                return "integrity-mismatch", self.json(body, status=409)
             # as a header: aiohttp refuses a content_type argument with a charset parameter
-            return self.bytes(data, headers={"Content-Type": served_type(record.media_type)})
+            return "ok", self.bytes(data, headers={"Content-Type": served_type(record.media_type)})
 
     @app.page("/artifacts/{artifact_id}/meta")
     class ArtifactMeta(View):
@@ -267,27 +284,42 @@ def install_api(
         return web.Response(body=body, content_type="application/json")
 
     rendered: list[tuple[float, bytes]] = []  # (when, body): the last exposition, kept METRICS_TTL
+    broken: dict[int, int] = {}  # the chain's applied position -> its broken links, counted once
 
     async def metrics_text(request: web.Request) -> web.StreamResponse:
         now = time.monotonic()
         if not rendered or now - rendered[0][0] > METRICS_TTL:
-            rendered[:] = [(now, render_metrics().encode())]
+            lag = {loop.name: await loop.lag() for loop in loops}
+            rendered[:] = [(now, metrics.render(snapshot(lag)))]
         return web.Response(body=rendered[0][1], headers={"Content-Type": METRICS_TYPE})
 
-    def render_metrics() -> str:
+    def snapshot(lag: dict[str, dict[int, int]]) -> Snapshot:
         latest = chain.latest()
         created = None if latest is None or latest.created_at is None else latest.created_at.timestamp()
+        position = chain.resume_at(0)
+        if position not in broken:
+            broken.clear()
+            broken[position] = chain.broken_links()
         failures, last_run = verifications.summary()
-        return metrics.exposition(
+        usage = blobs.disk_usage()
+        sizes = {p: trees.tree_size(p) for p in trees.applied()}
+        anchored = (
+            {} if latest is None else {h.partition: h.tree_size for h in latest.anchor().body.partitions}
+        )
+        return Snapshot(
             artifacts=index.count(),
             stored_bytes=index.total_bytes(),
-            tree_sizes={p: trees.tree_size(p) for p in trees.applied()},
+            tree_sizes=sizes,
             anchor_age=None if created is None else time.time() - created,
-            loops={loop.name: loop.seconds for loop in loops},
+            unanchored=sum(max(size - anchored.get(p, 0), 0) for p, size in sizes.items()),
+            broken_links=broken[position],
             integrity_failures=failures,
             last_run=last_run,
-            free_bytes=blobs.free_bytes(),
+            free_bytes=None if usage is None else usage.free,
+            capacity_bytes=None if usage is None else usage.total,
             reserve_bytes=reserve,
+            lag=lag,
+            loop_seconds={loop.name: loop.seconds for loop in loops},
         )
 
     reserve = settings.free_space_reserve
@@ -298,7 +330,7 @@ def install_api(
 # /metrics is rendered at most every METRICS_TTL seconds: scrapers poll every few seconds at the
 # most, and 200 clients at once then cost what `/anchors/latest` costs (README, "Performance").
 METRICS_TTL = 0.5
-METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_TYPE = CONTENT_TYPE
 
 
 def error_status(error: LockerError) -> int:

@@ -58,6 +58,7 @@ from streams.anchoring import Anchorer
 from streams.api import install_api
 from streams.blob_writer import BlobWriter
 from streams.kafka import Record
+from streams.metrics import Metrics
 from streams.publisher import BatchPublisher
 from streams.reader import read_range
 from streams.replicate import Replicating
@@ -281,7 +282,9 @@ def create_app(
             max_records=8,  # tasks of 64 artifacts: up to 512 blobs a batch
         )
     )
+    metrics = Metrics()
     for loop in loops:
+        loop.counting = metrics
         app.add_dependency(loop)
 
     async def refuse(record: Record, error: InvalidInput) -> None:
@@ -607,6 +610,7 @@ def create_app(
         verifier_key="" if verifier is None else verifier.vkey,
         loops=loops,
         verifications=verifications,
+        metrics=metrics,
     )
     return app
 

@@ -64,6 +64,7 @@ def handle(services: Services, records: list[Record]) -> Outbox:
             )
         else:  # new, or indexed but its blob is gone: (re)stored, then recorded as ingested
             fresh[artifact_id] = sub.content
+            out.counts["ingested", sub.kind] += 1
             event = ArtifactIngested(
                 artifact_id=artifact_id,
                 size=len(sub.content),

@@ -33,8 +33,8 @@ async def broker_errors(settings: Settings) -> AsyncIterator[None]:
 async def admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     async with broker_errors(settings):
         client = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
-        await client.start()
         try:
+            await client.start()
             yield client
         finally:
             await client.close()
@@ -52,8 +52,8 @@ async def producer(settings: Settings, **overrides: object) -> AsyncIterator[AIO
     options.update(overrides)
     async with broker_errors(settings):
         client = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **options)
-        await client.start()
-        try:
+        try:  # stopped also when it cannot start: an unstopped client warns on stderr when collected
+            await client.start()
             yield client
         finally:
             await client.stop()
@@ -70,8 +70,8 @@ async def consumer(settings: Settings, **overrides: object) -> AsyncIterator[AIO
     options.update(overrides)
     async with broker_errors(settings):
         client = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **options)
-        await client.start()
-        try:
+        try:  # stopped also when it cannot start: an unstopped client warns on stderr when collected
+            await client.start()
             yield client
         finally:
             await client.stop()

@@ -25,7 +25,7 @@ from locker.errors import ArtifactNotFound, InvalidInput
 from locker.events import decode
 from locker.times import iso_utc
 from locker.verification import outcome_decoder
-from projections.anchor_chain import UNCHECKED
+from projections.anchor_chain import GOOD
 from projections.anchor_store import AnchorStore
 from projections.provenance import step as provenance_step
 from projections.store import IndexStore
@@ -146,7 +146,7 @@ def _anchors(chain: AnchorStore) -> Callable[[int, int], str | None]:
     """(partition, offset) -> id of the first anchor whose signed tree covers it, or None."""
     by_partition: dict[int, tuple[list[int], list[str]]] = {}
     for entry in chain.anchors():
-        if entry.status not in ("ok", UNCHECKED):
+        if entry.status not in GOOD:
             continue  # a broken anchor covers nothing
         anchor = entry.anchor()
         for head in anchor.body.partitions:

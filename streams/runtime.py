@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,13 +60,15 @@ class Outbox:
 
     `blobs` are made durable first, then `messages` and `dead` letters are published and
     acknowledged, then `writes` run in order (each writes its rows and its applied position in
-    one batch), then the batch is committed.
+    one batch), then the batch is committed. `counts` (a counter name of `streams.metrics`
+    and its label -> how many) go to /metrics once all that is done.
     """
 
     blobs: list[tuple[str, bytes]] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     dead: list[tuple[Record, DeadLetter]] = field(default_factory=list)
     writes: list[Callable[[], object]] = field(default_factory=list)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def dead_letter(record: Record, error: InvalidInput) -> DeadLetter:
@@ -78,6 +80,13 @@ def dead_letter(record: Record, error: InvalidInput) -> DeadLetter:
         source_offset=record.offset,
         rejected_at=datetime.now(UTC),
     )
+
+
+class Counting(Protocol):
+    """What the runtime tells /metrics (`streams.metrics.Metrics`)."""
+
+    def carried_out(self, loop: str, out: Outbox) -> None:
+        """A batch of `loop` was carried out as `out` says."""
 
 
 class Publisher(Protocol):
@@ -125,6 +134,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         blob_sink: BlobSink | None = None,
         on_batch: Callable[[list[Record]], Awaitable[None]] | None = None,
         max_records: int = 2000,
+        counting: Counting | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -139,6 +149,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         self.blob_sink = blob_sink
         self.on_batch = on_batch
         self.max_records = max_records
+        self.counting = counting
         self.consumer: AIOKafkaConsumer | None = None
         self.condition = "starting"
         self.error = ""
@@ -205,6 +216,28 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
     @property
     def assigned(self) -> bool:
         return self.consumer is not None and bool(self.consumer.assignment())
+
+    async def lag(self) -> dict[int, int]:
+        """Records on each assigned partition not yet carried out: past what the tracked stores
+        applied, else past the consumer's position (what it has fetched). A partition no fetch has
+        answered for yet is left out."""
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        lag = {}
+        for tp in sorted(consumer.assignment()):
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            if self.tracked:
+                done = min(store.resume_at(tp.partition) for store in self.tracked)
+            else:
+                try:  # known at once once the partition is positioned
+                    done = await asyncio.wait_for(consumer.position(tp), 0.05)
+                except (TimeoutError, KafkaError):
+                    continue
+            lag[tp.partition] = max(0, end - done)
+        return lag
 
     def status(self) -> dict[str, object]:
         return {
@@ -303,6 +336,8 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
                 partition=record.partition,
                 offset=record.offset,
             )
+        if self.counting is not None:
+            self.counting.carried_out(self.name, out)
         self.batches += 1
         self.records += len(batch)
         self.last_batch_at = time.monotonic()

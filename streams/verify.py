@@ -178,6 +178,7 @@ def _judged(
     for artifact_id, size in todo:
         outcome = _outcome(task, artifact_id, size, next(found), now)
         outcomes.append(outcome)
+        out.counts["verifications", outcome.outcome] += 1
         key = artifact_id.encode()
         out.messages.append(Message(v.topics.verifications, key, verification.encode(outcome)))
         if outcome.outcome == "ok":

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from locker import submissions
 from locker.config import Settings
@@ -104,3 +107,16 @@ def assert_trees_match_the_log(settings: Settings) -> None:
             values = [r.value for r in sorted(records, key=lambda r: r.offset) if r.partition == partition]
             assert trees.tree_size(partition) == len(values), partition
             assert trees.root(partition) == mth(values), partition
+
+
+def scrape(settings: Settings) -> dict[str, float]:
+    """The service's /metrics, parsed by the Prometheus client's parser: `name` or
+    `name{label="value",...}` (labels in name order) -> value."""
+    with urllib.request.urlopen(settings.api_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out

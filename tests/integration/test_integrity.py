@@ -25,7 +25,7 @@ from locker.digests import digest_of
 from locker.events import ArtifactVerificationFailed, VerificationCompleted, VerificationStarted
 from streams.kafka import create_topics
 from tests.conftest import run_cli
-from tests.integration.helpers import events, ingest, wait_for
+from tests.integration.helpers import events, ingest, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,9 +91,10 @@ def test_full_and_quick_runs_find_every_damaged_blob(running: Settings) -> None:
     )
     assert {a["artifact_id"]: a["outcome"] for a in full["artifacts"]} == expected
     assert run["completed_at"] and run["outcomes_digest"].startswith("sha256:")
-    metrics = http(running, "/metrics")[1].decode()
-    assert "stella_evidence_integrity_failures_total 10\n" in metrics  # 5 by the quick runs, 5 by this one
-    assert 'stella_evidence_verification_last_run_artifacts{mode="full",outcome="missing"} 1\n' in metrics
+    metrics = scrape(running)
+    assert metrics["stella_evidence_integrity_failures_total"] == 10  # 5 by the quick runs, 5 by this one
+    assert metrics['stella_evidence_verification_last_run_artifacts{mode="full",outcome="missing"}'] == 1
+    assert metrics['stella_evidence_verifications_total{outcome="mismatch"}'] >= 1
 
     # The runbook's reports.
     latest = cli_json("evidence", "verify-report", "--latest", "--filter", "failed", code=1)

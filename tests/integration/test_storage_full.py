@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from locker.cas import BlobStore
 from locker.digests import digest_of
 from streams.kafka import create_topics
 from tests.conftest import run_cli
-from tests.integration.helpers import dead_letters, index_count, wait_for
+from tests.integration.helpers import dead_letters, index_count, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -81,10 +80,10 @@ def test_a_full_disk_refuses_ingest_cleanly_and_recovers(small_disk: Path, tmp_p
         assert json.loads(run_cli("evidence", "verify", "--mode", "full", "--format", "json").stdout)["run"][
             "ok"
         ] == len(accepted)
-        status = json.loads(run_cli("service", "status", "--format", "json").stdout)
-        metrics = urllib.request.urlopen(f"{status['api_url']}/metrics", timeout=10).read().decode()
-        assert "stella_evidence_storage_free_bytes " in metrics
-        assert f"stella_evidence_storage_reserve_bytes {8 * MIB}" in metrics
+        metrics = scrape(settings)
+        assert "stella_evidence_storage_free_bytes" in metrics
+        assert metrics["stella_evidence_storage_reserve_bytes"] == 8 * MIB
+        assert metrics['stella_evidence_rejected_total{loop="ingest",reason="storage-full"}'] >= 1
 
         # Room again: the refused artifacts are accepted when submitted again, nothing is lost.
         filler.unlink()

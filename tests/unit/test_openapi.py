@@ -20,8 +20,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, st
     """(method, path) of every route of the API, as the worker serves it once its server starts."""
     monkeypatch.setenv("STELLA_HOME", str(tmp_path))
     app = faust.App("openapi-test", web_enabled=True)
-    stores = {name: mock.Mock() for name in ("blobs", "index", "trees", "chain", "verifications")}
-    install_api(app, settings=config.load(), verifier_key="", loops=[], **stores)
+    parts = {name: mock.Mock() for name in ("blobs", "index", "trees", "chain", "verifications", "metrics")}
+    install_api(app, settings=config.load(), verifier_key="", loops=[], **parts)
     app.web.init_server()  # what starting the server does: faust's own blueprints would be added here
     router = app.web.web_app.router  # type: ignore[attr-defined]
     return {(route.method, route.resource.canonical) for route in router.routes()}
