@@ -50,3 +50,35 @@ def test_colour_follows_no_color(home: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("NO_COLOR", "1")
     plain = stella(home, *args).stdout
     assert "ok" in plain and not any(f"\x1b[3{n}m" in plain for n in range(8))
+
+
+def leaf_commands() -> list[tuple[str, ...]]:
+    import typer.main
+
+    from cli.main import app
+
+    def walk(command: object, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], object]]:
+        subs = getattr(command, "commands", None)
+        if subs is None:
+            return [(path, command)]
+        return [leaf for name, sub in subs.items() for leaf in walk(sub, (*path, name))]
+
+    found = walk(typer.main.get_command(app), ())
+    without = [" ".join(p) for p, c in found if "--format" not in {o for q in c.params for o in q.opts}]  # type: ignore[attr-defined]
+    assert not without, f"commands without --format: {without}"
+    return [p for p, _ in found]
+
+
+def test_every_command_takes_format_json(home: Path) -> None:
+    assert len(leaf_commands()) > 40
+    # Those that answer without a broker, parsed here; the integration tests parse the others'.
+    for args in (
+        ("config", "list"),
+        ("config", "get", "Kafka:Bootstrap"),
+        ("evidence", "exists", ZERO),
+        ("doctor", "--check", "check.evidence.config"),
+        ("evidence", "cleanup", "--temp-only", "--dry-run"),
+    ):
+        proc = stella(home, *args, "--format", "json")
+        assert proc.returncode in (0, 1), (args, proc.stderr)
+        json.loads(proc.stdout)
