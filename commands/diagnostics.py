@@ -31,7 +31,7 @@ import msgspec
 
 from locker.archives import tar_info
 from locker.config import Settings
-from locker.errors import LockerError, Refused
+from locker.errors import LockerError, Refused, StorageUnavailable
 from locker.files import new_file
 
 SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|sasl|api_?key", re.IGNORECASE)
@@ -61,14 +61,7 @@ def collect(
     members["README.md"] = _readme(settings, days, errors).encode()
     secrets = known_secrets(settings)
     members = {name: redact(data, secrets) for name, data in members.items()}
-    now = int(time.time())
-    with (
-        new_file(output) as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=now) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for name, data in members.items():
-            tar.addfile(tar_info(f"diagnostics/{name}", len(data), now), io.BytesIO(data))
+    _write(output, members)
     return {
         "output": str(output),
         "bytes": output.stat().st_size,
@@ -76,6 +69,24 @@ def collect(
         "sections_failed": errors,
         "days": days,
     }
+
+
+def _write(output: Path, members: dict[str, bytes]) -> None:
+    """A gzip-compressed tar of `members` under `diagnostics/`, synced and linked into place."""
+    now = int(time.time())
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            new_file(output) as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=now) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for name, data in members.items():
+                tar.addfile(tar_info(f"diagnostics/{name}", len(data), now), io.BytesIO(data))
+    except FileExistsError:
+        raise Refused(f"{output} exists; diagnostics never overwrite a file") from None
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot write the bundle {output}: {exc.strerror or exc}") from exc
 
 
 def _sections(settings: Settings, days: int) -> Iterator[tuple[str, Callable[[], bytes]]]:
