@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 
@@ -42,7 +41,7 @@ from projections.merkle_store import MerkleStore
 from projections.storage_stats import stats as storage_stats
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
-from streams import openapi
+from streams import openapi, serving
 from streams.kafka import fetch_value
 from streams.metrics import CONTENT_TYPE, Metrics, Snapshot
 from streams.provenance import provenance
@@ -141,10 +140,10 @@ def install_api(
 
     @app.page("/artifacts/{artifact_id}")
     class Artifact(View):
-        async def get(self, request: Request, artifact_id: str) -> Response:
+        async def get(self, request: Request, artifact_id: str) -> Response | web.StreamResponse:
             started = time.perf_counter()
             try:
-                outcome, response = await self.retrieve(artifact_id)
+                outcome, response = await self.retrieve(request, artifact_id)
             except Exception:
                 metrics.retrievals.labels("error").inc()
                 raise  # answered by `json_errors`
@@ -153,7 +152,9 @@ def install_api(
                 metrics.retrieval_latency.observe(time.perf_counter() - started)
             return response
 
-        async def retrieve(self, artifact_id: str) -> tuple[str, Response]:
+        async def retrieve(
+            self, request: Request, artifact_id: str
+        ) -> tuple[str, Response | web.StreamResponse]:
             """The answer, and its outcome for /metrics (`streams.metrics.RETRIEVAL_OUTCOMES`)."""
             record = indexed(self, artifact_id)
             if not isinstance(record, ArtifactRecord):
@@ -161,16 +162,14 @@ def install_api(
             if not record.servable:  # never served as if it were good
                 body = {"error": record.status, "detail": record.status_reason}
                 return "unservable", self.json(body, status=409)
-            try:
-                data = await asyncio.to_thread(blobs.read_checked, artifact_id)
+            try:  # faust's aiohttp driver hands its views aiohttp's request
+                return await serving.send(request, blobs, artifact_id, record.media_type)  # type: ignore[arg-type]
             except ArtifactNotFound:
                 detail = f"{artifact_id} is indexed but its blob is missing"
                 return "blob-missing", self.json({"error": "blob-missing", "detail": detail}, status=409)
             except IntegrityError as error:
                 body = {"error": "integrity-mismatch", "detail": str(error)}
                 return "integrity-mismatch", self.json(body, status=409)
-            # as a header: aiohttp refuses a content_type argument with a charset parameter
-            return "ok", self.bytes(data, headers={"Content-Type": served_type(record.media_type)})
 
     @app.page("/artifacts/{artifact_id}/meta")
     class ArtifactMeta(View):
@@ -378,19 +377,6 @@ async def query_as_documented(request: web.Request, handler: Handler) -> web.Str
             detail = f"give {', '.join(repeated)} once"
             return web.json_response({"error": "repeated-query", "detail": detail}, status=400)
     return await handler(request)
-
-
-# type "/" subtype *(";" parameter) (RFC 9110 8.3.1), in printable ASCII: the media type a
-# producer gave, as a header
-_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PARAMETER = rf'[ \t]*;[ \t]*{_TCHARS}=(?:{_TCHARS}|"[\t !#-\[\]-~]*")'  # quoted: no " or \
-_MEDIA_TYPE = re.compile(rf"{_TCHARS}/{_TCHARS}(?:{_PARAMETER})*")
-
-
-def served_type(media_type: str) -> str:
-    """The Content-Type of an artifact's bytes: its media type if that is one (producers may
-    write anything there, even line breaks), else application/octet-stream."""
-    return media_type if _MEDIA_TYPE.fullmatch(media_type) else "application/octet-stream"
 
 
 def storage_health(blobs: BlobStore, max_content_bytes: int) -> dict[str, object]:

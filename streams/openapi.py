@@ -191,6 +191,22 @@ def get(operation_id: str, summary: str, ok: Schema, errors: str, *parameters: S
     return {"get": operation}
 
 
+def with_responses(operation: Schema, more: Schema) -> Schema:
+    """`operation` (a `get`) answering `more` too."""
+    operation["get"]["responses"].update(more)
+    return operation
+
+
+def header(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
 def path(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
 
@@ -250,15 +266,26 @@ PATHS: dict[str, Schema] = {
             "explode": True,  # the object's properties are the query's parameters
         },
     ),
-    "/artifacts/{artifact_id}": get(
-        "getArtifact",
-        "The artifact's bytes, checked against its id as they are read.",
+    "/artifacts/{artifact_id}": with_responses(
+        get(
+            "getArtifact",
+            "The artifact's bytes, checked against its id as they are read (`streams.serving`): "
+            "always an attachment, with `X-Content-Type-Options: nosniff` and the digest as ETag.",
+            {
+                "description": "The bytes, with the producer's media type if it is an evidence type "
+                "(without parameters), else application/octet-stream.",
+                "content": {"*/*": {"schema": {}}},
+            },
+            "400 404 409 503",
+            ARTIFACT_ID,
+            header("Range", "One range of bytes (`bytes=first-last`, `bytes=first-`, `bytes=-n`)."),
+            header("If-None-Match", "The ETag (the quoted digest) the client has: 304 if it matches."),
+        ),
         {
-            "description": "The bytes, with the media type the producer gave (or octet-stream).",
-            "content": {"*/*": {"schema": {}}},
+            "206": {"description": "The range asked for.", "content": {"*/*": {"schema": {}}}},
+            "304": {"description": "Not modified: the client's copy is this artifact."},
+            "416": {"description": "The range starts past the end (`Content-Range: bytes */size`)."},
         },
-        "400 404 409 503",
-        ARTIFACT_ID,
     ),
     "/artifacts/{artifact_id}/meta": get(
         "getArtifactMeta",

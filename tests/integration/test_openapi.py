@@ -76,6 +76,8 @@ def seed(settings: Settings) -> dict[str, list[Any]]:
         "new": [new],
         "run_id": [run],
         "filter": ["failed", "ok", "mismatch"],
+        "Range": ["bytes=0-3", "bytes=-2", "bytes=999999-", "bytes=0-1,3-4"],
+        "If-None-Match": [f'"{first[1]}"', '"something else"', "*"],
     }
 
 
@@ -90,11 +92,12 @@ def seeded_cases(operation: APIOperation, known: dict[str, list[Any]]) -> list[C
         for value in known[name]:
             chosen = {**required, name: value}
             path = {n: v for n, v in chosen.items() if where[n] == "path"}
+            headers = {n: v for n, v in chosen.items() if where[n] == "header"}
             query: dict[str, str] = {}
             for n, v in chosen.items():
                 if where[n] == "query":  # an object's properties are parameters of their own (explode)
                     query.update(v if isinstance(v, dict) else {n: v})
-            cases.append(operation.Case(path_parameters=path, query=query))
+            cases.append(operation.Case(path_parameters=path, query=query, headers=headers))
     return cases or [operation.Case()]
 
 
@@ -142,7 +145,7 @@ def test_the_api_answers_as_documented(anchoring: Settings) -> None:
             except FAILED as exc:
                 failures.append(f"{operation.label}, {mode.value} cases: {exc}")
     assert not failures, "\n\n".join(failures)
-    assert served_types(base_url) == [MEDIA_TYPES[0], "application/octet-stream", "application/octet-stream"]
+    assert served_types(base_url) == ["text/plain", "application/octet-stream", "application/octet-stream"]
 
 
 def served_types(base_url: str) -> list[str]:
