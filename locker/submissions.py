@@ -10,6 +10,7 @@ stable reason code (`locker.decoding.REASONS` for what does not decode, then `to
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from typing import Union
 
@@ -21,6 +22,7 @@ from locker.errors import InvalidInput
 from locker.events.ingest import Kind
 
 MAX_TEXT = 256
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line and paragraph separators
 MAX_SUBJECTS = 1024
 
 
@@ -89,6 +91,16 @@ def check(raw: bytes | None, key: bytes | None, *, max_content_bytes: int) -> Ac
             raise InvalidInput("schema-invalid", f"{name} is longer than {MAX_TEXT} characters")
     if len(submission.submission_id) > 128:
         raise InvalidInput("schema-invalid", "submission_id is longer than 128 characters")
+    for name, text in (
+        ("producer", submission.producer),
+        ("media_type", submission.media_type),
+        ("submission_id", submission.submission_id),
+    ):
+        if (control := CONTROL.search(text)) is not None:  # they reach headers, logs and terminals
+            where = control.start()
+            raise InvalidInput(
+                "schema-invalid", f"{name} has a control character (U+{ord(text[where]):04X}) at {where}"
+            )
     if len(submission.subjects) > MAX_SUBJECTS:
         raise InvalidInput("schema-invalid", f"more than {MAX_SUBJECTS} subjects")
     for subject in submission.subjects:

@@ -184,3 +184,29 @@ def test_missing_type_means_artifact() -> None:
     data = json.dumps({"content": base64.b64encode(CONTENT).decode()}).encode()
     expected = "sha256:" + hashlib.sha256(CONTENT).hexdigest()
     assert submissions.check(data, None, max_content_bytes=LIMIT).artifact_id == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("producer", "ci\r\nX-Injected: yes"),
+        ("producer", "\x1b[31mred"),
+        ("media_type", "text/plain\nx"),
+        ("media_type", "text/plain\x00"),
+        ("submission_id", "s\x85-1"),
+        ("producer", "a\u2028b"),
+    ],
+)
+def test_control_characters_are_refused_where_they_could_reach_a_header_or_a_terminal(
+    field: str, value: str
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        check(raw(**{field: value}), None, max_content_bytes=LIMIT)
+    assert info.value.reason == "schema-invalid" and field in info.value.detail
+
+
+def test_printable_text_is_kept() -> None:
+    accepted = check(
+        raw(producer="CI ☃ build #7", media_type='text/plain; charset="utf-8"'), None, max_content_bytes=LIMIT
+    )
+    assert accepted.submission.producer == "CI ☃ build #7"
