@@ -323,16 +323,25 @@ def evidence_ingest(
 
 @evidence.command("exists")
 def evidence_exists(artifact_id: IdArg, fmt: FormatOpt = Format.table) -> None:
-    """Exit 0 if the artifact is in the locker, 1 if not."""
+    """Exit 0 if the artifact is in the locker (indexed, its blob in storage), 1 if not, saying why."""
     from commands import queries
 
     answer = queries.exists(settings(), artifact_id)
     if fmt is Format.json:
         emit(answer, fmt)
     else:
-        typer.echo("exists" if answer["exists"] else "not found")
+        typer.echo(EXISTS_SAYS[answer["state"]])
     if not answer["exists"]:
         raise typer.Exit(1)
+
+
+EXISTS_SAYS = {
+    "present": "exists",
+    "not-found": "not found",
+    "blob-missing": "blob-missing: indexed, its blob not in storage (`stella evidence storage check <id>`)",
+    "expired": "expired: its blob was deleted by the retention policy",
+    "archived": "archived: its blob is in an archive (`stella evidence inspect <id>` says which)",
+}
 
 
 @evidence.command("inspect")

@@ -8,7 +8,7 @@ from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, LockerError
-from projections.index import ArtifactRecord
+from projections.index import GONE, ArtifactRecord
 from projections.store import IndexStore
 from projections.tracking import position_key
 from streams.topics import Topics
@@ -28,11 +28,27 @@ def find(settings: Settings, artifact_id: str) -> ArtifactRecord:
 
 
 def exists(settings: Settings, artifact_id: str) -> dict[str, Any]:
+    """Is the artifact in the locker: indexed and its blob in storage? `state` says which:
+    `present`, `not-found`, `blob-missing` (the log says it was ingested, storage does not have
+    it: a lost blob, or a forged or misrouted event), or the status that took the blob away
+    (`expired`, `archived`)."""
     parse_digest(artifact_id, what="artifact id")
     with index_store(settings) as index:
-        indexed = index.get(artifact_id) is not None
+        record = index.get(artifact_id)
     blob = BlobStore(settings.evidence_path).exists(artifact_id)
-    return {"artifact_id": artifact_id, "exists": indexed, "indexed": indexed, "blob_present": blob}
+    if record is None:
+        state = "not-found"
+    elif blob:
+        state = "present"
+    else:
+        state = record.status if record.status in GONE else "blob-missing"
+    return {
+        "artifact_id": artifact_id,
+        "exists": state == "present",
+        "state": state,
+        "indexed": record is not None,
+        "blob_present": blob,
+    }
 
 
 def lookup(settings: Settings, artifact_id: str) -> dict[str, Any]:

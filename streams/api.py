@@ -36,7 +36,7 @@ from locker.errors import ArtifactNotFound, IntegrityError, LockerError, NotFoun
 from locker.events import KINDS
 from projections import proofs
 from projections.anchor_store import AnchorStore
-from projections.index import ArtifactRecord
+from projections.index import GONE, ArtifactRecord
 from projections.merkle_store import MerkleStore
 from projections.storage_stats import stats as storage_stats
 from projections.store import IndexStore
@@ -177,7 +177,11 @@ def install_api(
             record = indexed(self, artifact_id)
             if not isinstance(record, ArtifactRecord):
                 return record
-            return self.json(record.public())
+            if await asyncio.to_thread(blobs.exists, artifact_id):
+                blob = "present"
+            else:
+                blob = "deleted" if record.status in GONE else "missing"
+            return self.json({**record.public(), "blob": blob})
 
     def live_chain() -> contextlib.AbstractContextManager[AnchorStore]:
         return contextlib.nullcontext(chain)

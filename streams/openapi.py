@@ -52,29 +52,29 @@ def ref(name: str) -> Schema:
 
 ERROR = obj({"error": STRING, "detail": STRING})
 
-ARTIFACT = obj(
-    {
-        "artifact_id": DIGEST,
-        "digest": DIGEST,
-        "size": COUNT,
-        "kind": {"enum": list(KINDS)},
-        "subjects": array(STRING),
-        "producer": STRING,
-        "media_type": STRING,
-        "status": {"enum": [INGESTED, VERIFICATION_FAILED, CORRUPTED, EXPIRED, ARCHIVED]},
-        "status_reason": STRING,
-        "replicated_at": nullable(TIME),
-        "ingested_at": TIME,
-        "hold": nullable(obj({"reason": STRING, "since": nullable(TIME)})),
-        "archive": nullable(obj({"archive_id": STRING, "location": STRING, "sha256": DIGEST})),
-        "format": nullable(STRING),
-        "predicate_type": nullable(STRING),
-        "dependencies": array(STRING),
-        "signature": nullable(
-            obj({"status": STRING, "signed_by": STRING, "transparency_log": nullable(STRING)})
-        ),
-    }
-)
+ARTIFACT_FIELDS: dict[str, Schema] = {
+    "artifact_id": DIGEST,
+    "digest": DIGEST,
+    "size": COUNT,
+    "kind": {"enum": list(KINDS)},
+    "subjects": array(STRING),
+    "producer": STRING,
+    "media_type": STRING,
+    "status": {"enum": [INGESTED, VERIFICATION_FAILED, CORRUPTED, EXPIRED, ARCHIVED]},
+    "status_reason": STRING,
+    "replicated_at": nullable(TIME),
+    "ingested_at": TIME,
+    "hold": nullable(obj({"reason": STRING, "since": nullable(TIME)})),
+    "archive": nullable(obj({"archive_id": STRING, "location": STRING, "sha256": DIGEST})),
+    "format": nullable(STRING),
+    "predicate_type": nullable(STRING),
+    "dependencies": array(STRING),
+    "signature": nullable(obj({"status": STRING, "signed_by": STRING, "transparency_log": nullable(STRING)})),
+}
+ARTIFACT = obj(ARTIFACT_FIELDS)
+# /meta also says whether storage holds the blob: `missing` for an indexed artifact whose blob is
+# not there (lost, or a forged or misrouted event), `deleted` when expiry or an archive took it.
+ARTIFACT_META = obj({**ARTIFACT_FIELDS, "blob": {"enum": ["present", "missing", "deleted"]}})
 
 ANCHOR_SUMMARY_FIELDS: dict[str, Schema] = {
     "anchor_id": DIGEST,
@@ -290,7 +290,7 @@ PATHS: dict[str, Schema] = {
     "/artifacts/{artifact_id}/meta": get(
         "getArtifactMeta",
         "The artifact's index record.",
-        json_body("The record.", ref("Artifact")),
+        json_body("The record, and whether storage holds its blob.", ref("ArtifactMeta")),
         "400 404 503",
         ARTIFACT_ID,
     ),
@@ -392,6 +392,7 @@ DOCUMENT: Schema = {
         "schemas": {
             "Error": ERROR,
             "Artifact": ARTIFACT,
+            "ArtifactMeta": ARTIFACT_META,
             "AnchorSummary": ANCHOR_SUMMARY,
             "Anchor": ANCHOR,
             "InclusionProof": INCLUSION,

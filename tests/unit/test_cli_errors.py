@@ -111,7 +111,13 @@ def test_exists_in_a_fresh_home_says_no_and_creates_nothing(home: Path) -> None:
     proc = stella(home, "evidence", "exists", ZERO)
     assert (proc.returncode, proc.stdout, proc.stderr) == (1, "not found\n", "")
     answer = json.loads(stella(home, "evidence", "exists", ZERO, "--format", "json").stdout)
-    assert answer == {"artifact_id": ZERO, "exists": False, "indexed": False, "blob_present": False}
+    assert answer == {
+        "artifact_id": ZERO,
+        "exists": False,
+        "state": "not-found",
+        "indexed": False,
+        "blob_present": False,
+    }
     assert not home.exists()  # read-only queries make no folders
 
 
