@@ -55,7 +55,7 @@ up: jars promtool
 	@echo
 	@echo "The locker is up. Try:"
 	@echo "  $(BIN)/stella evidence status"
-	@echo "  curl http://$$($(BIN)/stella config get Service:Host):$$($(BIN)/stella config get Service:Port)/artifacts?subject=$(EXAMPLE_SUBJECT)"
+	@echo "  curl -H \"Authorization: Bearer \$$(cat $$($(BIN)/stella config get Service:TokenFile))\" http://$$($(BIN)/stella config get Service:Host):$$($(BIN)/stella config get Service:Port)/artifacts?subject=$(EXAMPLE_SUBJECT)"
 
 down:
 	-$(BIN)/stella service stop

@@ -86,7 +86,7 @@ from confluent_kafka import Producer
 from commands import service
 from commands.anchors import ensure_key
 from commands.index import replay
-from locker import anchors, config, requests, signing, submissions
+from locker import anchors, config, requests, signing, submissions, tokens
 from locker.anchors import AnchorBody
 from locker.cas import BlobStore
 from locker.config import max_message_bytes
@@ -264,9 +264,11 @@ def lookups(settings: config.Settings, corpus: Corpus, n: int, rng: random.Rando
     host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
     conn = http.client.HTTPConnection(host, port, timeout=30)
 
+    auth = {"Authorization": "Bearer " + settings.token_file.read_text().strip()}
+
     def get(path: str) -> tuple[float, Any]:
         started = time.perf_counter()
-        conn.request("GET", path)
+        conn.request("GET", path, headers=auth)
         resp = conn.getresponse()
         body = resp.read()
         took = time.perf_counter() - started
@@ -598,6 +600,7 @@ def main() -> None:
             settings = new_locker(bootstrap, work)
             BlobStore(settings.evidence_path).ensure()
             ensure_key(settings)
+            tokens.create(settings.token_file)  # as `stella init` does: /artifacts?subject= needs it
             asyncio.run(create_topics(settings))
             service.start(settings)
             try:

@@ -102,6 +102,7 @@ def init(fmt: FormatOpt = Format.table) -> None:
     import asyncio
 
     from commands import anchors as anchor_ops
+    from locker import tokens
     from locker.cas import BlobStore
     from streams.kafka import create_topics
 
@@ -111,6 +112,7 @@ def init(fmt: FormatOpt = Format.table) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     created = asyncio.run(create_topics(s))
     key_created = anchor_ops.ensure_key(s)
+    token_created = tokens.create(s.token_file)
     emit(
         {
             "home": str(s.home),
@@ -118,6 +120,8 @@ def init(fmt: FormatOpt = Format.table) -> None:
             "topics_created": created,
             "signing_key": str(s.key_file),
             "signing_key_created": key_created,
+            "api_token_file": str(s.token_file),  # the token itself is never printed
+            "api_token_created": token_created,
             "verifier_key": anchor_ops.verifier(s).vkey,
         },
         fmt,

@@ -7,14 +7,15 @@ the effective config, and the tails of the service's and the broker's logs.
 
 Never a secret: config values whose key names a secret are replaced by name; then every member is
 searched for every secret value the locker knows of (the signing key file's contents and each of
-its parts, secret-named config values, and the values of secret-named environment variables) and
-each occurrence is replaced. A section that cannot be collected (broker down, no anchor yet) holds
-its error instead; the bundle is still written.
+its parts, the API token, secret-named config values, and the values of secret-named environment
+variables) and each occurrence is replaced. A section that cannot be collected (broker down, no
+anchor yet) holds its error instead; the bundle is still written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import io
 import json
@@ -113,11 +114,16 @@ def _recent_chain(settings: Settings, anchors: Any) -> dict[str, Any]:
     return {"anchors": listed[-50:], "anchors_in_all": len(listed), "latest_verified": latest}
 
 
+def _secret_key(key: str) -> bool:
+    """Does a config key name a secret value? (`...File` and `...Path` keys name where one is.)"""
+    return bool(SECRET_NAME.search(key)) and not key.endswith(("File", "Path"))
+
+
 def effective_config(settings: Settings) -> dict[str, Any]:
     """Every key with its value and where it came from; values of secret-named keys replaced."""
     return {
         key: {
-            "value": "[REDACTED]" if SECRET_NAME.search(key) else value,
+            "value": "[REDACTED]" if _secret_key(key) else value,
             "source": settings.sources.get(key, ""),
         }
         for key, value in sorted(settings.values.items())
@@ -133,7 +139,9 @@ def known_secrets(settings: Settings) -> set[bytes]:
         key = ""
     found.add(key.strip())
     found.update(part for part in re.split(r"[\s+:]+", key) if len(part) >= 16)  # the key's fields
-    found.update(str(v) for k, v in settings.values.items() if SECRET_NAME.search(k) and v)
+    with contextlib.suppress(OSError):
+        found.add(settings.token_file.read_text(errors="replace").strip())  # the API token
+    found.update(str(v) for k, v in settings.values.items() if _secret_key(k) and v)
     found.update(v for k, v in os.environ.items() if SECRET_NAME.search(k))
     return {s.encode() for s in found if len(s) >= MIN_SECRET}
 

@@ -34,6 +34,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Ingest:MaxContentBytes": (8 * 1024 * 1024, int),
     "Service:Host": ("127.0.0.1", str),
     "Service:Port": (8470, int),
+    "Service:TokenFile": (None, str),
     "Commands:Timeout": (30, int),
     "Anchors:KeyFile": (None, str),
     "Anchors:Origin": ("stella.local/evidence-locker", str),
@@ -157,6 +158,11 @@ class Settings:
     @property
     def key_file(self) -> Path:
         return Path(str(self.values["Anchors:KeyFile"])).expanduser()
+
+    @property
+    def token_file(self) -> Path:
+        """The HTTP API's bearer token (`locker.tokens`)."""
+        return Path(str(self.values["Service:TokenFile"])).expanduser()
 
     @property
     def backups_path(self) -> Path:
@@ -288,6 +294,9 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
     if values["Anchors:KeyFile"] is None:
         values["Anchors:KeyFile"] = str(home / "keys" / "anchor-signing.key")
         sources["Anchors:KeyFile"] = "default (STELLA_HOME/keys, outside the evidence path)"
+    if values["Service:TokenFile"] is None:
+        values["Service:TokenFile"] = str(home / "secrets" / "api-token")
+        sources["Service:TokenFile"] = "default (STELLA_HOME/secrets)"
     if values["Backups:Path"] is None:
         values["Backups:Path"] = str(home / "backups" / "evidence-locker")
         sources["Backups:Path"] = "default (STELLA_HOME/backups/evidence-locker)"

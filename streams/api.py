@@ -23,11 +23,11 @@ import faust
 import msgspec
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from faust.web import Request, Response, View
 from faust.web.base import BlueprintManager
 
-from locker import anchors
+from locker import anchors, tokens
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.decoding import shorten
@@ -66,10 +66,11 @@ def install_api(
     loops: Sequence[Loop],
     verifications: VerifyStore,
     metrics: Metrics,
+    token: str | None = None,
 ) -> None:
     topics = Topics(settings.topic_prefix)
     served: web.Application = app.web.web_app  # type: ignore[attr-defined]  # faust's aiohttp driver
-    served.middlewares.extend([json_errors, query_as_documented])
+    served.middlewares.extend([json_errors, bearer_required(token), query_as_documented])
     app.web.blueprints = BlueprintManager()  # not faust's own pages (`/`, `/router`, `/table`): not ours
     served.router.add_get("/openapi.json", openapi_json)
 
@@ -364,6 +365,28 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.error("request failed", method=request.method, path=request.path, error=error, exc_info=exc)
         body = {"error": "internal", "detail": f"{error} (see the service log)"}
         return web.json_response(body, status=500)
+
+
+def bearer_required(token: str | None) -> Middleware:
+    """The routes that list artifacts or reveal more than one (`openapi.PROTECTED`) answer 401
+    unless the request carries the API token as its bearer (none configured: always 401)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        protected = resource is not None and resource.canonical in openapi.PROTECTED
+        if protected and (token is None or not tokens.matches(request.headers.get("Authorization"), token)):
+            detail = "this route lists artifacts: send `Authorization: Bearer <token>` (Service:TokenFile)"
+            if token is None:
+                detail = "this route lists artifacts, and the service has no API token: run `stella init`"
+            return web.json_response(
+                {"error": "unauthorized", "detail": detail},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="evidence-locker"'},
+            )
+        return await handler(request)
+
+    return check
 
 
 @web.middleware

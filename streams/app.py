@@ -103,6 +103,7 @@ def create_app(
     chain: AnchorStore,
     verifications: VerifyStore,
     signer: signing.Signer | None = None,
+    token: str | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
     trusted = trust.trust_store(settings.trust_store_path)  # a bad key stops the start here
@@ -611,6 +612,7 @@ def create_app(
         loops=loops,
         verifications=verifications,
         metrics=metrics,
+        token=token,
     )
     return app
 

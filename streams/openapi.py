@@ -376,6 +376,14 @@ PATHS: dict[str, Schema] = {
     ),
 }
 
+# The routes that list artifacts or reveal more than one: they need the API token as a bearer.
+PROTECTED = frozenset({"/artifacts", "/verifications/latest", "/verifications/{run_id}", "/storage/stats"})
+for _path in PROTECTED:
+    PATHS[_path]["get"]["security"] = [{"bearer": []}]
+    PATHS[_path]["get"]["responses"]["401"] = json_body(
+        "No `Authorization: Bearer <token>` with the API token (Service:TokenFile).", ref("Error")
+    )
+
 DOCUMENT: Schema = {
     "openapi": "3.1.0",
     "info": {
@@ -385,7 +393,7 @@ DOCUMENT: Schema = {
         'storage stats, health and metrics. Every error is JSON, `{"error": ..., "detail": ...}`. '
         "Every route also answers HEAD. A route that takes query parameters answers 400 to one it "
         "does not take (`unknown-query`) and to one given twice (`repeated-query`); the others "
-        "ignore the query.",
+        "ignore the query. The routes that list artifacts need the API token as a bearer.",
     },
     "paths": PATHS,
     "components": {
@@ -400,7 +408,14 @@ DOCUMENT: Schema = {
             "Loop": LOOP,
             "Health": HEALTH,
             **REPORT_COMPONENTS,
-        }
+        },
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The token in Service:TokenFile (`stella init` creates it, mode 0600).",
+            }
+        },
     },
 }
 

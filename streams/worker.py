@@ -18,9 +18,9 @@ import sys
 import faust
 import structlog
 
-from locker import config, signing
+from locker import config, signing, tokens
 from locker.cas import BlobStore
-from locker.errors import LockerError, StorageUnavailable, UsageError
+from locker.errors import LockerError, Refused, StorageUnavailable, UsageError
 from locker.files import write_durably
 from locker.logs import configure_logging
 from projections.anchor_store import AnchorStore
@@ -88,6 +88,18 @@ async def prepare(settings: config.Settings) -> None:
         log.info("topics created", topics=created)
 
 
+def api_token(settings: config.Settings) -> str | None:
+    """The API's bearer token; `Refused` when the API would listen beyond loopback without one."""
+    token = tokens.read(settings.token_file)
+    host = str(settings.get("Service:Host"))
+    if token is None and not tokens.is_loopback(host):
+        raise Refused(
+            f"Service:Host is {host}, beyond loopback, and there is no API token at {settings.token_file}: "
+            "`stella init` creates one (or set Service:Host to 127.0.0.1)"
+        )
+    return token
+
+
 def main() -> None:
     settings = config.load()
     settings.log_path.mkdir(parents=True, exist_ok=True)
@@ -104,6 +116,7 @@ def main() -> None:
                 )
             BlobStore(settings.replica_path).ensure()
         remember_evidence_path(settings)
+        token = api_token(settings)
         removed = blobs.clean_tmp()
         replica = None if settings.replica_path is None else BlobStore(settings.replica_path)
 
@@ -138,7 +151,7 @@ def main() -> None:
     # threshold (700) the cyclic collector ran thousands of times a second under load (~5% of CPU).
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    app = create_app(settings, blobs, index, trees, chain, verifications, signer)
+    app = create_app(settings, blobs, index, trees, chain, verifications, signer, token)
     worker = faust.Worker(
         app,
         loglevel="warning",

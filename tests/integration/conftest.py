@@ -7,7 +7,7 @@ import pytest
 
 from commands import anchors as anchor_ops
 from commands import service
-from locker import config
+from locker import config, tokens
 from locker.cas import BlobStore
 from streams.kafka import create_topics
 
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 def settings(locker_env: dict[str, str]) -> config.Settings:
     s = config.load()
     BlobStore(s.evidence_path).ensure()
+    tokens.create(s.token_file)  # as `stella init` does
     asyncio.run(create_topics(s))
     return s
 

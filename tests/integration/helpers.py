@@ -109,6 +109,11 @@ def assert_trees_match_the_log(settings: Settings) -> None:
             assert trees.root(partition) == mth(values), partition
 
 
+def bearer(settings: Settings) -> dict[str, str]:
+    """The header that carries the API token (the routes that list artifacts ask for it)."""
+    return {"Authorization": "Bearer " + settings.token_file.read_text().strip()}
+
+
 def scrape(settings: Settings) -> dict[str, float]:
     """The service's /metrics, parsed by the Prometheus client's parser: `name` or
     `name{label="value",...}` (labels in name order) -> value."""

@@ -27,12 +27,14 @@ def test_the_bundle_has_every_section_and_no_planted_secret(
     run_cli("evidence", "anchor", "create")
     run_cli("evidence", "verify", "--mode", "full")
     key = anchoring.key_file.read_text().strip()
+    token = anchoring.token_file.read_text().strip()
     # The secrets: the signing key, and a SASL password and an API token in the environment;
     # a careless log line carries all three.
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", SASL_PASSWORD)
     monkeypatch.setenv("STELLA_API_TOKEN", API_TOKEN)
     with (anchoring.log_path / "service.log").open("a") as log:
         log.write(f"debug: connecting with password={SASL_PASSWORD} token={API_TOKEN} key={key}\n")
+        log.write(f"debug: bearer {token}\n")
 
     output = tmp_path / "diag.tar.gz"
     result = json.loads(
@@ -55,10 +57,11 @@ def test_the_bundle_has_every_section_and_no_planted_secret(
         "logs/service.out",
         "logs/broker.log",
     }
-    for secret in (key, SASL_PASSWORD, API_TOKEN, key.split("+")[-1]):
+    for secret in (key, SASL_PASSWORD, API_TOKEN, key.split("+")[-1], token):
         leaks = [name for name, data in members.items() if secret.encode() in data]
         assert not leaks, f"{secret[:12]}… is in {leaks}"
     assert b"password=[REDACTED] token=[REDACTED] key=[REDACTED]" in members["logs/service.log"]
+    assert b"debug: bearer [REDACTED]" in members["logs/service.log"]
 
     assert json.loads(members["index-status.json"])["entries"] == len(contents)
     assert json.loads(members["anchors.json"])["latest_verified"]["verified"] is True

@@ -10,14 +10,14 @@ from pathlib import Path
 from locker.config import Settings
 from locker.digests import digest_of
 from tests.conftest import run_cli
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import bearer, wait_for
 
 SUBJECT = "sha256:" + "ab" * 32
 
 
-def http(url: str) -> tuple[int, bytes]:
+def http(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -83,7 +83,8 @@ def test_ingest_query_and_serve(running: Settings, tmp_path: Path) -> None:
     assert http(f"{api}/artifacts/{sbom_id}") == (200, sbom.read_bytes())
     code, body = http(f"{api}/artifacts/{sbom_id}/meta")
     assert code == 200 and json.loads(body)["kind"] == "sbom"
-    code, body = http(f"{api}/artifacts?subject={SUBJECT}")
+    assert http(f"{api}/artifacts?subject={SUBJECT}")[0] == 401  # it lists artifacts: the token
+    code, body = http(f"{api}/artifacts?subject={SUBJECT}", bearer(running))
     assert code == 200 and {a["artifact_id"] for a in json.loads(body)["artifacts"]} == {
         sbom_id,
         digest_of(vex.read_bytes()),

@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,10 @@ from locker.config import Settings
 from locker.digests import digest_of
 from projections.merkle_store import _node_key
 from projections.store import wipe
+from streams.openapi import PROTECTED
 from streams.topics import Topics
 from tests.conftest import run_cli
-from tests.integration.helpers import index_count, produce, submission, wait_for
+from tests.integration.helpers import bearer, index_count, produce, submission, wait_for
 
 
 def put_row(path: Path, key: bytes, value: bytes | None) -> None:
@@ -37,12 +39,13 @@ def put_row(path: Path, key: bytes, value: bytes | None) -> None:
     db.close()
 
 
-def get(settings: Settings, path: str) -> tuple[int, str, bytes]:
-    """GET `path` exactly as written (no normalising of `..` or percent escapes)."""
+def get(settings: Settings, path: str, *, token: bool = True) -> tuple[int, str, bytes]:
+    """GET `path` exactly as written (no normalising of `..` or percent escapes), with the API
+    token unless `token` is false."""
     url = urlsplit(settings.api_url)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=bearer(settings) if token else {})
         resp = conn.getresponse()
         return resp.status, resp.getheader("Content-Type", ""), resp.read()
     finally:
@@ -126,6 +129,12 @@ HOSTILE = [
 ]
 
 
+def protected(path: str) -> bool:
+    """Is `path` one of the routes that need the API token (`openapi.PROTECTED`, as templates)?"""
+    templates = (re.sub(r"\{[^}]+\}", "[^/]+", t) for t in PROTECTED)
+    return any(re.fullmatch(t, urlsplit(path).path) for t in templates)
+
+
 def test_hostile_requests_and_a_damaged_merkle_store(anchoring: Settings) -> None:
     settings = anchoring
     contents = [b"evidence %d" % i for i in range(8)]
@@ -133,10 +142,12 @@ def test_hostile_requests_and_a_damaged_merkle_store(anchoring: Settings) -> Non
     run_cli("evidence", "anchor", "create")
 
     for path in HOSTILE:
-        status, content_type, body = get(settings, path)
-        assert 400 <= status < 500 and content_type.startswith("application/json"), (path, status, body)
-        answer = json.loads(body)
-        assert answer["error"] and answer["detail"] and b"Traceback" not in body, (path, answer)
+        for token in (True, False):
+            status, content_type, body = get(settings, path, token=token)
+            assert 400 <= status < 500 and content_type.startswith("application/json"), (path, status, body)
+            answer = json.loads(body)
+            assert answer["error"] and answer["detail"] and b"Traceback" not in body, (path, answer)
+            assert (status == 401) == (not token and protected(path)), (path, token, status)
 
     # Damage the Merkle store while the service is stopped: delete a node an inclusion proof needs.
     proofs = [json.loads(get(settings, f"/proofs/inclusion/{digest_of(c)}")[2]) for c in contents]

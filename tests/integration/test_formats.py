@@ -23,7 +23,7 @@ from commands import anchors as anchor_ops
 from commands import service
 from locker import config, formats
 from tests.conftest import run_cli
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import bearer, wait_for
 from tests.unit.test_formats import BASE, EXAMPLES, RELEASE, SIGSTORE, SOURCE, statement
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def test_formats_are_described_indexed_and_followed(
 
     # The API finds evidence by the subjects its bytes name.
     url = f"{settings.api_url}/artifacts?subject=sha256:{RELEASE}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=bearer(settings)), timeout=10) as resp:
         listed = json.loads(resp.read())
     assert {a["artifact_id"] for a in listed["artifacts"]} == {provenance, vex}
     steps = [s["what"] for s in cli_json("evidence", "provenance", "show", provenance)["steps"]]

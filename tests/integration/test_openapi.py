@@ -23,7 +23,7 @@ from locker.digests import digest_of
 from streams import openapi
 from streams.topics import Topics
 from tests.conftest import run_cli
-from tests.integration.helpers import index_count, produce, submission, wait_for
+from tests.integration.helpers import bearer, index_count, produce, submission, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def seeded_cases(operation: APIOperation, known: dict[str, list[Any]]) -> list[C
     return cases or [operation.Case()]
 
 
-def generated(operation: APIOperation, mode: GenerationMode, base_url: str) -> None:
+def generated(operation: APIOperation, mode: GenerationMode, base_url: str, auth: dict[str, str]) -> None:
     """`EXAMPLES` cases schemathesis generates for `operation` in `mode`, each called and checked.
     A negative mode with nothing to generate (every value the document rejects cannot be sent,
     such as a path parameter that takes any text) is nothing to test."""
@@ -115,7 +115,7 @@ def generated(operation: APIOperation, mode: GenerationMode, base_url: str) -> N
         suppress_health_check=list(HealthCheck),
     )
     def call(case: Case) -> None:
-        case.call_and_validate(base_url=base_url)
+        case.call_and_validate(base_url=base_url, headers=auth)
 
     try:
         call()
@@ -127,6 +127,7 @@ def generated(operation: APIOperation, mode: GenerationMode, base_url: str) -> N
 def test_the_api_answers_as_documented(anchoring: Settings) -> None:
     known = seed(anchoring)
     base_url = anchoring.api_url
+    auth = bearer(anchoring)  # the token the routes that list artifacts need
     schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
     assert schema.raw_schema == json.loads(openapi.BODY)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -136,12 +137,12 @@ def test_the_api_answers_as_documented(anchoring: Settings) -> None:
     for operation in operations:
         for case in seeded_cases(operation, known):
             try:
-                case.call_and_validate(base_url=base_url)
+                case.call_and_validate(base_url=base_url, headers=auth)
             except FAILED as exc:  # the failed checks and a curl line to reproduce
                 failures.append(str(exc))
         for mode in GenerationMode:
             try:
-                generated(operation, mode, base_url)
+                generated(operation, mode, base_url, auth)
             except FAILED as exc:
                 failures.append(f"{operation.label}, {mode.value} cases: {exc}")
     assert not failures, "\n\n".join(failures)
