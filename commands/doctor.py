@@ -247,6 +247,22 @@ def _port(settings: Settings, key: str) -> None:
         raise UsageError(f"{key} {settings.integer(key)} is not a port")
 
 
+def api_token(ctx: Context) -> Finding:
+    """The API's bearer token: present, the owner's alone; required when the API is exposed."""
+    from locker import tokens
+
+    path, host = ctx.settings.token_file, str(ctx.settings.get("Service:Host"))
+    try:
+        token = tokens.read(path)
+    except LockerError as exc:
+        return "fail", str(exc), f"chmod 600 {path}, or remove it and run `stella init`"
+    if token is None:
+        status = "warn" if tokens.is_loopback(host) else "fail"
+        return status, f"no API token at {path}: the routes that list artifacts answer 401", "`stella init`"
+    where = "loopback only" if tokens.is_loopback(host) else f"{host}, beyond loopback"
+    return ok(f"{path} holds a token only its owner can read; the API listens on {where}")
+
+
 def service(ctx: Context) -> Finding:
     from commands import service as service_ops
 
@@ -464,6 +480,7 @@ def _duration(seconds: float) -> str:
 CHECKS: dict[str, tuple[str, Callable[[Context], Finding]]] = {
     "check.evidence.config": ("evidence", config_valid),
     "check.evidence.service": ("evidence", service),
+    "check.evidence.api-token": ("evidence", api_token),
     "check.evidence.projections": ("evidence", projections),
     "check.evidence.index": ("evidence", index),
     "check.kafka.broker": ("kafka", broker),

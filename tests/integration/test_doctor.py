@@ -79,6 +79,12 @@ def test_each_planted_fault_is_found(
     ingest(anchoring, [b"fault %d" % i for i in range(3)])
     run_cli("evidence", "anchor", "create")
 
+    # A world-readable API token.
+    anchoring.token_file.chmod(0o644)
+    token = found(doctor("--check", "check.evidence.api-token", code=1), "check.evidence.api-token")
+    assert token["status"] == "fail" and "readable by others" in token["finding"]
+    anchoring.token_file.chmod(0o600)
+
     # A world-readable signing key.
     anchoring.key_file.chmod(0o644)
     report = doctor("--category", "anchors", code=1)
