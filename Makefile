@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars promtool up down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline clean
+.PHONY: install lock lock-upgrade jars promtool up down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -97,6 +97,12 @@ bench-retention: jars
 # Export and offline verification of a subject with 1,000 pieces of evidence vs tar + sha256sum.
 bench-offline: jars
 	$(BIN)/python bench/offline.py $(BENCH_OFFLINE_ARGS)
+
+# Artifact downloads (1 KiB, 8 MiB; 1, 32, 200 clients) against nginx serving the same files, with wrk;
+# both from Debian's packages into .tools (infra/install-bench-tools.sh). About 3 minutes.
+bench-serve: jars
+	bash infra/install-bench-tools.sh
+	$(BIN)/python bench/serve.py $(BENCH_SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
