@@ -64,6 +64,11 @@ def test_headers_etag_and_ranges_small_and_streamed(running: Settings) -> None:
     assert status == 206 and body == big[MIB - 5 : 2 * MIB + 5]
     assert headers["Content-Range"] == f"bytes {MIB - 5}-{2 * MIB + 4}/{len(big)}"
 
+    head = urllib.request.Request(f"{running.api_url}/artifacts/{big_id}", method="HEAD")
+    with urllib.request.urlopen(head, timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Length"] == str(len(big))
+        assert response.read() == b""
+
     # A damaged large blob: 409 before any byte is sent, as for a small one.
     path = BlobStore(running.evidence_path).path(big_id)
     damaged = bytearray(big)
