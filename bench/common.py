@@ -139,9 +139,18 @@ def stage_means(after: dict[str, Any], before: dict[str, Any] | None = None) -> 
 
 def rss_bytes(pid: int) -> int:
     """VmRSS of a process, in bytes (0 if it is gone)."""
+    return _status_bytes(pid, "VmRSS")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM (peak resident memory) of a process, in bytes (0 if it is gone)."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def _status_bytes(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass

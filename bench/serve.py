@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import broker, code_version, load_average, new_locker, stella
+from common import broker, code_version, load_average, new_locker, peak_rss_bytes, stella
 from scale import log
 
 from commands import anchors as anchor_ops
@@ -119,13 +119,6 @@ def wait_served(url: str) -> None:
     raise SystemExit(f"{url}: not indexed within 60 s")
 
 
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,7 +183,7 @@ def main() -> None:
                             }
                             log(f"{name}, {n} clients: {row}")
                             results.append(row)
-                    worker_peak = peak_rss(pid)
+                    worker_peak = peak_rss_bytes(pid)
                 finally:
                     nginx.terminate()
                     nginx.wait(timeout=10)

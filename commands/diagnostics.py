@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
-import io
 import json
 import os
 import re
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,10 +27,9 @@ from typing import Any
 
 import msgspec
 
-from locker.archives import tar_info
+from locker.archives import write_tar_gz
 from locker.config import Settings
-from locker.errors import LockerError, Refused, StorageUnavailable
-from locker.files import new_file
+from locker.errors import LockerError, Refused, UsageError
 
 SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|sasl|api_?key", re.IGNORECASE)
 REDACTED = b"[REDACTED]"
@@ -47,8 +43,8 @@ def collect(
 ) -> dict[str, Any]:
     if days < 1:
         raise Refused("--days: 1 or more")
-    if output.exists():
-        raise Refused(f"{output} exists; diagnostics never overwrite a file")
+    if output.exists():  # said before the work of collecting
+        raise UsageError(f"{output} exists: choose another --output")
     members: dict[str, bytes] = {}
     errors: dict[str, str] = {}
     for name, produce in _sections(settings, days):
@@ -62,7 +58,9 @@ def collect(
     members["README.md"] = _readme(settings, days, errors).encode()
     secrets = known_secrets(settings)
     members = {name: redact(data, secrets) for name, data in members.items()}
-    _write(output, members)
+    now = int(time.time())
+    named = ((f"diagnostics/{name}", data) for name, data in members.items())
+    write_tar_gz(output, named, mtime=now, what="bundle")
     return {
         "output": str(output),
         "bytes": output.stat().st_size,
@@ -72,30 +70,12 @@ def collect(
     }
 
 
-def _write(output: Path, members: dict[str, bytes]) -> None:
-    """A gzip-compressed tar of `members` under `diagnostics/`, synced and linked into place."""
-    now = int(time.time())
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            new_file(output) as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=now) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for name, data in members.items():
-                tar.addfile(tar_info(f"diagnostics/{name}", len(data), now), io.BytesIO(data))
-    except FileExistsError:
-        raise Refused(f"{output} exists; diagnostics never overwrite a file") from None
-    except OSError as exc:
-        raise StorageUnavailable(f"cannot write the bundle {output}: {exc.strerror or exc}") from exc
-
-
 def _sections(settings: Settings, days: int) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    from commands import anchors, doctor, index, integrity, storage_report
+    from commands import doctor, index, integrity, storage_report
 
     yield "index-status.json", lambda: _json(index.status(settings, sample=10))
     yield "storage-stats.json", lambda: _json(msgspec.to_builtins(storage_report.stats(settings)))
-    yield "anchors.json", lambda: _json(_recent_chain(settings, anchors))
+    yield "anchors.json", lambda: _json(_recent_chain(settings))
     yield "integrity.json", lambda: _json(msgspec.to_builtins(integrity.report(settings, only="failed")))
     yield "doctor.json", lambda: _json(msgspec.to_builtins(doctor.run(settings)))
     yield "audit-log.jsonl", lambda: audit_log(settings, days)
@@ -105,7 +85,9 @@ def _sections(settings: Settings, days: int) -> Iterator[tuple[str, Callable[[],
     yield "logs/broker.log", lambda: tail(_broker_log(settings))
 
 
-def _recent_chain(settings: Settings, anchors: Any) -> dict[str, Any]:
+def _recent_chain(settings: Settings) -> dict[str, Any]:
+    from commands import anchors
+
     listed = anchors.listing(settings)
     try:
         latest: dict[str, Any] | str = anchors.verify_latest(settings)

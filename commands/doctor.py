@@ -9,12 +9,11 @@ everything the Kafka and projection checks need.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -295,7 +294,7 @@ def projections(ctx: Context) -> Finding:
         if not path.exists():
             lags[name] = sum(ends.values())
             continue
-        with _followed(path) as store:
+        with TrackedStore.followed(path) as store:
             applied = store.applied()
         lags[name] = sum(max(end - (applied.get(p, -1) + 1), 0) for p, end in ends.items())
         ahead += [f"{name}[{p}]" for p, end in ends.items() if applied.get(p, -1) + 1 > end]
@@ -323,17 +322,6 @@ def _service_running(settings: Settings) -> bool:
     from commands import service as service_ops
 
     return service_ops.daemon(settings).pid() is not None
-
-
-@contextlib.contextmanager
-def _followed(path: Path) -> Iterator[TrackedStore]:
-    """A projection store read as a RocksDB secondary, for its applied positions: no replay of the
-    writer's log into this process."""
-    with (
-        tempfile.TemporaryDirectory(prefix="stella-doctor-") as scratch,
-        TrackedStore(path, follow=Path(scratch)) as store,
-    ):
-        yield store
 
 
 def index(ctx: Context) -> Finding:

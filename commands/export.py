@@ -20,11 +20,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import gzip
 import hashlib
-import io
 import json
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,8 +36,7 @@ from locker.archives import ArchivedArtifact, History, PackManifest
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import parse_digest
-from locker.errors import ArtifactNotFound, IntegrityError, NotFound, StorageUnavailable, UsageError
-from locker.files import new_file
+from locker.errors import ArtifactNotFound, IntegrityError, NotFound, UsageError
 from projections.index import INGESTED, ArtifactRecord
 from projections.merkle_store import MerkleStore
 from streams.kafka import end_offsets
@@ -101,7 +97,7 @@ def export(
     members = _members(
         stored, anchor, manifest, lines, blobs, _trust(settings), anchor_ops.signer(settings, "the pack")
     )
-    _write(target, members)
+    archives.write_tar_gz(target, members, mtime=MTIME, what="pack")
     raw = target.read_bytes()
     return ExportResult(
         output=str(target),
@@ -209,20 +205,3 @@ def _members(
     for artifact_id, data in blobs.items():
         members[archives.blob_member(artifact_id)] = data
     return sorted(members.items())
-
-
-def _write(target: Path, members: list[tuple[str, bytes]]) -> None:
-    """A gzip-compressed tar of `members` with fixed metadata, synced and linked into place."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            new_file(target) as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=MTIME, compresslevel=6) as stream,
-            tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
-        ):
-            for name, data in members:
-                tar.addfile(archives.tar_info(name, len(data), MTIME), io.BytesIO(data))
-    except FileExistsError:
-        raise UsageError(f"{target} exists: choose another --output") from None
-    except OSError as exc:
-        raise StorageUnavailable(f"cannot write the pack {target}: {exc}") from exc

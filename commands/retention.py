@@ -10,10 +10,8 @@ for `retention.applied` and then for the deletions.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from commands import queries
@@ -93,10 +91,7 @@ def wait_for_deletions(settings: Settings) -> int | None:
     deadline = time.monotonic() + settings.timeout
     # Followed, not reopened at each poll: a reopen replays the write-ahead log, CPU the service
     # needs for the very work awaited.
-    with (
-        tempfile.TemporaryDirectory(prefix="stella-follow-") as scratch,
-        IndexStore(settings.index_path, follow=Path(scratch)) as index,
-    ):
+    with IndexStore.followed(settings.index_path) as index:
         while True:
             index.catch_up()
             applied = index.applied()

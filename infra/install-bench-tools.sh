@@ -3,21 +3,17 @@
 # Debian's packages without installing them (nginx's package starts a service).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source infra/debs.sh
 ROOT=.tools/root
 if .tools/bin/nginx -v >/dev/null 2>&1 && .tools/bin/wrk --version >/dev/null 2>&1; then exit 0; fi
-if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
+if ! has_debs; then
   echo "bench/serve.py needs nginx and wrk: install them (e.g. your package manager's nginx and wrk)" >&2
   echo "and link them at .tools/bin/nginx and .tools/bin/wrk, then re-run." >&2
   exit 1
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-packages=(nginx wrk libluajit-5.1-2 libluajit-5.1-common)
-if ! (cd "$work" && apt-get download -q "${packages[@]}"); then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -q
-  (cd "$work" && apt-get download -q "${packages[@]}")
-fi
+fetch_debs "$work" nginx wrk libluajit-5.1-2 libluajit-5.1-common
 mkdir -p "$ROOT" .tools/bin
 for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$ROOT"; done
 lib="$PWD/$ROOT/usr/lib/x86_64-linux-gnu"

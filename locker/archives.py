@@ -20,19 +20,23 @@ its signature. Members are plain files with fixed metadata; a reader refuses any
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import re
 import tarfile
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 
 import msgspec
 
 from locker import merkle
 from locker.anchors import AnchorCreated
 from locker.backups import FileEntry as FileEntry  # the same entry as a backup manifest's
-from locker.errors import InvalidInput
+from locker.errors import InvalidInput, StorageUnavailable, UsageError
 from locker.events import ArtifactIngested, decode
+from locker.files import new_file
 
 FORMAT = 1
 ANCHOR = "anchor.json"
@@ -128,6 +132,25 @@ _line_decoder = msgspec.json.Decoder(History)
 def entry_of(data: bytes) -> FileEntry:
     """A member's digest and size, as the manifest names them."""
     return FileEntry("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+
+
+def write_tar_gz(target: Path, members: Iterable[tuple[str, bytes]], *, mtime: int, what: str) -> None:
+    """A gzip-compressed tar of `members` with fixed metadata (`tar_info`), synced and linked into
+    place (`new_file`): `UsageError` if `target` exists, `StorageUnavailable` if it cannot be
+    written. The same members and `mtime` give the same bytes."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            new_file(target) as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=mtime, compresslevel=6) as stream,
+            tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
+        ):
+            for name, data in members:
+                tar.addfile(tar_info(name, len(data), mtime), io.BytesIO(data))
+    except FileExistsError:
+        raise UsageError(f"{target} exists: choose another --output") from None
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot write the {what} {target}: {exc.strerror or exc}") from exc
 
 
 def tar_info(name: str, size: int, mtime: int) -> tarfile.TarInfo:

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import BinaryIO, NamedTuple, cast
 
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, StorageUnavailable
@@ -72,25 +72,35 @@ class BlobStore:
     def exists(self, artifact_id: str) -> bool:
         return self.path(artifact_id).is_file()
 
-    def read(self, artifact_id: str) -> bytes:
+    @contextlib.contextmanager
+    def _reading(self, artifact_id: str) -> Iterator[None]:
+        """A missing blob is `ArtifactNotFound`; any other failure to read it `StorageUnavailable`."""
         try:
-            return self.path(artifact_id).read_bytes()
+            yield
         except FileNotFoundError:
             raise ArtifactNotFound(artifact_id) from None
         except OSError as exc:
             raise StorageUnavailable(f"cannot read {artifact_id}: {exc}") from exc
 
+    def read(self, artifact_id: str) -> bytes:
+        with self._reading(artifact_id):
+            return self.path(artifact_id).read_bytes()
+
+    def open(self, artifact_id: str) -> BinaryIO:
+        """The stored bytes as a file to read in pieces (the caller closes it)."""
+        with self._reading(artifact_id):
+            return self.path(artifact_id).open("rb")
+
+    def size(self, artifact_id: str) -> int:
+        with self._reading(artifact_id):
+            return self.path(artifact_id).stat().st_size
+
     def hash_of(self, artifact_id: str) -> str:
         """The digest of the stored bytes, computed by streaming the file."""
         hasher = hashlib.sha256()
-        try:
-            with self.path(artifact_id).open("rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    hasher.update(chunk)
-        except FileNotFoundError:
-            raise ArtifactNotFound(artifact_id) from None
-        except OSError as exc:
-            raise StorageUnavailable(f"cannot read {artifact_id}: {exc}") from exc
+        with self.open(artifact_id) as fh, self._reading(artifact_id):
+            while chunk := fh.read(_CHUNK):
+                hasher.update(chunk)
         return "sha256:" + hasher.hexdigest()
 
     def verify(self, artifact_id: str) -> None:

@@ -10,8 +10,10 @@ Readers open the store read-only and never write.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Self, cast
@@ -95,6 +97,18 @@ class TrackedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @classmethod
+    @contextlib.contextmanager
+    def followed(cls, path: Path) -> Iterator[Self]:
+        """The store at `path` as a follower (`catch_up`), its secondary's files in a temporary
+        folder: polling it costs what is new, where a reopen would replay the writer's whole
+        write-ahead log."""
+        with (
+            tempfile.TemporaryDirectory(prefix="stella-follow-") as scratch,
+            cls(path, follow=Path(scratch)) as store,
+        ):
+            yield store
 
     # Reading.
     def catch_up(self) -> None:

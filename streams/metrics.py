@@ -186,8 +186,6 @@ class Metrics:
         )
         for outcome in RETRIEVAL_OUTCOMES:  # every outcome has a series from the start, at 0
             self.retrievals.labels(outcome)
-        self._snapshot: Snapshot | None = None
-        self.registry.register(_Snapshots(self))
 
     def carried_out(self, loop: str, out: Outbox) -> None:
         """Count what a loop's batch did, once it is published and applied."""
@@ -198,19 +196,15 @@ class Metrics:
 
     def render(self, snapshot: Snapshot) -> bytes:
         """The exposition of every metric, with the stores as `snapshot` says."""
-        self._snapshot = snapshot
-        try:
-            return generate_latest(self.registry)
-        finally:
-            self._snapshot = None
+        return generate_latest(_With(self.registry, snapshot))
 
 
-class _Snapshots(Collector):
-    """The registry's view of the snapshot being rendered."""
+class _With(Collector):
+    """The registry's metrics and a snapshot's, as one collector to render."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
+    def __init__(self, registry: CollectorRegistry, snapshot: Snapshot) -> None:
+        self._registry, self._snapshot = registry, snapshot
 
     def collect(self) -> Iterable[Metric]:
-        snapshot = self._metrics._snapshot
-        return () if snapshot is None else families(snapshot)
+        yield from self._registry.collect()
+        yield from families(self._snapshot)

@@ -134,7 +134,6 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         blob_sink: BlobSink | None = None,
         on_batch: Callable[[list[Record]], Awaitable[None]] | None = None,
         max_records: int = 2000,
-        counting: Counting | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -149,7 +148,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         self.blob_sink = blob_sink
         self.on_batch = on_batch
         self.max_records = max_records
-        self.counting = counting
+        self.counting: Counting | None = None  # set by the app: what each batch did, for /metrics
         self.consumer: AIOKafkaConsumer | None = None
         self.condition = "starting"
         self.error = ""

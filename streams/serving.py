@@ -19,14 +19,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from pathlib import Path
-from typing import BinaryIO
 
 import structlog
 from aiohttp import web
 
 from locker.cas import BlobStore
-from locker.errors import ArtifactNotFound, IntegrityError, StorageUnavailable
 
 WHOLE = 1 << 20  # blobs up to 1 MiB are read and checked in one piece
 CHUNK = 128 * 1024
@@ -119,8 +116,7 @@ async def send(
     base = headers(artifact_id, media_type)
     if not_modified(request.headers.get("If-None-Match"), base["ETag"]):
         return "ok", web.Response(status=304, headers={k: base[k] for k in ("ETag", "Cache-Control")})
-    path = blobs.path(artifact_id)
-    size = await asyncio.to_thread(_size, path, artifact_id)
+    size = await asyncio.to_thread(blobs.size, artifact_id)
     try:
         wanted = byte_range(request.headers.get("Range"), size)
     except ValueError:
@@ -132,11 +128,11 @@ async def send(
     if size <= WHOLE:
         data = await asyncio.to_thread(blobs.read_checked, artifact_id)
         return "ok", web.Response(body=data[first : last + 1], status=status, headers=base)
-    await asyncio.to_thread(_check, blobs, artifact_id)
+    await asyncio.to_thread(blobs.verify, artifact_id)
     response = web.StreamResponse(status=status, headers=base)
     response.content_length = last - first + 1
     await response.prepare(request)
-    if not await _stream(response, path, artifact_id, first, last):
+    if not await _stream(response, blobs, artifact_id, first, last):
         log.error("blob changed while it was sent; connection cut", artifact_id=artifact_id)
         if request.transport is not None:
             request.transport.close()
@@ -145,13 +141,15 @@ async def send(
     return "ok", response
 
 
-async def _stream(response: web.StreamResponse, path: Path, artifact_id: str, first: int, last: int) -> bool:
+async def _stream(
+    response: web.StreamResponse, blobs: BlobStore, artifact_id: str, first: int, last: int
+) -> bool:
     """Write bytes `first`..`last` of the file while hashing all of it; the last part goes out only
     if the whole hashes to `artifact_id`. False if it does not (that part is held back)."""
     hasher = hashlib.sha256()
     held = b""  # the latest part: sent once the next one, or the whole file's hash, is known
     offset = 0
-    with await asyncio.to_thread(_open, path, artifact_id) as blob:
+    with await asyncio.to_thread(blobs.open, artifact_id) as blob:
         while chunk := await asyncio.to_thread(blob.read, CHUNK):
             hasher.update(chunk)
             part = chunk[max(first - offset, 0) : max(last + 1 - offset, 0)]
@@ -164,27 +162,3 @@ async def _stream(response: web.StreamResponse, path: Path, artifact_id: str, fi
         return False
     await response.write(held)
     return True
-
-
-def _size(path: Path, artifact_id: str) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        raise ArtifactNotFound(artifact_id) from None
-    except OSError as exc:
-        raise StorageUnavailable(f"cannot read {artifact_id}: {exc}") from exc
-
-
-def _open(path: Path, artifact_id: str) -> BinaryIO:
-    try:
-        return path.open("rb")
-    except FileNotFoundError:
-        raise ArtifactNotFound(artifact_id) from None
-    except OSError as exc:
-        raise StorageUnavailable(f"cannot read {artifact_id}: {exc}") from exc
-
-
-def _check(blobs: BlobStore, artifact_id: str) -> None:
-    actual = blobs.hash_of(artifact_id)
-    if actual != artifact_id:
-        raise IntegrityError(f"the blob of {artifact_id}", artifact_id, actual)
