@@ -33,6 +33,7 @@ def broker(work: Path) -> Iterator[str]:
         return
     local = LocalBroker(root=work / "broker", port=free_port(), controller_port=free_port())
     local.start()
+    os.environ.update(local.client_env())  # its logins, for this process and the ones it starts
     try:
         yield local.bootstrap
     finally:

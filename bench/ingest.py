@@ -62,7 +62,7 @@ from common import (
     summary_ms,
 )
 
-from commands import service
+from commands import access, service
 from commands.anchors import ensure_key
 from commands.broker import LocalBroker, free_port
 from commands.index import replay
@@ -74,7 +74,7 @@ from locker.errors import InvalidInput
 from locker.events import ArtifactIngested, decode
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
-from streams.kafka import admin, assign_all, consumer, create_topics, producer
+from streams.kafka import admin, assign_all, consumer, producer
 from streams.topics import Topics
 
 
@@ -135,15 +135,16 @@ def run_size(bootstrap: str, work: Path, count: int, size: int) -> dict[str, flo
     settings = config.load()
     topics = Topics(settings.topic_prefix)
     BlobStore(settings.evidence_path).ensure()
-    asyncio.run(create_topics(settings))
+    access.set_up(settings)
     records = make_records(count, size)
     mb = count * size / 1e6
 
     raw_topic = f"b{tag}.raw"
-    asyncio.run(make_topic(settings, raw_topic))
+    raw = settings.acting_as("admin")  # a topic outside the locker's ACLs
+    asyncio.run(make_topic(raw, raw_topic))
     t0 = time.perf_counter()
-    asyncio.run(produce_all(settings, raw_topic, records))
-    asyncio.run(consume_all(settings, raw_topic, count))
+    asyncio.run(produce_all(raw, raw_topic, records))
+    asyncio.run(consume_all(raw, raw_topic, count))
     raw_s = time.perf_counter() - t0
 
     service.start(settings)
@@ -269,7 +270,7 @@ def run_latency(bootstrap: str, work: Path, rate: float, seconds: float, size: i
     settings = new_locker(bootstrap, work, STELLA_ANCHORS__INTERVAL="1")
     BlobStore(settings.evidence_path).ensure()
     ensure_key(settings)
-    asyncio.run(create_topics(settings))
+    access.set_up(settings)
     count = max(1, int(rate * seconds))
     records = make_records(count, size)
     service.start(settings)
@@ -370,6 +371,7 @@ def main() -> None:
         if not bootstrap:
             broker = LocalBroker(root=work / "broker", port=free_port(), controller_port=free_port())
             broker.start()
+            os.environ.update(broker.client_env())
             bootstrap = broker.bootstrap
         os.environ.pop("STELLA_KAFKA_BOOTSTRAP", None)
         try:

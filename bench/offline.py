@@ -20,7 +20,6 @@ Writes bench/results/offline-*.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
@@ -38,11 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import broker, code_version, load_average, new_locker, stella
 from scale import log
 
+from commands import access, service
 from commands import anchors as anchor_ops
-from commands import service
 from locker.cas import BlobStore
 from locker.digests import digest_of
-from streams.kafka import create_topics
 
 WORDS = [
     f"{w}-{i}" for i, w in enumerate(["pkg", "version", "purl", "license", "hash", "cve", "component"] * 40)
@@ -89,7 +87,7 @@ def main() -> None:
         with broker(work) as bootstrap:
             settings = new_locker(bootstrap, work, STELLA_COMMANDS__TIMEOUT="300")
             BlobStore(settings.evidence_path).ensure()
-            asyncio.run(create_topics(settings))
+            access.set_up(settings)
             anchor_ops.ensure_key(settings)
             service.start(settings)
             try:

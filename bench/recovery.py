@@ -47,11 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import broker, code_version, folder_bytes, load_average, new_locker, stella
 from scale import Corpus, bare_consume, log, produce, wait_ingested
 
-from commands import service
+from commands import access, service
 from commands.anchors import ensure_key
 from commands.backup import read_records
 from locker import config
-from streams.kafka import create_topics, producer
+from streams.kafka import producer
 from streams.topics import Topics
 
 
@@ -100,7 +100,7 @@ def main() -> None:
         with broker(work) as bootstrap:
             settings = new_locker(bootstrap, work, STELLA_COMMANDS__TIMEOUT="900")
             ensure_key(settings)
-            asyncio.run(create_topics(settings))
+            access.set_up(settings)
             service.start(settings)
             try:
                 corpus = Corpus(args.count, args.size, max(args.count // 10, 1))
@@ -206,9 +206,12 @@ def restore(settings: config.Settings, work: Path, backup: dict[str, Any]) -> di
     log(f"restore: {restore_s:.1f} s, phases {restored['phases']}")
     scratch = Topics(f"raw{tag}.").events
     os.environ["STELLA_KAFKA__TOPICPREFIX"] = f"raw{tag}."
-    asyncio.run(create_topics(config.load()))
+    access.set_up(config.load())
     t0 = time.perf_counter()
-    produced = asyncio.run(raw_produce(fresh, scratch, Path(backup["root"]) / backup["id"]))
+    # As the service, which restore writes as too.
+    produced = asyncio.run(
+        raw_produce(fresh.acting_as("service"), scratch, Path(backup["root"]) / backup["id"])
+    )
     produce_s = time.perf_counter() - t0
     log(f"raw aiokafka produce of {produced} records: {produce_s:.1f} s")
     return {

@@ -24,7 +24,6 @@ Writes bench/results/retention-*.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
@@ -40,10 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import broker, code_version, load_average, new_locker, stella
 from scale import Corpus, log, produce, wait_ingested
 
+from commands import access, service
 from commands import anchors as anchor_ops
-from commands import service
 from locker.cas import BlobStore
-from streams.kafka import create_topics
 from streams.topics import Topics
 
 
@@ -90,7 +88,7 @@ def main() -> None:
         with broker(work) as bootstrap:
             settings = new_locker(bootstrap, work, STELLA_COMMANDS__TIMEOUT="900")
             BlobStore(settings.evidence_path).ensure()
-            asyncio.run(create_topics(settings))
+            access.set_up(settings)
             anchor_ops.ensure_key(settings)  # archives are signed with the anchor key
             service.start(settings)
             try:

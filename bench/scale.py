@@ -83,7 +83,7 @@ from common import (
 )
 from confluent_kafka import Producer
 
-from commands import service
+from commands import access, service
 from commands.anchors import ensure_key
 from commands.index import replay
 from locker import anchors, config, requests, signing, submissions, tokens
@@ -93,7 +93,7 @@ from locker.config import max_message_bytes
 from projections.anchor_store import AnchorStore
 from projections.store import IndexStore
 from streams.anchoring import read_records
-from streams.kafka import assign_all, consumer, create_topics
+from streams.kafka import assign_all, consumer
 from streams.topics import Topics
 
 KINDS = ("attestation", "sbom", "vex", "scan", "signature", "other")
@@ -149,6 +149,7 @@ def produce(settings: config.Settings, topic: str, corpus: Corpus) -> float:
     p = Producer(
         {
             "bootstrap.servers": settings.bootstrap,
+            **settings.kafka_auth("producer").librdkafka(),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 20,
@@ -390,7 +391,14 @@ def make_anchors(settings: config.Settings, n: int, via_service: int) -> dict[st
     out: dict[str, Any] = {"anchors": n}
     start_seq = latest_sequence(settings)
     topics = Topics(settings.topic_prefix)
-    p = Producer({"bootstrap.servers": settings.bootstrap, "acks": "all", "linger.ms": 20})
+    p = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            **settings.kafka_auth().librdkafka(),
+            "acks": "all",
+            "linger.ms": 20,
+        }
+    )
 
     def commands(k: int) -> None:
         for _ in range(k):
@@ -601,7 +609,7 @@ def main() -> None:
             BlobStore(settings.evidence_path).ensure()
             ensure_key(settings)
             tokens.create(settings.token_file)  # as `stella init` does: /artifacts?subject= needs it
-            asyncio.run(create_topics(settings))
+            access.set_up(settings)
             service.start(settings)
             try:
                 log(f"ingesting {count} artifacts of {args.size} B, {len(corpus.subjects)} subjects")

@@ -17,7 +17,6 @@ Writes bench/results/serve-*.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -37,13 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import broker, code_version, load_average, new_locker, peak_rss_bytes, stella
 from scale import log
 
+from commands import access, service
 from commands import anchors as anchor_ops
-from commands import service
 from commands.broker import free_port
 from locker import tokens
 from locker.cas import BlobStore
 from locker.digests import digest_of
-from streams.kafka import create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / ".tools" / "bin"
@@ -136,7 +134,7 @@ def main() -> None:
         with broker(work) as bootstrap:
             settings = new_locker(bootstrap, work, STELLA_FORMATS__DESCRIBE="false")
             BlobStore(settings.evidence_path).ensure()
-            asyncio.run(create_topics(settings))
+            access.set_up(settings)
             anchor_ops.ensure_key(settings)
             tokens.create(settings.token_file)
             service.start(settings)

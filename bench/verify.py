@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import broker, code_version, load_average, new_locker, stella
 
-from commands import service
+from commands import access, service
 from locker import config, submissions
 from locker.cas import BlobStore
 from locker.digests import digest_of
 from projections.store import IndexStore
-from streams.kafka import create_topics, producer
+from streams.kafka import producer
 from streams.topics import Topics
 
 KIB, MIB, GIB = 1024, 1024 * 1024, 1024 * 1024 * 1024
@@ -123,7 +123,7 @@ def main() -> None:
         with broker(work) as bootstrap:
             settings = new_locker(bootstrap, work, STELLA_COMMANDS__TIMEOUT="120")
             BlobStore(settings.evidence_path).ensure()
-            asyncio.run(create_topics(settings))
+            access.set_up(settings)
             service.start(settings)
             try:
                 t0 = time.perf_counter()

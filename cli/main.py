@@ -99,25 +99,25 @@ def options(
 @app.command()
 def init(fmt: FormatOpt = Format.table) -> None:
     """Create the locker's folders and its Kafka topics (idempotent)."""
-    import asyncio
 
+    from commands import access
     from commands import anchors as anchor_ops
     from locker import tokens
     from locker.cas import BlobStore
-    from streams.kafka import create_topics
 
     s = settings(writes=True)
     BlobStore(s.evidence_path).ensure()
     for folder in (s.state_path, s.run_path, s.log_path):
         folder.mkdir(parents=True, exist_ok=True)
-    created = asyncio.run(create_topics(s))
+    kafka = access.set_up(s)
     key_created = anchor_ops.ensure_key(s)
     token_created = tokens.create(s.token_file)
     emit(
         {
             "home": str(s.home),
             "evidence_path": str(s.evidence_path),
-            "topics_created": created,
+            "topics_created": kafka.topics_created,
+            "kafka_acls": kafka.acls or kafka.acl_note,
             "signing_key": str(s.key_file),
             "signing_key_created": key_created,
             "api_token_file": str(s.token_file),  # the token itself is never printed

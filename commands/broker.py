@@ -13,13 +13,15 @@ import shutil
 import socket
 import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
 from commands.process import Daemon
+from locker import kafka_auth
 from locker.config import Settings, max_message_bytes
-from locker.errors import LockerError, Unreachable
+from locker.errors import LockerError, Unreachable, UsageError
+from locker.kafka_auth import ClientAuth, Role
 
 KAFKA_VERSION = "3.9.1"
 REPO = Path(__file__).resolve().parents[1]
@@ -86,9 +88,49 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+DEFAULT_USERS: dict[Role, str] = {who: f"stella-{who}" for who in kafka_auth.ROLES}
+
+
+def security_properties(secure: bool, users: dict[Role, str]) -> str:
+    """The listeners' protocols and the authorizer. Secure: SASL/SCRAM-SHA-512 for clients, the
+    broker's own (PLAIN) login on the controller listener, ACLs enforced by KRaft's
+    `StandardAuthorizer` with the admin as the only super user, and no access without an ACL."""
+    if not secure:
+        return "listener.security.protocol.map=CLIENTS:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    return "\n".join(
+        [
+            "listener.security.protocol.map=CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            # SCRAM users live in the metadata log, which the controller must read before it could
+            # check one: the controller listener takes the broker's own PLAIN login instead.
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{users['admin']}",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+    )
+
+
+def jaas(admin: str, password: str) -> str:
+    """The broker's JAAS login (a file in the credentials folder, never in server.properties):
+    the admin's PLAIN login on the controller listener, its SCRAM login between brokers."""
+    return (
+        "KafkaServer {\n"
+        f'  org.apache.kafka.common.security.plain.PlainLoginModule required username="{admin}" '
+        f'password="{password}" user_{admin}="{password}";\n'
+        f'  org.apache.kafka.common.security.scram.ScramLoginModule required username="{admin}" '
+        f'password="{password}";\n'
+        "};\n"
+    )
+
+
 @dataclass(frozen=True)
 class LocalBroker:
-    """A broker whose files live in `root` (data, config, pid and log)."""
+    """A broker whose files live in `root` (data, config, pid and log). Secure (the default), it
+    takes SASL/SCRAM logins of the principals whose passwords are in `credentials` (made on first
+    start) and enforces ACLs; else it is open PLAINTEXT on loopback."""
 
     root: Path
     port: int = 9092
@@ -96,6 +138,9 @@ class LocalBroker:
     heap: str = "512m"
     partitions: int = 4
     max_content_bytes: int = 8 * 1024 * 1024
+    secure: bool = True
+    credentials: Path | None = None  # default: root / "secrets"
+    users: dict[Role, str] = field(default_factory=lambda: dict(DEFAULT_USERS))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBroker:
@@ -106,7 +151,27 @@ class LocalBroker:
             heap=str(settings.get("Broker:Heap")),
             partitions=settings.partitions,
             max_content_bytes=settings.max_content_bytes,
+            secure=local_security(str(settings.get("Kafka:SecurityProtocol"))),
+            credentials=settings.kafka_credentials_path,
+            users={who: settings.kafka_user(who) for who in kafka_auth.ROLES},
         )
+
+    @property
+    def secrets(self) -> Path:
+        return self.credentials or self.root / "secrets"
+
+    def client_env(self) -> dict[str, str]:
+        """The STELLA_* variables a locker on this broker needs besides its bootstrap."""
+        if not self.secure:
+            return {"STELLA_KAFKA__SECURITYPROTOCOL": "PLAINTEXT"}
+        return {"STELLA_KAFKA__CREDENTIALSPATH": str(self.secrets)}
+
+    def auth(self, who: Role = "admin") -> ClientAuth:
+        """How `who` logs in to this broker."""
+        if not self.secure:
+            return ClientAuth()
+        password = kafka_auth.read(self.secrets, who)
+        return ClientAuth("SASL_PLAINTEXT", "SCRAM-SHA-512", self.users[who], password)
 
     @property
     def bootstrap(self) -> str:
@@ -131,10 +196,15 @@ class LocalBroker:
                 partitions=self.partitions,
                 max_content_bytes=self.max_content_bytes,
                 max_message_bytes=max_message_bytes(self.max_content_bytes),
+                security=security_properties(self.secure, self.users),
             )
         )
+        if self.secure:
+            admin = self.users["admin"]
+            write_secret(self.secrets / "broker.jaas", jaas(admin, kafka_auth.read(self.secrets, "admin")))
 
     def _java(self, libs: Path, *args: str) -> list[str]:
+        login = [f"-Djava.security.auth.login.config={self.secrets / 'broker.jaas'}"] if self.secure else []
         return [
             "java",
             f"-Xmx{self.heap}",
@@ -142,10 +212,30 @@ class LocalBroker:
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{INFRA / 'log4j.properties'}",
+            *login,
             "-cp",
             f"{libs}/*",
             *args,
         ]
+
+    def _format(self, libs: Path) -> None:
+        """Format the storage with a new cluster id and, secure, every principal's SCRAM login. The
+        passwords go to the storage tool in a Java argument file in the credentials folder, not on
+        its command line, where any local user could read them; the file is removed after."""
+        args = ["kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(self.properties)]
+        if self.secure:
+            for who in kafka_auth.ROLES:
+                password = kafka_auth.read(self.secrets, who)
+                args += ["--add-scram", f"SCRAM-SHA-512=[name={self.users[who]},password={password}]"]
+        argfile = self.secrets / "format.args"
+        write_secret(argfile, "\n".join(args) + "\n")
+        try:
+            java = self._java(libs)
+            result = subprocess.run([*java, f"@{argfile}"], capture_output=True, text=True, check=False)
+        finally:
+            argfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise LockerError(f"formatting broker storage failed:\n{result.stdout}{result.stderr}")
 
     def start(self, timeout: float = 90.0) -> bool:
         """Format storage on first start, start the JVM, wait until it answers metadata.
@@ -158,15 +248,11 @@ class LocalBroker:
             if port_open("127.0.0.1", port):
                 raise LockerError(f"port {port} is already in use; set Broker:Port / Broker:ControllerPort")
         libs = ensure_jars()
+        if self.secure:
+            kafka_auth.create(self.secrets)
         self._render()
         if not (self.root / "data" / "meta.properties").exists():
-            cluster_id = new_cluster_id()
-            format_cmd = self._java(
-                libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)
-            )
-            result = subprocess.run(format_cmd, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise LockerError(f"formatting broker storage failed:\n{result.stdout}{result.stderr}")
+            self._format(libs)
         env = dict(os.environ)
         child = self.daemon.spawn(self._java(libs, "kafka.Kafka", str(self.properties)), env, cwd=self.root)
         self.daemon.wait_until(child, self.answers, timeout, "ready")
@@ -176,7 +262,7 @@ class LocalBroker:
         """True once the broker answers a metadata request."""
         if not port_open("127.0.0.1", self.port):
             return False
-        return asyncio.run(_metadata_ok(self.bootstrap))
+        return asyncio.run(_metadata_ok(self.bootstrap, self.auth()))
 
     def stop(self) -> bool:
         return self.daemon.stop(timeout=60.0)
@@ -189,15 +275,41 @@ class LocalBroker:
             "bootstrap": self.bootstrap,
             "answers": pid is not None and self.answers(),
             "kafka_version": KAFKA_VERSION,
+            "security": "SASL_PLAINTEXT (SCRAM-SHA-512), ACLs" if self.secure else "PLAINTEXT, no ACLs",
+            "credentials": str(self.secrets) if self.secure else "",
             "data": str(self.root / "data"),
             "log": str(self.daemon.log_file),
         }
 
 
-async def _metadata_ok(bootstrap: str) -> bool:
+def local_security(protocol: str) -> bool:
+    """Is the local broker secure under `Kafka:SecurityProtocol` = `protocol`? It runs SASL_PLAINTEXT
+    or PLAINTEXT on loopback; TLS is for clusters run elsewhere (README, "Kafka security")."""
+    match protocol.strip().upper():
+        case "SASL_PLAINTEXT":
+            return True
+        case "PLAINTEXT":
+            return False
+        case other:
+            raise UsageError(
+                f"the local broker runs SASL_PLAINTEXT or PLAINTEXT on loopback, not {other}: set "
+                "Kafka:SecurityProtocol, or use a cluster run elsewhere for TLS"
+            )
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable by its owner only, also while it is being written."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+async def _metadata_ok(bootstrap: str, auth: ClientAuth) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **auth.aiokafka())
     try:
         await client.start()
         await client.describe_cluster()

@@ -7,9 +7,10 @@ the effective config, and the tails of the service's and the broker's logs.
 
 Never a secret: config values whose key names a secret are replaced by name; then every member is
 searched for every secret value the locker knows of (the signing key file's contents and each of
-its parts, the API token, secret-named config values, and the values of secret-named environment
-variables) and each occurrence is replaced. A section that cannot be collected (broker down, no
-anchor yet) holds its error instead; the bundle is still written.
+its parts, the API token, the Kafka principals' passwords, secret-named config values, and the
+values of secret-named environment variables) and each occurrence is replaced. A section that
+cannot be collected (broker down, no anchor yet) holds its error instead; the bundle is still
+written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from locker import kafka_auth
 from locker.archives import write_tar_gz
 from locker.config import Settings
 from locker.errors import LockerError, Refused, UsageError
@@ -98,7 +100,7 @@ def _recent_chain(settings: Settings) -> dict[str, Any]:
 
 def _secret_key(key: str) -> bool:
     """Does a config key name a secret value? (`...File` and `...Path` keys name where one is.)"""
-    return bool(SECRET_NAME.search(key)) and not key.endswith(("File", "Path"))
+    return bool(SECRET_NAME.search(key)) and not key.endswith(("File", "Path", "Mechanism"))
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:
@@ -123,6 +125,10 @@ def known_secrets(settings: Settings) -> set[bytes]:
     found.update(part for part in re.split(r"[\s+:]+", key) if len(part) >= 16)  # the key's fields
     with contextlib.suppress(OSError):
         found.add(settings.token_file.read_text(errors="replace").strip())  # the API token
+    for who in kafka_auth.ROLES:  # the Kafka principals' passwords
+        with contextlib.suppress(OSError):
+            path = kafka_auth.password_file(settings.kafka_credentials_path, who)
+            found.add(path.read_text(errors="replace").strip())
     found.update(str(v) for k, v in settings.values.items() if _secret_key(k) and v)
     found.update(v for k, v in os.environ.items() if SECRET_NAME.search(k))
     return {s.encode() for s in found if len(s) >= MIN_SECRET}

@@ -159,6 +159,41 @@ def broker(ctx: Context) -> Finding:
     return ok(found)
 
 
+def access(ctx: Context) -> Finding:
+    """Does the locker log in to Kafka, and are its password files owner-only?"""
+    from locker import kafka_auth
+
+    settings = ctx.settings
+    try:
+        auth = settings.kafka_auth()
+    except LockerError as exc:
+        return "fail", str(exc), exc.hint
+    if not auth.sasl:
+        return (
+            "warn",
+            f"Kafka:SecurityProtocol is {auth.protocol}: no logins, so no ACLs, and anyone who reaches "
+            "the broker can append events and commands",
+            'use SASL (README, "Kafka principals and ACLs")',
+        )
+    problems = []
+    for who in kafka_auth.ROLES:
+        if who == "producer" or (who == "admin" and not _local_version(settings)):
+            continue  # producers' password is for them; an existing cluster's admin is not ours
+        try:
+            kafka_auth.read(settings.kafka_credentials_path, who)
+        except LockerError as exc:
+            problems.append(str(exc))
+    if problems:
+        return "fail", "; ".join(problems), "`stella broker start` creates the local broker's; chmod 600"
+    if ctx.broker.error:
+        return NOT_CHECKED
+    who = settings.principal
+    return ok(
+        f"{auth.protocol} {auth.mechanism} as {who} ({settings.kafka_user(who)}); password files "
+        f"mode 0600 in {settings.kafka_credentials_path}"
+    )
+
+
 def _local_version(settings: Settings) -> str:
     """The version of the locker's own broker, when Kafka:Bootstrap is it."""
     from commands.broker import KAFKA_VERSION
@@ -473,6 +508,7 @@ CHECKS: dict[str, tuple[str, Callable[[Context], Finding]]] = {
     "check.evidence.index": ("evidence", index),
     "check.kafka.broker": ("kafka", broker),
     "check.kafka.topics": ("kafka", topics),
+    "check.kafka.access": ("kafka", access),
     "check.storage.evidencelocker": ("storage", evidence_storage),
     "check.storage.replica": ("storage", replica),
     "check.anchors.signing-key": ("anchors", signing_key),

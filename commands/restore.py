@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from commands import service
+from commands import access, service
 from commands.anchors import read_anchor_file
 from commands.backup import file_entry, fold_checksum, latest_anchor, read_records
 from locker import anchors, backups, merkle, requests, signing
@@ -49,7 +49,7 @@ from locker.events import BackupRestored, encode
 from projections.store import wipe
 from streams.anchoring import back_up
 from streams.children import SPAWN, exit_with
-from streams.kafka import create_topics, end_offsets, producer
+from streams.kafka import end_offsets, producer
 from streams.topics import Topics
 
 BLOB_BATCH = 256
@@ -83,6 +83,7 @@ def restore(
             "new anchor chain that names the break"
         )
     blobs = BlobStore(target.expanduser().resolve())
+    access.set_up(settings)  # the topics (empty, if new) and their ACLs, for the check to read
     _check_target(settings, blobs, force)
     phases = {"check": time.monotonic() - started}
 
@@ -96,13 +97,14 @@ def restore(
         _unpack(folder.parent, placed, blobs, progress)
         phases["blobs"], mark = time.monotonic() - mark, time.monotonic()
         topics = Topics(settings.topic_prefix)
-        asyncio.run(create_topics(settings))
+        # The restored records are the service's: it alone may write these topics (commands/access.py).
+        writer = settings.acting_as("service")
         events = asyncio.run(
             _produce(
-                settings, topics.events, read_records(folder / "events.records"), manifest.events, progress
+                writer, topics.events, read_records(folder / "events.records"), manifest.events, progress
             )
         )
-        chain = asyncio.run(_produce(settings, topics.anchors, read_records(folder / "anchors.records")))
+        chain = asyncio.run(_produce(writer, topics.anchors, read_records(folder / "anchors.records")))
         restored = BackupRestored(
             backup_id=backup_id,
             manifest_sha256="sha256:" + hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest(),
@@ -115,7 +117,7 @@ def restore(
             restored_at=datetime.now(UTC),
             correlation_id=requests.new_id(),
         )
-        asyncio.run(_record(settings, topics.events, backup_id, restored))
+        asyncio.run(_record(writer, topics.events, backup_id, restored))
         phases["records"], mark = time.monotonic() - mark, time.monotonic()
         for store in (settings.index_path, settings.merkle_path, settings.chain_path, settings.verify_path):
             wipe(store)  # folded again from the restored log by the service
@@ -123,9 +125,7 @@ def restore(
         checksum, heads = folded()
         new_chain_anchor = ""
         if new_chain:
-            new_chain_anchor = asyncio.run(
-                _start_chain(settings, folder / "anchors.records", heads, new_chain)
-            )
+            new_chain_anchor = asyncio.run(_start_chain(writer, folder / "anchors.records", heads, new_chain))
     phases["index"] = time.monotonic() - mark
     return {
         "backup_id": backup_id,

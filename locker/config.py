@@ -9,6 +9,7 @@ the well-known alias of `Kafka:Bootstrap`. The home folder is `STELLA_HOME`, els
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from locker import kafka_auth
 from locker.errors import StorageUnavailable, UsageError
 from locker.events.ingest import KINDS
 from locker.retention import Policy
@@ -31,6 +33,12 @@ KEYS: dict[str, tuple[object, type]] = {
     "Kafka:TopicPrefix": ("", str),
     "Kafka:Partitions": (4, int),
     "Kafka:GroupId": ("stella-locker", str),
+    "Kafka:SecurityProtocol": ("SASL_PLAINTEXT", str),
+    "Kafka:SaslMechanism": ("SCRAM-SHA-512", str),
+    "Kafka:CaFile": ("", str),
+    "Kafka:CredentialsPath": (None, str),
+    "Kafka:Principal": ("operator", str),
+    **{f"Kafka:{who.title()}User": (f"stella-{who}", str) for who in kafka_auth.ROLES},
     "Ingest:MaxContentBytes": (8 * 1024 * 1024, int),
     "Service:Host": ("127.0.0.1", str),
     "Service:Port": (8470, int),
@@ -213,6 +221,46 @@ class Settings:
         return str(self.values["Kafka:Bootstrap"])
 
     @property
+    def kafka_credentials_path(self) -> Path:
+        """The folder of the Kafka principals' password files (`locker.kafka_auth`)."""
+        return Path(str(self.values["Kafka:CredentialsPath"])).expanduser()
+
+    @property
+    def principal(self) -> kafka_auth.Role:
+        """Who this process is to Kafka (`Kafka:Principal`)."""
+        return kafka_auth.role(str(self.values["Kafka:Principal"]))
+
+    def acting_as(self, who: kafka_auth.Role) -> Settings:
+        """These settings with `Kafka:Principal` = `who` (the worker acts as the service)."""
+        return dataclasses.replace(
+            self,
+            values={**self.values, "Kafka:Principal": who},
+            sources={**self.sources, "Kafka:Principal": f"set by the process ({who})"},
+        )
+
+    def kafka_user(self, who: kafka_auth.Role) -> str:
+        return str(self.values[f"Kafka:{who.title()}User"])
+
+    def kafka_auth(self, who: kafka_auth.Role | None = None) -> kafka_auth.ClientAuth:
+        """How a client of `who` (default: this process's principal) authenticates; reads its
+        password file when the protocol is SASL. `UsageError` for an unknown protocol or mechanism."""
+        protocol = str(self.values["Kafka:SecurityProtocol"]).strip().upper()
+        mechanism = str(self.values["Kafka:SaslMechanism"]).strip().upper()
+        if protocol not in kafka_auth.PROTOCOLS:
+            known = ", ".join(kafka_auth.PROTOCOLS)
+            raise UsageError(f"Kafka:SecurityProtocol must be one of {known}, got {protocol!r}")
+        if mechanism not in kafka_auth.MECHANISMS:
+            known = ", ".join(kafka_auth.MECHANISMS)
+            raise UsageError(f"Kafka:SaslMechanism must be one of {known}, got {mechanism!r}")
+        ca = str(self.values["Kafka:CaFile"]).strip()
+        who = who or self.principal
+        auth = kafka_auth.ClientAuth(protocol, mechanism, ca_file=Path(ca).expanduser() if ca else None)
+        if not auth.sasl:
+            return auth
+        password = kafka_auth.read(self.kafka_credentials_path, who)
+        return dataclasses.replace(auth, username=self.kafka_user(who), password=password)
+
+    @property
     def topic_prefix(self) -> str:
         return str(self.values["Kafka:TopicPrefix"])
 
@@ -297,6 +345,9 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
     if values["Service:TokenFile"] is None:
         values["Service:TokenFile"] = str(home / "secrets" / "api-token")
         sources["Service:TokenFile"] = "default (STELLA_HOME/secrets)"
+    if values["Kafka:CredentialsPath"] is None:
+        values["Kafka:CredentialsPath"] = str(home / "secrets" / "kafka")
+        sources["Kafka:CredentialsPath"] = "default (STELLA_HOME/secrets/kafka)"
     if values["Backups:Path"] is None:
         values["Backups:Path"] = str(home / "backups" / "evidence-locker")
         sources["Backups:Path"] = "default (STELLA_HOME/backups/evidence-locker)"

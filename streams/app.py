@@ -46,6 +46,7 @@ from locker.events import (
     encode,
 )
 from locker.files import write_durably
+from locker.kafka_auth import ClientAuth
 from locker.retention import from_max_ages
 from projections import archiving, retention
 from projections.anchor_store import AnchorStore
@@ -87,12 +88,27 @@ def instance_id(settings: Settings) -> str:
 def consumer_options(settings: Settings) -> dict[str, object]:
     return {
         "bootstrap_servers": settings.bootstrap,
+        **settings.kafka_auth().aiokafka(),
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": max_message_bytes(settings.max_content_bytes),
         "fetch_max_bytes": 64 * 1024 * 1024,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
     }
+
+
+def faust_credentials(auth: ClientAuth) -> faust.types.auth.CredentialsT | None:
+    """faust's own Kafka clients log in as the batch runtime's do."""
+    if auth.sasl:
+        return faust.SASLCredentials(
+            username=auth.username,
+            password=auth.password,
+            mechanism=auth.mechanism,
+            ssl_context=auth.ssl_context(),
+        )
+    if auth.tls:
+        return faust.SSLCredentials(auth.ssl_context())
+    return None
 
 
 def create_app(
@@ -125,9 +141,11 @@ def create_app(
         topic_disable_leader=True,
         stream_wait_empty=False,
         consumer_group_instance_id=instance_id(settings),
+        broker_credentials=faust_credentials(settings.kafka_auth()),
     )
     publisher = BatchPublisher(
         bootstrap_servers=settings.bootstrap,
+        **settings.kafka_auth().aiokafka(),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,

@@ -12,27 +12,71 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from locker.config import Settings, max_message_bytes
-from locker.errors import BrokerUnavailable
+from locker.errors import BrokerUnavailable, Refused
 from streams.topics import specs
+
+DENIED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
 @contextlib.asynccontextmanager
 async def broker_errors(settings: Settings) -> AsyncIterator[None]:
     try:
         yield
+    except DENIED as exc:
+        who = settings.principal
+        raise Refused(
+            f"Kafka at {settings.bootstrap} refused the {who} principal ({settings.kafka_user(who)}): "
+            f"{type(exc).__name__}; its ACLs do not allow this"
+        ) from None
     except KafkaConnectionError as exc:
+        if await login_refused(settings):
+            who = settings.principal
+            raise Refused(
+                f"Kafka at {settings.bootstrap} did not accept the login of the {who} principal "
+                f"({settings.kafka_user(who)}): check {settings.kafka_credentials_path}/{who}.password "
+                "and Kafka:SaslMechanism"
+            ) from None
         raise BrokerUnavailable(f"Kafka at {settings.bootstrap} is unreachable: {exc}") from None
     except KafkaError as exc:
         raise BrokerUnavailable(f"Kafka at {settings.bootstrap}: {exc}") from None
 
 
+async def login_refused(settings: Settings) -> bool:
+    """Did the first bootstrap broker refuse this process's SASL login? aiokafka's clients report a
+    refused login only as "Unable to bootstrap", so one connection is made again to tell why."""
+    auth = settings.kafka_auth()
+    if not auth.sasl:
+        return False
+    host, _, port = settings.bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        conn = await create_conn(host.strip("[]"), int(port), request_timeout_ms=5000, **auth.aiokafka())
+    except SaslAuthenticationFailed:
+        return True
+    except (KafkaError, OSError, ValueError, TimeoutError):
+        return False
+    conn.close()
+    return False
+
+
 @contextlib.asynccontextmanager
 async def admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     async with broker_errors(settings):
-        client = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
+        client = AIOKafkaAdminClient(
+            bootstrap_servers=settings.bootstrap, request_timeout_ms=15000, **settings.kafka_auth().aiokafka()
+        )
         try:
             await client.start()
             yield client
@@ -51,7 +95,9 @@ async def producer(settings: Settings, **overrides: object) -> AsyncIterator[AIO
     }
     options.update(overrides)
     async with broker_errors(settings):
-        client = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **options)
+        client = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap, **settings.kafka_auth().aiokafka(), **options
+        )
         try:  # stopped also when it cannot start: an unstopped client warns on stderr when collected
             await client.start()
             yield client
@@ -69,7 +115,9 @@ async def consumer(settings: Settings, **overrides: object) -> AsyncIterator[AIO
     }
     options.update(overrides)
     async with broker_errors(settings):
-        client = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **options)
+        client = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap, **settings.kafka_auth().aiokafka(), **options
+        )
         try:  # stopped also when it cannot start: an unstopped client warns on stderr when collected
             await client.start()
             yield client
@@ -144,10 +192,13 @@ async def create_topics(settings: Settings) -> list[str]:
         existing = set(await client.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]
         if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent `init` won the race
-                await client.create_topics(
-                    [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config) for spec in missing]
-                )
+            response = await client.create_topics(
+                [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config) for spec in missing]
+            )
+            for topic, code, message in response.topic_errors:
+                error = for_code(code)
+                if code and error is not TopicAlreadyExistsError:  # exists: a concurrent `init` won
+                    raise error(f"creating {topic}: {message or error.description}")
     return [spec.name for spec in missing]
 
 
@@ -159,11 +210,19 @@ async def assign_all(
     has an assignment asks the broker for the metadata of those topics only."""
     await client._client.add_topic(topic)
     await client._client.force_metadata_update()
+    denied(client, topic)
     found = sorted(client.partitions_for_topic(topic) or ())
     tps = [TopicPartition(topic, p) for p in found if only is None or p in only]
     if tps:
         client.assign(tps)
     return tps
+
+
+def denied(client: AIOKafkaConsumer, topic: str) -> None:
+    """Raise if the broker would not describe `topic` to this client: its metadata then lists no
+    partitions, which would read as a topic that does not exist."""
+    if topic in client._client.cluster.unauthorized_topics:
+        raise TopicAuthorizationFailedError(topic)
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:

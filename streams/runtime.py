@@ -37,7 +37,7 @@ from mode import Service
 from locker.dlq import DeadLetter
 from locker.errors import InvalidInput, TimedOut, Unreachable
 from projections.tracking import TrackedStore
-from streams.kafka import Record
+from streams.kafka import Record, denied
 
 log = structlog.get_logger("stella.runtime")
 
@@ -182,6 +182,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
     async def _assign_all(self) -> None:
         assert self.consumer is not None
         await self.consumer._client.force_metadata_update()
+        denied(self.consumer, self.topic)
         partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self.consumer.assign(tps)

@@ -101,7 +101,7 @@ def api_token(settings: config.Settings) -> str | None:
 
 
 def main() -> None:
-    settings = config.load()
+    settings = config.load().acting_as("service")
     settings.log_path.mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_path / "service.log")
     blobs = BlobStore(settings.evidence_path)

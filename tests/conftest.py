@@ -32,15 +32,19 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if env := os.environ.get("STELLA_KAFKA_BOOTSTRAP"):
-        yield env
+def kafka_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The STELLA_* variables that reach the session's broker and log in to it."""
+    if env := os.environ.get("STELLA_KAFKA_BOOTSTRAP"):  # with its security settings, if any
+        yield {"STELLA_KAFKA__BOOTSTRAP": env}
         return
     if _docker_answers():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer("apache/kafka:3.9.1").with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
+            yield {
+                "STELLA_KAFKA__BOOTSTRAP": kafka.get_bootstrap_server(),
+                "STELLA_KAFKA__SECURITYPROTOCOL": "PLAINTEXT",
+            }
         return
     broker = LocalBroker(
         root=tmp_path_factory.mktemp("broker"),
@@ -50,18 +54,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     broker.start()
     try:
-        yield broker.bootstrap
+        yield {"STELLA_KAFKA__BOOTSTRAP": broker.bootstrap, **broker.client_env()}
     finally:
         broker.stop()
 
 
 @pytest.fixture
-def locker_env(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def locker_env(kafka_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment of one isolated locker: home, topic prefix, group, API port."""
     tag = uuid.uuid4().hex[:10]
     env = {
+        **kafka_env,
         "STELLA_HOME": str(tmp_path / "home"),
-        "STELLA_KAFKA__BOOTSTRAP": kafka_bootstrap,
         "STELLA_KAFKA__TOPICPREFIX": f"t{tag}.",
         "STELLA_KAFKA__GROUPID": f"g{tag}",
         "STELLA_SERVICE__PORT": str(free_port()),
@@ -76,10 +80,13 @@ def locker_env(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
     return env
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the real `stella` CLI in a child process with the current environment."""
+def run_cli(
+    *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `stella` CLI in a child process with the current environment (and `env`)."""
     proc = subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

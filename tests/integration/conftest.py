@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
+from commands import access, service
 from commands import anchors as anchor_ops
-from commands import service
 from locker import config, tokens
 from locker.cas import BlobStore
-from streams.kafka import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +17,7 @@ def settings(locker_env: dict[str, str]) -> config.Settings:
     s = config.load()
     BlobStore(s.evidence_path).ensure()
     tokens.create(s.token_file)  # as `stella init` does
-    asyncio.run(create_topics(s))
+    access.set_up(s)
     return s
 
 

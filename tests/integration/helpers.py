@@ -35,8 +35,10 @@ def submission(content: bytes, **fields: object) -> bytes:
 async def produce(
     settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
 ) -> list[Any]:
-    """Send `records` (key, value; a None value is a tombstone); their `RecordMetadata`, in order."""
-    async with producer(settings, linger_ms=20) as p:
+    """Send `records` (key, value; a None value is a tombstone); their `RecordMetadata`, in order.
+    As the admin, who may write any topic: tests plant records as a compromised writer would
+    (test_kafka_acls.py checks who may write what)."""
+    async with producer(settings.acting_as("admin"), linger_ms=20) as p:
         acks = [await p.send(topic, key=k, value=v) for k, v in records]
         return list(await asyncio.gather(*acks))
 

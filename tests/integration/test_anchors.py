@@ -201,7 +201,7 @@ async def _last_raw(settings: Settings) -> bytes:
 async def _delete_head(settings: Settings, partition: int, before: int) -> None:
     from aiokafka.admin import RecordsToDelete
 
-    async with admin(settings) as client:
+    async with admin(settings.acting_as("admin")) as client:  # as an attacker with the broker's keys
         tp = TopicPartition(Topics(settings.topic_prefix).events, partition)
         await client.delete_records({tp: RecordsToDelete(before)})
 

@@ -156,7 +156,7 @@ def test_disaster_recovery_drill(
     broken = run_cli(*damaged_args, "--target", str(target), check=False)
     assert broken.returncode == 1 and "events.records" in broken.stderr, broken.stderr
     assert not target.exists() and not sum(
-        asyncio.run(end_offsets(fresh, Topics(fresh.topic_prefix).events)).values()
+        asyncio.run(end_offsets(fresh.acting_as("admin"), Topics(fresh.topic_prefix).events)).values()
     )
 
     restored = cli_json(*args, "--target", str(target))

@@ -85,6 +85,20 @@ def test_each_planted_fault_is_found(
     assert token["status"] == "fail" and "readable by others" in token["finding"]
     anchoring.token_file.chmod(0o600)
 
+    # A Kafka password file others may read.
+    secret = anchoring.kafka_credentials_path / "operator.password"
+    if anchoring.kafka_auth().sasl:
+        secret.chmod(0o644)
+        try:
+            kafka = found(doctor("--check", "check.kafka.access", code=1), "check.kafka.access")
+        finally:
+            secret.chmod(0o600)
+        assert kafka["status"] == "fail" and "readable by others" in kafka["finding"]
+        assert (
+            "as operator (stella-operator)"
+            in found(doctor("--category", "kafka"), "check.kafka.access")["finding"]
+        )
+
     # A world-readable signing key.
     anchoring.key_file.chmod(0o644)
     report = doctor("--category", "anchors", code=1)
@@ -112,7 +126,11 @@ def test_each_planted_fault_is_found(
     # A broker that is down (for this doctor: nothing listens at its bootstrap).
     monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", f"127.0.0.1:{free_port()}")
     down = doctor("--category", "kafka", code=1)
-    assert statuses(down) == {"check.kafka.broker": "fail", "check.kafka.topics": "fail"}
+    assert statuses(down) == {
+        "check.kafka.broker": "fail",
+        "check.kafka.topics": "fail",
+        "check.kafka.access": "fail",
+    }
     assert "start the broker" in found(down, "check.kafka.broker")["remedy"]
     monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", anchoring.bootstrap)
 
@@ -143,5 +161,5 @@ def read_only_store(tmp_path: Path) -> Iterator[Path]:
 
 
 async def _alter(settings: Settings, topic: str, configs: dict[str, str]) -> None:
-    async with admin(settings) as client:
+    async with admin(settings.acting_as("admin")) as client:
         await client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from commands import access, service
 from commands import broker as broker_ops
-from commands import service
 from locker import config
 from locker.cas import BlobStore
 from locker.config import Settings
@@ -24,7 +24,6 @@ from locker.digests import digest_of
 from locker.events import VerificationCompleted, VerificationStarted
 from projections.store import IndexStore, wipe
 from projections.verify_store import VerifyStore
-from streams.kafka import create_topics
 from streams.topics import Topics
 from tests.conftest import run_cli
 from tests.integration.helpers import (
@@ -92,9 +91,11 @@ def test_broker_crash_and_restart_during_ingest(locker_env: dict[str, str], tmp_
     own.start()
     try:
         monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", own.bootstrap)
+        for key, value in own.client_env().items():
+            monkeypatch.setenv(key, value)
         settings = config.load()
         BlobStore(settings.evidence_path).ensure()
-        asyncio.run(create_topics(settings))
+        access.set_up(settings)
         service.start(settings)
         try:
             data = payloads(30000, size=1024)  # enough that the outage lands mid-ingest

@@ -3,7 +3,6 @@ outcomes, corruption (runbook SP-001 and INC-001)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import urllib.error
@@ -16,14 +15,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
+from commands import access, service
 from commands import anchors as anchor_ops
-from commands import service
 from locker import config
 from locker.cas import BlobStore
 from locker.config import Settings
 from locker.digests import digest_of
 from locker.events import ArtifactVerificationFailed, VerificationCompleted, VerificationStarted
-from streams.kafka import create_topics
 from tests.conftest import run_cli
 from tests.integration.helpers import events, ingest, scrape, wait_for
 
@@ -157,7 +155,8 @@ def test_a_streaming_consumer_sees_every_outcome_of_a_run_once(running: Settings
     consumer = Consumer(
         {
             "bootstrap.servers": running.bootstrap,
-            "group.id": f"auditor-{uuid.uuid4().hex[:8]}",
+            **running.kafka_auth().librdkafka(),  # as the operator, in a group of its own (README)
+            "group.id": f"{running.group_id}-reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
@@ -204,7 +203,7 @@ def replicated(
     s = config.load()
     BlobStore(s.evidence_path).ensure()
     anchor_ops.ensure_key(s)
-    asyncio.run(create_topics(s))
+    access.set_up(s)
     service.start(s)
     try:
         yield s

@@ -23,6 +23,12 @@ from tests.integration.helpers import produce
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """As the admin: these tests make topics of their own, which no ACL of the locker covers."""
+    return settings.acting_as("admin")
+
+
 class Seen(TrackedStore):
     """A projection that keeps one row per record it applied."""
 
@@ -88,7 +94,7 @@ def test_a_group_loop_resumes_from_its_store_not_from_committed_offsets(
     values = [b"v%d" % i for i in range(200)]
     asyncio.run(produce(settings, topic, [(b"k%d" % i, v) for i, v in enumerate(values)]))
     with Seen(tmp_path / "seen") as store:
-        publisher = BatchPublisher(bootstrap_servers=settings.bootstrap)
+        publisher = BatchPublisher(bootstrap_servers=settings.bootstrap, **settings.kafka_auth().aiokafka())
         group = settings.group_id + "-runtime"
         loop = _loop(settings, topic, store, publisher, group_id=group)
         asyncio.run(_run(settings, loop, publisher, lambda: len(store.rows()) == 200))
@@ -108,7 +114,7 @@ def test_a_group_loop_resumes_from_its_store_not_from_committed_offsets(
 
         asyncio.run(rewind_group())
         asyncio.run(produce(settings, topic, [(b"k", b"late")]))
-        publisher = BatchPublisher(bootstrap_servers=settings.bootstrap)
+        publisher = BatchPublisher(bootstrap_servers=settings.bootstrap, **settings.kafka_auth().aiokafka())
         loop = _loop(settings, topic, store, publisher, group_id=group)
         asyncio.run(_run(settings, loop, publisher, lambda: len(store.rows()) == 201))
         time.sleep(0.5)
@@ -131,7 +137,7 @@ def test_a_storage_outage_is_retried_and_applies_each_record_once(settings: Sett
         return Outbox(blobs=[("sha256:" + "0" * 64, b"")], writes=[partial(store.apply, records)])
 
     with Seen(tmp_path / "seen") as store:
-        publisher = BatchPublisher(bootstrap_servers=settings.bootstrap)
+        publisher = BatchPublisher(bootstrap_servers=settings.bootstrap, **settings.kafka_auth().aiokafka())
         loop = _loop(
             settings, topic, store, publisher, handler=partial(with_blob, store), blob_sink=flaky_sink
         )
@@ -150,7 +156,7 @@ def test_an_unexpected_error_fails_the_loop_loudly(settings: Settings, tmp_path:
         raise ValueError("a bug")
 
     with Seen(tmp_path / "seen") as store:
-        publisher = BatchPublisher(bootstrap_servers=settings.bootstrap)
+        publisher = BatchPublisher(bootstrap_servers=settings.bootstrap, **settings.kafka_auth().aiokafka())
         loop = _loop(settings, topic, store, publisher, handler=boom)
         asyncio.run(_run(settings, loop, publisher, lambda: loop.condition == "failed"))
         assert loop.status()["error"] == "ValueError: a bug"

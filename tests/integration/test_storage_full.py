@@ -4,7 +4,6 @@ goes on, and ingest works again once there is room. A real tmpfs, a real broker,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -14,11 +13,10 @@ from typing import Any
 
 import pytest
 
-from commands import service
+from commands import access, service
 from locker import config
 from locker.cas import BlobStore
 from locker.digests import digest_of
-from streams.kafka import create_topics
 from tests.conftest import run_cli
 from tests.integration.helpers import dead_letters, index_count, scrape, wait_for
 
@@ -54,7 +52,7 @@ def ingest_files(files: list[Path]) -> list[dict[str, Any]]:
 def test_a_full_disk_refuses_ingest_cleanly_and_recovers(small_disk: Path, tmp_path: Path) -> None:
     settings = config.load()
     BlobStore(settings.evidence_path).ensure()
-    asyncio.run(create_topics(settings))
+    access.set_up(settings)
     # Leave about 3 MiB above the reserve, then offer six 1 MiB artifacts.
     filler = small_disk / "filler"
     free = BlobStore(settings.evidence_path).free_bytes() or 0

@@ -1,0 +1,144 @@
+"""Authenticated Kafka with ACLs (#12): each principal is refused by the broker for what it may not
+do, and a producer cannot forge an event or an anchor command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from datetime import UTC, datetime
+
+import pytest
+
+from commands import access
+from locker import kafka_auth, requests
+from locker.config import Settings
+from locker.digests import digest_of
+from locker.errors import Refused
+from locker.events import ArtifactIngested, encode
+from locker.kafka_auth import Role
+from streams.kafka import end_offsets, producer, read_to_end
+from streams.topics import Topics
+from tests.conftest import run_cli
+from tests.integration.helpers import index_count, ingest, submission, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _secure(settings: Settings) -> None:
+    if not settings.kafka_auth().sasl:
+        pytest.skip("the session's broker takes no logins (Kafka:SecurityProtocol is not SASL)")
+
+
+def write(settings: Settings, who: Role, topic: str, value: bytes = b"{}", key: bytes = b"k") -> None:
+    async def send() -> None:
+        async with producer(settings.acting_as(who), request_timeout_ms=10000) as p:
+            await p.send_and_wait(topic, value, key=key)
+
+    asyncio.run(send())
+
+
+def read(settings: Settings, who: Role, topic: str) -> int:
+    """Fetch the topic's records as `who`; how many there were."""
+
+    async def fetch() -> int:
+        return sum([len(batch) async for batch in read_to_end(settings.acting_as(who), topic)])
+
+    return asyncio.run(fetch())
+
+
+def refused(action, *args: object) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(Refused) as caught:
+        action(*args)
+    return str(caught.value)
+
+
+def test_each_principal_may_do_what_its_acls_say_and_nothing_more(settings: Settings) -> None:
+    t = Topics(settings.topic_prefix)
+    every = [t.submissions, t.commands, t.events, t.anchors, t.verifications, t.verify_tasks, t.dlq]
+    may_write: dict[Role, set[str]] = {
+        "producer": {t.submissions},
+        "operator": {t.submissions, t.commands},
+        "service": {t.events, t.anchors, t.dlq, t.verifications, t.verify_tasks},
+        "auditor": set(),
+    }
+    may_read: dict[Role, set[str]] = {
+        "producer": set(),
+        "operator": set(every),
+        "service": set(every),
+        "auditor": {t.events, t.anchors},
+    }
+    for topic in every:  # a record on each, for the readers to fetch
+        write(settings, "admin", topic)
+    for who in may_write:
+        for topic in every:
+            if topic in may_write[who]:
+                write(settings, who, topic)
+            else:
+                said = refused(write, settings, who, topic)
+                assert "AuthorizationFailed" in said and f"the {who} principal" in said, said
+            if topic in may_read[who]:
+                assert read(settings, who, topic)
+            else:
+                assert "TopicAuthorizationFailed" in refused(read, settings, who, topic)
+
+
+def test_a_producer_cannot_forge_an_event_or_an_anchor_command(running: Settings) -> None:
+    t = Topics(running.topic_prefix)
+    content = os.urandom(200)
+    forged = ArtifactIngested(
+        artifact_id=digest_of(content), size=len(content), kind="sbom", ingested_at=datetime.now(UTC)
+    )
+    assert "TopicAuthorizationFailed" in refused(write, running, "producer", t.events, encode(forged))
+    command = requests.encode(
+        requests.CreateAnchor(command_id=requests.new_id(), requested_at=datetime.now(UTC))
+    )
+    assert "TopicAuthorizationFailed" in refused(write, running, "producer", t.commands, command)
+    assert "TopicAuthorizationFailed" in refused(write, running, "producer", t.anchors, b"{}")
+
+    # What it may do, it does: its submission is ingested.
+    write(running, "producer", t.submissions, submission(content, kind="sbom"), digest_of(content).encode())
+    wait_for(lambda: index_count(running) == 1, what="the producer's submission indexed")
+    assert run_cli("evidence", "exists", digest_of(content)).returncode == 0
+    assert sum(asyncio.run(end_offsets(running, t.anchors)).values()) == 0  # no anchor for mallory
+
+
+def test_the_cli_as_an_auditor_reads_but_cannot_command(anchoring: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    ingest(anchoring, [b"audited"])
+    wait_for(lambda: index_count(anchoring) == 1, what="the artifact indexed")
+    run_cli("evidence", "anchor", "create")
+    monkeypatch.setenv("STELLA_KAFKA__PRINCIPAL", "auditor")
+    # Replays evidence.events from Kafka to recompute the roots the anchor signed.
+    verified = json.loads(run_cli("evidence", "anchor", "verify", "--all", "--format", "json").stdout)
+    assert verified["verified"] and verified["anchors_checked"] == 1, verified
+    said = run_cli("evidence", "anchor", "create", check=False)
+    assert said.returncode == 5, said.stderr
+    assert "refused the auditor principal (stella-auditor)" in said.stderr, said.stderr
+
+
+def test_a_wrong_password_is_a_clear_refusal(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "kafka-secrets"
+    kafka_auth.create(folder)
+    env = {"STELLA_KAFKA__CREDENTIALSPATH": str(folder)}
+    (tmp_path / "sbom.json").write_text("{}")
+    said = run_cli("evidence", "ingest", str(tmp_path / "sbom.json"), "--kind", "sbom", check=False, env=env)
+    assert said.returncode == 5, said.stderr
+    assert "did not accept the login of the operator principal (stella-operator)" in said.stderr
+    for path in folder.iterdir():  # never printed
+        assert path.read_text().strip() not in said.stdout + said.stderr
+
+
+def test_credentials_are_owner_only_and_grants_are_the_documented_ones(settings: Settings) -> None:
+    folder = settings.kafka_credentials_path
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for who in kafka_auth.ROLES:
+        assert stat.S_IMODE(kafka_auth.password_file(folder, who).stat().st_mode) == 0o600
+    os.chmod(kafka_auth.password_file(folder, "auditor"), 0o640)
+    try:
+        assert "readable by others" in refused(settings.acting_as("auditor").kafka_auth)
+    finally:
+        os.chmod(kafka_auth.password_file(folder, "auditor"), 0o600)
+    writers = {g.who for g in access.grants(settings) if g.operation == "WRITE" and g.name.endswith("events")}
+    assert writers == {"service"}
