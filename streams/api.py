@@ -5,9 +5,11 @@ Views only read: the index and Merkle stores the worker writes, the blob store, 
 and events topics. The reports the CLI gives too (a verification run, an artifact's provenance,
 storage stats) are the same functions and the same typed results as the CLI's `--format json`;
 they read the log or the whole index, so they run in a worker thread, `REPORTS_AT_ONCE` at a
-time (503 `busy` beyond that). Every error is a JSON body `{"error": ..., "detail": ...}`, never a
-traceback: a route that does not exist, a method a route does not take, a `LockerError` a view
-did not catch, and anything unexpected (a 500, logged on one line with the request).
+time (503 `busy` beyond that). Every error is problem JSON (`streams.problems`), never a
+traceback and never the request's bytes: a route that does not exist, a method a route does not
+take, a `LockerError` a view did not catch, and anything unexpected (a 500, logged on one line
+with the request). The server under the API (`streams.webserver`) answers the rest: requests too
+large or malformed, and connections beyond the cap.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from http import HTTPStatus
 
 import faust
 import msgspec
@@ -41,7 +44,7 @@ from projections.merkle_store import MerkleStore
 from projections.storage_stats import stats as storage_stats
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
-from streams import openapi, serving
+from streams import openapi, problems, serving
 from streams.kafka import fetch_value
 from streams.metrics import CONTENT_TYPE, Metrics, Snapshot
 from streams.provenance import provenance
@@ -74,19 +77,17 @@ def install_api(
     app.web.blueprints = BlueprintManager()  # not faust's own pages (`/`, `/router`, `/table`): not ours
     served.router.add_get("/openapi.json", openapi_json)
 
-    def not_found(view: View, what: str) -> Response:
-        return view.json({"error": "not-found", "detail": what}, status=404)
-
-    def invalid_digest(view: View, artifact_id: str) -> Response:
-        detail = f"{artifact_id!r} is not sha256:<64 hex>"
-        return view.json({"error": "invalid-digest", "detail": detail}, status=400)
+    def invalid_digest(view: View, what: str) -> Response:
+        return problem(view, 400, "invalid-digest", f"{what} is not sha256:<64 hex>")
 
     def indexed(view: View, artifact_id: str) -> ArtifactRecord | Response:
         """The index record of `artifact_id`, or the 400/404 response that says why not."""
         if not is_digest(artifact_id):
-            return invalid_digest(view, artifact_id)
+            return invalid_digest(view, "the artifact id")
         record = index.get(artifact_id)
-        return record if record is not None else not_found(view, f"artifact {artifact_id} not found")
+        if record is None:  # a well-formed digest: naming it echoes nothing but hex
+            return problem(view, 404, "not-found", f"artifact {artifact_id} not found")
+        return record
 
     reports = asyncio.Semaphore(REPORTS_AT_ONCE)
 
@@ -94,7 +95,7 @@ def install_api(
         """The JSON of `read()`, read in a worker thread; 503 `busy` when `REPORTS_AT_ONCE` are."""
         if reports.locked():
             detail = f"{REPORTS_AT_ONCE} reports are being read; try again in a moment"
-            return view.json({"error": "busy", "detail": detail}, status=503, headers={"Retry-After": "1"})
+            return problem(view, 503, "busy", detail, {"Retry-After": "1"})
         async with reports:
             result = await asyncio.to_thread(read)
         return view.bytes(msgspec.json.encode(result), content_type="application/json")
@@ -121,19 +122,15 @@ def install_api(
         async def get(self, request: Request) -> Response:
             subject, kind = request.query.get("subject"), request.query.get("kind")
             if subject is not None and not is_digest(subject):
-                return invalid_digest(self, subject)
+                return invalid_digest(self, "subject")
             if kind is not None and kind not in KINDS:
-                detail = f"{kind!r}: one of {', '.join(KINDS)}"
-                return self.json({"error": "invalid-kind", "detail": detail}, status=400)
+                return problem(self, 400, "invalid-kind", f"kind is one of {', '.join(KINDS)}")
             if subject is not None:
                 ids = index.by_subject(subject)
             elif kind is not None:
                 ids = index.by_kind(kind)
             else:
-                return self.json(
-                    {"error": "missing-query", "detail": "give ?subject=sha256:... or ?kind=..., or both"},
-                    status=400,
-                )
+                return problem(self, 400, "missing-query", "give ?subject=sha256:... or ?kind=..., or both")
             found = [index.get(artifact_id) for artifact_id in ids]
             return self.json(
                 {"artifacts": [r.public() for r in found if r is not None and kind in (None, r.kind)]}
@@ -161,16 +158,14 @@ def install_api(
             if not isinstance(record, ArtifactRecord):
                 return ("invalid" if record.status == 400 else "not-found"), record
             if not record.servable:  # never served as if it were good
-                body = {"error": record.status, "detail": record.status_reason}
-                return "unservable", self.json(body, status=409)
+                return "unservable", problem(self, 409, record.status, record.status_reason)
             try:  # faust's aiohttp driver hands its views aiohttp's request
                 return await serving.send(request, blobs, artifact_id, record.media_type)  # type: ignore[arg-type]
             except ArtifactNotFound:
                 detail = f"{artifact_id} is indexed but its blob is missing"
-                return "blob-missing", self.json({"error": "blob-missing", "detail": detail}, status=409)
+                return "blob-missing", problem(self, 409, "blob-missing", detail)
             except IntegrityError as error:
-                body = {"error": "integrity-mismatch", "detail": str(error)}
-                return "integrity-mismatch", self.json(body, status=409)
+                return "integrity-mismatch", problem(self, 409, "integrity-mismatch", str(error))
 
     @app.page("/artifacts/{artifact_id}/meta")
     class ArtifactMeta(View):
@@ -191,17 +186,23 @@ def install_api(
     class ArtifactProvenance(View):
         async def get(self, request: Request, artifact_id: str) -> Response:
             if not is_digest(artifact_id):
-                return invalid_digest(self, artifact_id)
+                return invalid_digest(self, "the artifact id")
             return await typed_report(self, lambda: provenance(settings, index, live_chain, artifact_id))
 
     async def verification(view: View, request: Request, run_id: str | None) -> Response:
         only = request.query.get("filter", "failed")
         if only not in FILTERS:
-            detail = f"{only!r}: one of {', '.join(FILTERS)}"
-            return view.json({"error": "invalid-filter", "detail": detail}, status=400)
-        return await typed_report(
-            view, lambda: report(settings, verifications, index, run_id=run_id, only=only)
-        )
+            return problem(view, 400, "invalid-filter", f"filter is one of {', '.join(FILTERS)}")
+
+        def read() -> msgspec.Struct:
+            try:
+                return report(settings, verifications, index, run_id=run_id, only=only)
+            except NotFound:  # its text names the run asked for: not echoed
+                if run_id is None:
+                    raise
+                raise NotFound("no verification run has the id given") from None
+
+        return await typed_report(view, read)
 
     @app.page("/verifications/latest")  # before `/verifications/{run_id}`, so that this one wins
     class LatestVerification(View):
@@ -219,15 +220,26 @@ def install_api(
             return await typed_report(self, lambda: storage_stats(settings, index))
 
     def locker_error(view: View, error: LockerError) -> Response:
-        return view.json(error_body(error), status=error_status(error))
+        return problem(view, *locker_problem(error))
+
+    def find_anchor(asked: str | None, what: str) -> tuple[anchors.StoredAnchor, anchors.AnchorCreated]:
+        """`chain.find(asked)`; its `NotFound` names `what` was asked, not the value given."""
+        try:
+            return chain.find(asked)
+        except NotFound:
+            if asked is None:
+                raise
+            detail = (
+                f"no anchor, or more than one, matches the {what} given (an anchor id or a prefix of its hex)"
+            )
+            raise NotFound(detail) from None
 
     @app.page("/anchors")
     class Anchors(View):
         async def get(self, request: Request) -> Response:
             limit = request.query.get("limit")
             if limit is not None and not (limit.isascii() and limit.isdigit()):
-                detail = f"{limit!r} is not a count (ASCII digits)"
-                return self.json({"error": "invalid-limit", "detail": detail}, status=400)
+                return problem(self, 400, "invalid-limit", "limit is a count (ASCII digits)")
             found = chain.anchors(limit=None if limit is None else int(limit))
             return self.json({"anchors": [anchors.summary(e.stored, e.anchor()) for e in found]})
 
@@ -235,7 +247,7 @@ def install_api(
     class Anchor(View):
         async def get(self, request: Request, anchor_id: str) -> Response:
             try:
-                found = chain.find(None if anchor_id == "latest" else anchor_id)
+                found = find_anchor(None if anchor_id == "latest" else anchor_id, "id")
             except LockerError as exc:
                 return locker_error(self, exc)
             return self.json(anchors.full(*found))
@@ -247,7 +259,7 @@ def install_api(
             if not isinstance(record, ArtifactRecord):
                 return record
             try:
-                item, anchor = chain.find(request.query.get("anchor"))
+                item, anchor = find_anchor(request.query.get("anchor"), "anchor")
                 value = await fetch_value(settings, topics.events, record.partition, record.offset)
                 out = proofs.inclusion(trees, item, anchor, record.partition, record.offset, value)
             except LockerError as exc:
@@ -259,11 +271,11 @@ def install_api(
         async def get(self, request: Request) -> Response:
             old, new = request.query.get("old"), request.query.get("new")
             if not old or not new:
-                return self.json(
-                    {"error": "missing-query", "detail": "give ?old=<anchor>&new=<anchor>"}, status=400
-                )
+                return problem(self, 400, "missing-query", "give ?old=<anchor>&new=<anchor>")
             try:
-                out = proofs.consistency(trees, chain.find(old), chain.find(new))
+                out = proofs.consistency(
+                    trees, find_anchor(old, "old anchor"), find_anchor(new, "new anchor")
+                )
             except LockerError as exc:
                 return locker_error(self, exc)
             return self.json(out)
@@ -281,7 +293,7 @@ def install_api(
             entry = chain.latest()
             if entry is None:
                 missing = NotFound("there is no anchor yet; run `stella evidence anchor create`")
-                return web.json_response(error_body(missing), status=error_status(missing))
+                return problems.response(*locker_problem(missing))
             body = json.dumps(anchors.full(entry.stored, entry.anchor())).encode()
             latest_json.clear()
             latest_json[position] = body
@@ -342,29 +354,56 @@ def error_status(error: LockerError) -> int:
     return {1: 404, 2: 400, 4: 503, 5: 400}.get(error.exit_code, 500)
 
 
-def error_body(error: LockerError) -> dict[str, str]:
-    return {"error": type(error).__name__, "detail": str(error)}
+def locker_problem(error: LockerError) -> tuple[int, str, str]:
+    """The status, `error` code (the class's name) and detail of a `LockerError`'s problem."""
+    return error_status(error), type(error).__name__, str(error)
+
+
+def problem(
+    view: View, status: int, error: str, detail: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A view's problem response (`streams.problems`)."""
+    encoded = problems.encode(status, error, detail)
+    extra = None if headers is None else dict(headers)
+    return view.bytes(encoded, content_type=problems.CONTENT_TYPE, status=status, headers=extra)
+
+
+# The fixed details of the HTTP errors aiohttp raises (its own texts may quote the request), and
+# the headers of theirs that go with the answer.
+HTTP_DETAILS = {
+    404: "no such route; /openapi.json lists them",
+    405: "this route does not take this method; `Allow` lists those it takes",
+    413: "the request body is too large",
+}
+HTTP_CODES = {413: problems.BODY_TOO_LARGE}
+HTTP_HEADERS = frozenset({"Allow", "Retry-After", "WWW-Authenticate"})
+
+
+def http_problem(exc: web.HTTPException) -> web.Response:
+    """An aiohttp HTTP error (a route or method that does not exist, say) as a problem."""
+    error = HTTP_CODES.get(exc.status) or exc.reason.lower().replace(" ", "-")
+    detail = HTTP_DETAILS.get(exc.status) or HTTPStatus(exc.status).description
+    headers = {name: value for name, value in exc.headers.items() if name in HTTP_HEADERS}
+    return problems.response(exc.status, error, detail, headers)
 
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error response into JSON; see the module docstring."""
+    """Turn every error response into problem JSON; see the module docstring."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        detail = f"{request.method} {request.path}: {exc.reason}"
-        return web.json_response(
-            {"error": exc.reason.lower().replace(" ", "-"), "detail": detail}, status=exc.status
-        )
+        return http_problem(exc)
     except LockerError as exc:
-        return web.json_response(error_body(exc), status=error_status(exc))
-    except Exception as exc:  # a bug: the client gets JSON, the log gets the traceback
+        return problems.response(*locker_problem(exc))
+    except Exception as exc:  # a bug: the client gets a problem, the log gets the traceback
         error = f"{type(exc).__name__}: {shorten(str(exc))}"
         log.error("request failed", method=request.method, path=request.path, error=error, exc_info=exc)
-        body = {"error": "internal", "detail": f"{error} (see the service log)"}
-        return web.json_response(body, status=500)
+        # the exception's text may hold what the request sent: its type only
+        detail = f"{type(exc).__name__} (see the service log)"
+        return problems.response(500, problems.INTERNAL, detail)
 
 
 def bearer_required(token: str | None) -> Middleware:
@@ -379,10 +418,8 @@ def bearer_required(token: str | None) -> Middleware:
             detail = "this route lists artifacts: send `Authorization: Bearer <token>` (Service:TokenFile)"
             if token is None:
                 detail = "this route lists artifacts, and the service has no API token: run `stella init`"
-            return web.json_response(
-                {"error": "unauthorized", "detail": detail},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="evidence-locker"'},
+            return problems.response(
+                401, "unauthorized", detail, {"WWW-Authenticate": 'Bearer realm="evidence-locker"'}
             )
         return await handler(request)
 
@@ -397,12 +434,11 @@ async def query_as_documented(request: web.Request, handler: Handler) -> web.Str
     resource = request.match_info.route.resource
     taken = None if resource is None else openapi.QUERIES.get(resource.canonical)
     if taken is not None:
-        if unknown := sorted(set(request.query) - taken):
-            detail = f"{', '.join(map(repr, unknown))}: this route takes {', '.join(sorted(taken))}"
-            return web.json_response({"error": "unknown-query", "detail": detail}, status=400)
+        if set(request.query) - taken:  # named by what the route takes: the others are not echoed
+            detail = f"this route takes only {', '.join(sorted(taken))}"
+            return problems.response(400, "unknown-query", detail)
         if repeated := sorted(key for key in taken if len(request.query.getall(key, [])) > 1):
-            detail = f"give {', '.join(repeated)} once"
-            return web.json_response({"error": "repeated-query", "detail": detail}, status=400)
+            return problems.response(400, "repeated-query", f"give {', '.join(repeated)} once")
     return await handler(request)
 
 

@@ -54,7 +54,7 @@ from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
 from streams import chain as anchor_chain
-from streams import describe, ingest, project, replicate, verify
+from streams import describe, ingest, project, replicate, verify, webserver
 from streams.anchoring import Anchorer
 from streams.api import install_api
 from streams.blob_writer import BlobWriter
@@ -125,8 +125,9 @@ def create_app(
     trusted = trust.trust_store(settings.trust_store_path)  # a bad key stops the start here
     sigstore_root = trust.sigstore_root(settings.sigstore_root_path)  # and so does a bad root
     host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
-    app = faust.App(
+    app = webserver.App(
         settings.group_id,
+        limits=webserver.limits(settings),
         broker=f"kafka://{settings.bootstrap}",
         datadir=str(settings.state_path / "faust"),
         web_enabled=True,

@@ -18,6 +18,7 @@ import msgspec
 from locker.events import KINDS
 from projections.index import ARCHIVED, CORRUPTED, EXPIRED, INGESTED, VERIFICATION_FAILED
 from projections.storage_stats import StorageStats
+from streams.problems import CONTENT_TYPE as PROBLEM_TYPE
 from streams.provenance import Provenance
 from streams.runtime import STAGES
 from streams.verify_report import FILTERS, VerifyReport
@@ -50,7 +51,17 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-ERROR = obj({"error": STRING, "detail": STRING})
+# Problem details (RFC 9457, `streams.problems`): `type` is about:blank, `title` the status's phrase;
+# `error`, an extension member, is the machine-readable code.
+PROBLEM = obj(
+    {
+        "type": {"const": "about:blank"},
+        "title": STRING,
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "error": STRING,
+        "detail": STRING,
+    }
+)
 
 ARTIFACT_FIELDS: dict[str, Schema] = {
     "artifact_id": DIGEST,
@@ -165,19 +176,22 @@ def json_body(description: str, schema: Schema) -> Schema:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def problem(description: str) -> Schema:
+    """An error response: problem JSON."""
+    return {"description": description, "content": {PROBLEM_TYPE: {"schema": ref("Problem")}}}
+
+
 ERRORS: dict[str, Schema] = {
-    "400": json_body("A malformed id or query.", ref("Error")),
-    "404": json_body("No such artifact, anchor or run, or no route.", ref("Error")),
-    "409": json_body(
+    "400": problem("A malformed id or query."),
+    "404": problem("No such artifact, anchor or run, or no route."),
+    "409": problem(
         "The artifact is not served: failed verification, marked corrupted, expired or archived "
         "(`error` is its status), or its blob is missing or no longer hashes to its id "
-        "(`blob-missing`, `integrity-mismatch`).",
-        ref("Error"),
+        "(`blob-missing`, `integrity-mismatch`)."
     ),
-    "503": json_body(
+    "503": problem(
         "A damaged projection store or an unreachable broker; for a report (verification, "
-        "provenance, storage stats), also `busy`: too many read at once (see `Retry-After`).",
-        ref("Error"),
+        "provenance, storage stats), also `busy`: too many read at once (see `Retry-After`)."
     ),
 }
 
@@ -284,7 +298,7 @@ PATHS: dict[str, Schema] = {
         {
             "206": {"description": "The range asked for.", "content": {"*/*": {"schema": {}}}},
             "304": {"description": "Not modified: the client's copy is this artifact."},
-            "416": {"description": "The range starts past the end (`Content-Range: bytes */size`)."},
+            "416": problem("The range starts past the end (`Content-Range: bytes */size`)."),
         },
     ),
     "/artifacts/{artifact_id}/meta": get(
@@ -380,8 +394,8 @@ PATHS: dict[str, Schema] = {
 PROTECTED = frozenset({"/artifacts", "/verifications/latest", "/verifications/{run_id}", "/storage/stats"})
 for _path in PROTECTED:
     PATHS[_path]["get"]["security"] = [{"bearer": []}]
-    PATHS[_path]["get"]["responses"]["401"] = json_body(
-        "No `Authorization: Bearer <token>` with the API token (Service:TokenFile).", ref("Error")
+    PATHS[_path]["get"]["responses"]["401"] = problem(
+        "No `Authorization: Bearer <token>` with the API token (Service:TokenFile)."
     )
 
 DOCUMENT: Schema = {
@@ -390,7 +404,12 @@ DOCUMENT: Schema = {
         "title": "Evidence Locker",
         "version": "1",
         "description": "Read-only: artifacts, anchors, proofs, verification reports, provenance, "
-        'storage stats, health and metrics. Every error is JSON, `{"error": ..., "detail": ...}`. '
+        "storage stats, health and metrics. Every error is problem details (RFC 9457, "
+        f"`{PROBLEM_TYPE}`): `type` about:blank, `title`, `status`, `detail`, and `error`, a "
+        "machine-readable code. Beyond any route's own: 405 (with `Allow`), 413 (a body over "
+        "Service:MaxBodyBytes), 414 (a URL over Service:MaxUrlBytes), 431 (a header over "
+        "Service:MaxHeaderBytes, or over Service:MaxHeaders of them), 400 (not well-formed HTTP), "
+        "and 503 `too-many-connections` (over Service:MaxConnections). "
         "Every route also answers HEAD. A route that takes query parameters answers 400 to one it "
         "does not take (`unknown-query`) and to one given twice (`repeated-query`); the others "
         "ignore the query. The routes that list artifacts need the API token as a bearer.",
@@ -398,7 +417,7 @@ DOCUMENT: Schema = {
     "paths": PATHS,
     "components": {
         "schemas": {
-            "Error": ERROR,
+            "Problem": PROBLEM,
             "Artifact": ARTIFACT,
             "ArtifactMeta": ARTIFACT_META,
             "AnchorSummary": ANCHOR_SUMMARY,

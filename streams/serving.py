@@ -5,8 +5,8 @@
   `X-Content-Type-Options: nosniff` and `Content-Disposition: attachment`, so a browser never
   renders evidence as a page.
 - The ETag is the digest: `If-None-Match` with it answers 304. One `Range` of bytes answers 206;
-  a range past the end 416; several ranges, or one that does not parse, get the whole (RFC 9110
-  lets a server ignore Range).
+  a range past the end 416 (a problem, `streams.problems`); several ranges, or one that does not
+  parse, get the whole (RFC 9110 lets a server ignore Range).
 - Checked: a blob up to `WHOLE` bytes is read at once and checked before a byte goes out (409
   when bad, as before). A larger one is hashed first, chunk by chunk (409 when bad), then sent
   chunk by chunk while hashed again; should that second hash differ (the file changed in between),
@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 
 from locker.cas import BlobStore
+from streams import problems
 
 WHOLE = 1 << 20  # blobs up to 1 MiB are read and checked in one piece
 CHUNK = 128 * 1024
@@ -120,7 +121,10 @@ async def send(
     try:
         wanted = byte_range(request.headers.get("Range"), size)
     except ValueError:
-        return "ok", web.Response(status=416, headers={**base, "Content-Range": f"bytes */{size}"})
+        detail = f"the artifact has {size} bytes: the range asked for starts past its end"
+        return "ok", problems.response(
+            416, "range-not-satisfiable", detail, {"Content-Range": f"bytes */{size}"}
+        )
     first, last = (0, size - 1) if wanted is None else wanted
     status = 200 if wanted is None else 206
     if wanted is not None:

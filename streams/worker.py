@@ -27,6 +27,7 @@ from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore
 from projections.verify_store import VerifyStore
+from streams import webserver
 from streams.app import create_app
 from streams.kafka import create_topics
 
@@ -117,6 +118,7 @@ def main() -> None:
             BlobStore(settings.replica_path).ensure()
         remember_evidence_path(settings)
         token = api_token(settings)
+        webserver.limits(settings)  # a bad limit stops the start here, with one line
         removed = blobs.clean_tmp()
         replica = None if settings.replica_path is None else BlobStore(settings.replica_path)
 

@@ -22,6 +22,7 @@ from locker.digests import digest_of
 from projections.merkle_store import _node_key
 from projections.store import wipe
 from streams.openapi import PROTECTED
+from streams.problems import CONTENT_TYPE as PROBLEM
 from streams.topics import Topics
 from tests.conftest import run_cli
 from tests.integration.helpers import bearer, index_count, produce, submission, wait_for
@@ -144,9 +145,10 @@ def test_hostile_requests_and_a_damaged_merkle_store(anchoring: Settings) -> Non
     for path in HOSTILE:
         for token in (True, False):
             status, content_type, body = get(settings, path, token=token)
-            assert 400 <= status < 500 and content_type.startswith("application/json"), (path, status, body)
+            assert 400 <= status < 500 and content_type == PROBLEM, (path, status, body)
             answer = json.loads(body)
             assert answer["error"] and answer["detail"] and b"Traceback" not in body, (path, answer)
+            assert answer["status"] == status and b"junk" not in body, (path, answer)  # never echoed
             assert (status == 401) == (not token and protected(path)), (path, token, status)
 
     # Damage the Merkle store while the service is stopped: delete a node an inclusion proof needs.
@@ -158,7 +160,7 @@ def test_hostile_requests_and_a_damaged_merkle_store(anchoring: Settings) -> Non
 
     status, content_type, body = get(settings, f"/proofs/inclusion/{proof['artifact_id']}")
     answer = json.loads(body)
-    assert (status, answer["error"]) == (503, "StoreDamaged") and content_type.startswith("application/json")
+    assert (status, answer["error"]) == (503, "StoreDamaged") and content_type == PROBLEM
     assert f"Merkle store at {settings.merkle_path} is damaged" in answer["detail"]
     cli = run_cli("evidence", "proof", proof["artifact_id"], check=False)
     assert cli.returncode == 4 and cli.stdout == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -55,8 +56,9 @@ def test_headers_etag_and_ranges_small_and_streamed(running: Settings) -> None:
     assert get(running, html_id, **{"If-None-Match": f'"{html_id}"'})[0] == 304
     assert get(running, html_id, Range="bytes=6-13")[::2] == (206, page[6:14])
     assert get(running, html_id, Range="bytes=-4")[2] == page[-4:]
-    status, headers, _ = get(running, html_id, Range=f"bytes={len(page)}-")
+    status, headers, body = get(running, html_id, Range=f"bytes={len(page)}-")
     assert status == 416 and headers["Content-Range"] == f"bytes */{len(page)}"
+    assert headers["Content-Type"] == "application/problem+json" and json.loads(body)["status"] == 416
 
     status, headers, body = get(running, big_id)
     assert status == 200 and body == big and headers["Content-Type"] == "application/vnd.in-toto+json"

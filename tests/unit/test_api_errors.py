@@ -1,4 +1,4 @@
-"""The API's error middleware on a bare aiohttp app: every error is JSON, never a traceback."""
+"""The API's error middleware on a bare aiohttp app: every error is problem JSON, never a traceback."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from locker.errors import ArtifactNotFound, BrokerUnavailable, InvalidInput, LockerError, StoreDamaged
+from streams import problems
 from streams.api import error_status, json_errors, query_as_documented
 from streams.serving import served_type
 
@@ -28,16 +29,18 @@ async def fine(request: web.Request) -> web.Response:
 
 
 def get(path: str, method: str = "GET") -> tuple[int, str, dict]:
-    async def main() -> tuple[int, str, dict]:
-        app = web.Application(middlewares=[json_errors])
-        app.router.add_get("/boom", boom)
-        app.router.add_get("/damaged", damaged)
-        app.router.add_get("/fine", fine)
-        async with TestClient(TestServer(app)) as client:
-            resp = await client.request(method, path)
-            return resp.status, resp.content_type, json.loads(await resp.text())
+    code, content_type, body, _ = asyncio.run(answer(path, method))
+    return code, content_type, body
 
-    return asyncio.run(main())
+
+async def answer(path: str, method: str = "GET") -> tuple[int, str, dict, dict[str, str]]:
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_get("/boom", boom)
+    app.router.add_get("/damaged", damaged)
+    app.router.add_get("/fine", fine)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.request(method, path)
+        return resp.status, resp.content_type, json.loads(await resp.text()), dict(resp.headers)
 
 
 @pytest.mark.parametrize(
@@ -49,18 +52,25 @@ def get(path: str, method: str = "GET") -> tuple[int, str, dict]:
         ("/damaged", "GET", 503, "StoreDamaged"),
     ],
 )
-def test_errors_are_json(path: str, method: str, status: int, error: str) -> None:
+def test_errors_are_problem_json(path: str, method: str, status: int, error: str) -> None:
     code, content_type, body = get(path, method)
-    assert (code, content_type, body["error"]) == (status, "application/json", error)
-    assert body["detail"]
+    assert (code, content_type, body["error"]) == (status, problems.CONTENT_TYPE, error)
+    assert (body["type"], body["status"]) == ("about:blank", status) and body["title"] and body["detail"]
+    assert "nope" not in body["detail"] and "passwd" not in body["detail"]  # the request is never echoed
+
+
+def test_a_405_says_which_methods_the_route_takes() -> None:
+    code, _, _, headers = asyncio.run(answer("/fine", "DELETE"))
+    assert code == 405 and set(headers["Allow"].split(",")) == {"GET", "HEAD"}
 
 
 def test_an_unexpected_exception_is_a_json_500_and_one_log_line() -> None:
     with capture_logs() as logs:
         code, content_type, body = get("/boom")
-    assert (code, content_type, body["error"]) == (500, "application/json", "internal")
-    assert body["detail"].startswith("ZeroDivisionError: division by zero in a view")
-    assert "Traceback" not in body["detail"]
+    assert (code, content_type, body["error"]) == (500, problems.CONTENT_TYPE, "internal")
+    assert (
+        body["detail"] == "ZeroDivisionError (see the service log)"
+    )  # not its text: it may quote the request
     [line] = [entry for entry in logs if entry["event"] == "request failed"]
     assert line["path"] == "/boom" and line["error"].startswith("ZeroDivisionError")
 

@@ -7,11 +7,10 @@ import re
 from pathlib import Path
 from unittest import mock
 
-import faust
 import pytest
 
 from locker import config
-from streams import openapi
+from streams import openapi, webserver
 from streams.api import install_api
 
 
@@ -19,9 +18,10 @@ from streams.api import install_api
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, str]]:
     """(method, path) of every route of the API, as the worker serves it once its server starts."""
     monkeypatch.setenv("STELLA_HOME", str(tmp_path))
-    app = faust.App("openapi-test", web_enabled=True)
+    settings = config.load()
+    app = webserver.App("openapi-test", limits=webserver.limits(settings), web_enabled=True)  # the worker's
     parts = {name: mock.Mock() for name in ("blobs", "index", "trees", "chain", "verifications", "metrics")}
-    install_api(app, settings=config.load(), verifier_key="", loops=[], **parts)
+    install_api(app, settings=settings, verifier_key="", loops=[], **parts)
     app.web.init_server()  # what starting the server does: faust's own blueprints would be added here
     router = app.web.web_app.router  # type: ignore[attr-defined]
     return {(route.method, route.resource.canonical) for route in router.routes()}
