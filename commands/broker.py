@@ -20,7 +20,7 @@ from string import Template
 from commands.process import Daemon
 from locker import kafka_auth
 from locker.config import Settings, max_message_bytes
-from locker.errors import LockerError, Unreachable, UsageError
+from locker.errors import LockerError, Refused, Unreachable, UsageError
 from locker.kafka_auth import ClientAuth, Role
 
 KAFKA_VERSION = "3.9.1"
@@ -253,10 +253,25 @@ class LocalBroker:
         self._render()
         if not (self.root / "data" / "meta.properties").exists():
             self._format(libs)
+            (self.root / "formatted-for").write_text("SASL_PLAINTEXT\n" if self.secure else "PLAINTEXT\n")
+        elif self.secure and self._formatted_for() != "SASL_PLAINTEXT":
+            raise Refused(
+                f"the broker's storage in {self.root / 'data'} was formatted without logins (before "
+                "SASL), so it has no SCRAM users: set Kafka:SecurityProtocol = PLAINTEXT to run it open "
+                "as before, or take a backup (`stella evidence backup create`), stop the broker, remove "
+                "that data folder, start it again and restore the backup"
+            )
         env = dict(os.environ)
         child = self.daemon.spawn(self._java(libs, "kafka.Kafka", str(self.properties)), env, cwd=self.root)
         self.daemon.wait_until(child, self.answers, timeout, "ready")
         return True
+
+    def _formatted_for(self) -> str:
+        """The protocol the storage was formatted for; a storage formatted before SASL has no record."""
+        try:
+            return (self.root / "formatted-for").read_text().strip()
+        except FileNotFoundError:
+            return "PLAINTEXT"
 
     def answers(self) -> bool:
         """True once the broker answers a metadata request."""
