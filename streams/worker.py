@@ -83,8 +83,11 @@ def remember_evidence_path(settings: config.Settings) -> None:
 
 
 async def prepare(settings: config.Settings) -> None:
-    """Create missing topics."""
-    created = await create_topics(settings)
+    """Create missing topics (where the service's principal may: with ACLs, `stella init` does)."""
+    try:
+        created = await create_topics(settings)
+    except Refused as exc:
+        raise Refused(f"{exc}. `stella init` creates the topics and their ACLs") from None
     if created:
         log.info("topics created", topics=created)
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from commands import access
-from locker import kafka_auth, requests
+from locker import config, kafka_auth, requests
 from locker.config import Settings
 from locker.digests import digest_of
 from locker.errors import Refused
@@ -27,8 +27,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
-def _secure(settings: Settings) -> None:
-    if not settings.kafka_auth().sasl:
+def _secure(locker_env: dict[str, str]) -> None:
+    if not config.load().kafka_auth().sasl:
         pytest.skip("the session's broker takes no logins (Kafka:SecurityProtocol is not SASL)")
 
 
@@ -142,3 +142,11 @@ def test_credentials_are_owner_only_and_grants_are_the_documented_ones(settings:
         os.chmod(kafka_auth.password_file(folder, "auditor"), 0o600)
     writers = {g.who for g in access.grants(settings) if g.operation == "WRITE" and g.name.endswith("events")}
     assert writers == {"service"}
+
+
+def test_a_service_started_before_init_says_to_run_it(locker_env: dict[str, str]) -> None:
+    """No topics and no ACLs yet: the service's principal may not create them."""
+    said = run_cli("service", "start", check=False)
+    if said.returncode == 0:
+        run_cli("service", "stop")
+    assert said.returncode == 5 and "`stella init` creates the topics" in said.stderr, said.stderr
