@@ -24,6 +24,8 @@ from locker.errors import LockerError, Refused, Unreachable, UsageError
 from locker.kafka_auth import ClientAuth, Role
 
 KAFKA_VERSION = "3.9.1"
+BROKER_PEM = "broker.pem"  # in the credentials folder, with SASL_SSL
+CA_PEM = kafka_auth.CA_FILE
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra" / "kafka"
 
@@ -91,15 +93,25 @@ def new_cluster_id() -> str:
 DEFAULT_USERS: dict[Role, str] = {who: f"stella-{who}" for who in kafka_auth.ROLES}
 
 
-def security_properties(secure: bool, users: dict[Role, str]) -> str:
-    """The listeners' protocols and the authorizer. Secure: SASL/SCRAM-SHA-512 for clients, the
-    broker's own (PLAIN) login on the controller listener, ACLs enforced by KRaft's
-    `StandardAuthorizer` with the admin as the only super user, and no access without an ACL."""
-    if not secure:
+def security_properties(protocol: str, users: dict[Role, str], secrets: Path) -> str:
+    """The listeners' protocols and the authorizer. With SASL: SCRAM-SHA-512 logins for clients
+    (over TLS with `SASL_SSL`, the certificate and CA in `secrets`), the broker's own (PLAIN) login
+    on the loopback controller listener, ACLs enforced by KRaft's `StandardAuthorizer` with the
+    admin as the only super user, and no access without an ACL."""
+    if protocol == "PLAINTEXT":
         return "listener.security.protocol.map=CLIENTS:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    tls = []
+    if protocol == "SASL_SSL":  # PEM files (KIP-651): the key and chain, and the CA for its own clients
+        tls = [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={secrets / BROKER_PEM}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={secrets / CA_PEM}",
+        ]
     return "\n".join(
         [
-            "listener.security.protocol.map=CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            f"listener.security.protocol.map=CLIENTS:{protocol},CONTROLLER:SASL_PLAINTEXT",
+            *tls,
             "sasl.enabled.mechanisms=SCRAM-SHA-512",
             "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
             # SCRAM users live in the metadata log, which the controller must read before it could
@@ -128,9 +140,11 @@ def jaas(admin: str, password: str) -> str:
 
 @dataclass(frozen=True)
 class LocalBroker:
-    """A broker whose files live in `root` (data, config, pid and log). Secure (the default), it
-    takes SASL/SCRAM logins of the principals whose passwords are in `credentials` (made on first
-    start) and enforces ACLs; else it is open PLAINTEXT on loopback."""
+    """A broker whose files live in `root` (data, config, pid and log). With SASL (`protocol`
+    SASL_PLAINTEXT, the default, or SASL_SSL) it takes SCRAM logins of the principals whose
+    passwords are in `credentials` (made on first start) and enforces ACLs; with SASL_SSL its
+    client listener is TLS, with a certificate from a CA of its own (`kafka_auth.CA_FILE` there).
+    PLAINTEXT: open, on loopback."""
 
     root: Path
     port: int = 9092
@@ -138,7 +152,7 @@ class LocalBroker:
     heap: str = "512m"
     partitions: int = 4
     max_content_bytes: int = 8 * 1024 * 1024
-    secure: bool = True
+    protocol: str = "SASL_PLAINTEXT"
     credentials: Path | None = None  # default: root / "secrets"
     users: dict[Role, str] = field(default_factory=lambda: dict(DEFAULT_USERS))
 
@@ -151,7 +165,7 @@ class LocalBroker:
             heap=str(settings.get("Broker:Heap")),
             partitions=settings.partitions,
             max_content_bytes=settings.max_content_bytes,
-            secure=local_security(str(settings.get("Kafka:SecurityProtocol"))),
+            protocol=local_protocol(str(settings.get("Kafka:SecurityProtocol"))),
             credentials=settings.kafka_credentials_path,
             users={who: settings.kafka_user(who) for who in kafka_auth.ROLES},
         )
@@ -160,18 +174,28 @@ class LocalBroker:
     def secrets(self) -> Path:
         return self.credentials or self.root / "secrets"
 
+    @property
+    def secure(self) -> bool:
+        return self.protocol != "PLAINTEXT"
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol == "SASL_SSL"
+
     def client_env(self) -> dict[str, str]:
         """The STELLA_* variables a locker on this broker needs besides its bootstrap."""
-        if not self.secure:
-            return {"STELLA_KAFKA__SECURITYPROTOCOL": "PLAINTEXT"}
-        return {"STELLA_KAFKA__CREDENTIALSPATH": str(self.secrets)}
+        env = {"STELLA_KAFKA__SECURITYPROTOCOL": self.protocol}
+        if self.secure:
+            env["STELLA_KAFKA__CREDENTIALSPATH"] = str(self.secrets)
+        return env
 
     def auth(self, who: Role = "admin") -> ClientAuth:
         """How `who` logs in to this broker."""
         if not self.secure:
             return ClientAuth()
         password = kafka_auth.read(self.secrets, who)
-        return ClientAuth("SASL_PLAINTEXT", "SCRAM-SHA-512", self.users[who], password)
+        ca = self.secrets / CA_PEM if self.tls else None
+        return ClientAuth(self.protocol, "SCRAM-SHA-512", self.users[who], password, ca)
 
     @property
     def bootstrap(self) -> str:
@@ -196,7 +220,7 @@ class LocalBroker:
                 partitions=self.partitions,
                 max_content_bytes=self.max_content_bytes,
                 max_message_bytes=max_message_bytes(self.max_content_bytes),
-                security=security_properties(self.secure, self.users),
+                security=security_properties(self.protocol, self.users, self.secrets),
             )
         )
         if self.secure:
@@ -250,11 +274,13 @@ class LocalBroker:
         libs = ensure_jars()
         if self.secure:
             kafka_auth.create(self.secrets)
+        if self.tls and not (self.secrets / BROKER_PEM).exists():
+            write_tls_files(self.secrets)
         self._render()
         if not (self.root / "data" / "meta.properties").exists():
             self._format(libs)
-            (self.root / "formatted-for").write_text("SASL_PLAINTEXT\n" if self.secure else "PLAINTEXT\n")
-        elif self.secure and self._formatted_for() != "SASL_PLAINTEXT":
+            (self.root / "formatted-for").write_text(f"{self.protocol}\n")
+        elif self.secure and self._formatted_for() == "PLAINTEXT":
             raise Refused(
                 f"the broker's storage in {self.root / 'data'} was formatted without logins (before "
                 "SASL), so it has no SCRAM users: set Kafka:SecurityProtocol = PLAINTEXT to run it open "
@@ -290,26 +316,73 @@ class LocalBroker:
             "bootstrap": self.bootstrap,
             "answers": pid is not None and self.answers(),
             "kafka_version": KAFKA_VERSION,
-            "security": "SASL_PLAINTEXT (SCRAM-SHA-512), ACLs" if self.secure else "PLAINTEXT, no ACLs",
+            "security": f"{self.protocol} (SCRAM-SHA-512), ACLs" if self.secure else "PLAINTEXT, no ACLs",
             "credentials": str(self.secrets) if self.secure else "",
             "data": str(self.root / "data"),
             "log": str(self.daemon.log_file),
         }
 
 
-def local_security(protocol: str) -> bool:
-    """Is the local broker secure under `Kafka:SecurityProtocol` = `protocol`? It runs SASL_PLAINTEXT
-    or PLAINTEXT on loopback; TLS is for clusters run elsewhere (README, "Kafka security")."""
-    match protocol.strip().upper():
-        case "SASL_PLAINTEXT":
-            return True
-        case "PLAINTEXT":
-            return False
-        case other:
-            raise UsageError(
-                f"the local broker runs SASL_PLAINTEXT or PLAINTEXT on loopback, not {other}: set "
-                "Kafka:SecurityProtocol, or use a cluster run elsewhere for TLS"
-            )
+def local_protocol(protocol: str) -> str:
+    """`Kafka:SecurityProtocol` for the local broker: SASL_PLAINTEXT, SASL_SSL or PLAINTEXT (the
+    principals are SASL logins, so TLS alone, SSL, is for clusters run elsewhere)."""
+    protocol = protocol.strip().upper()
+    if protocol not in ("SASL_PLAINTEXT", "SASL_SSL", "PLAINTEXT"):
+        raise UsageError(
+            f"the local broker runs SASL_PLAINTEXT, SASL_SSL or PLAINTEXT, not {protocol}: set "
+            "Kafka:SecurityProtocol, or use a cluster run elsewhere"
+        )
+    return protocol
+
+
+def write_tls_files(folder: Path) -> None:
+    """A CA of the broker's own (`ca.pem`, what clients trust: `Kafka:CaFile`, or found in the
+    credentials folder) and the broker's key and certificate for 127.0.0.1 and localhost, signed by
+    it (`broker.pem`: key, certificate, CA; mode 0600). The CA's key is not kept: nothing else is
+    ever signed with it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stella local broker CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_pem = ca.public_bytes(pem).decode()
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    write_secret(folder / BROKER_PEM, key_pem + cert.public_bytes(pem).decode() + ca_pem)
+    write_secret(folder / CA_PEM, ca_pem)
 
 
 def write_secret(path: Path, text: str) -> None:

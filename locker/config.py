@@ -261,8 +261,10 @@ class Settings:
             known = ", ".join(kafka_auth.MECHANISMS)
             raise UsageError(f"Kafka:SaslMechanism must be one of {known}, got {mechanism!r}")
         ca = str(self.values["Kafka:CaFile"]).strip()
+        local_ca = self.kafka_credentials_path / kafka_auth.CA_FILE
+        ca_file = Path(ca).expanduser() if ca else local_ca if local_ca.is_file() else None
         who = who or self.principal
-        auth = kafka_auth.ClientAuth(protocol, mechanism, ca_file=Path(ca).expanduser() if ca else None)
+        auth = kafka_auth.ClientAuth(protocol, mechanism, ca_file=ca_file)
         if not auth.sasl:
             return auth
         password = kafka_auth.read(self.kafka_credentials_path, who)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 Role = Literal["admin", "service", "operator", "producer", "auditor"]
 ROLES: tuple[Role, ...] = get_args(Role)
 PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
+CA_FILE = "ca.pem"  # in the credentials folder: the local broker's CA, trusted when Kafka:CaFile is empty
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 

@@ -7,11 +7,15 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from commands import access
+from commands import access, service
+from commands.broker import LocalBroker, free_port, write_tls_files
 from locker import config, kafka_auth, requests
 from locker.config import Settings
 from locker.digests import digest_of
@@ -22,6 +26,7 @@ from streams.kafka import end_offsets, producer, read_to_end
 from streams.topics import Topics
 from tests.conftest import run_cli
 from tests.integration.helpers import index_count, ingest, submission, wait_for
+from tests.integration.test_other_clients import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +155,57 @@ def test_a_service_started_before_init_says_to_run_it(locker_env: dict[str, str]
     if said.returncode == 0:
         run_cli("service", "stop")
     assert said.returncode == 5 and "`stella init` creates the topics" in said.stderr, said.stderr
+
+
+def test_over_tls_the_locker_works_and_an_untrusted_broker_is_refused(
+    locker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker of its own with `Kafka:SecurityProtocol = SASL_SSL`: logins over TLS, with the
+    certificate of the CA it made; the worker, the CLI and librdkafka all trust that CA."""
+    own = LocalBroker(
+        root=tmp_path / "tls-broker", port=free_port(), controller_port=free_port(), protocol="SASL_SSL"
+    )
+    own.start()
+    try:
+        monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", own.bootstrap)
+        for key, value in own.client_env().items():
+            monkeypatch.setenv(key, value)
+        settings = config.load()
+        assert settings.kafka_auth().ca_file == own.secrets / "ca.pem"
+        access.set_up(settings)
+        service.start(settings)
+        try:
+            sbom = tmp_path / "sbom.json"
+            sbom.write_text('{"over": "tls"}')
+            run_cli("evidence", "ingest", str(sbom), "--kind", "sbom")
+            produced = subprocess.run(
+                [
+                    sys.executable,
+                    str(EXAMPLES / "produce_confluent.py"),
+                    own.bootstrap,
+                    Topics(settings.topic_prefix).submissions,
+                    str(EXAMPLES / "evidence" / "api.cdx.json"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={
+                    **os.environ,
+                    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                    "KAFKA_CA_FILE": str(own.secrets / "ca.pem"),
+                    "KAFKA_SASL_USERNAME": settings.kafka_user("producer"),
+                    "KAFKA_SASL_PASSWORD_FILE": str(own.secrets / "producer.password"),
+                },
+            )
+            assert produced.returncode == 0, produced.stderr
+            wait_for(lambda: index_count(settings) == 2, what="both artifacts indexed")
+        finally:
+            service.stop(settings)
+        # A client that trusts another CA does not talk to this broker (nor to an impostor).
+        write_tls_files(tmp_path / "elsewhere")
+        monkeypatch.setenv("STELLA_KAFKA__CAFILE", str(tmp_path / "elsewhere" / "ca.pem"))
+        said = run_cli("evidence", "ingest", str(sbom), "--kind", "sbom", check=False)
+        assert said.returncode == 4 and "unreachable" in said.stderr, said.stderr
+    finally:
+        own.stop()

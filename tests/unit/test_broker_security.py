@@ -14,11 +14,13 @@ from locker.errors import Refused, UsageError
 
 
 def test_secure_properties_take_logins_only_and_deny_without_an_acl() -> None:
-    rendered = broker.security_properties(True, broker.DEFAULT_USERS)
+    rendered = broker.security_properties("SASL_PLAINTEXT", broker.DEFAULT_USERS, Path("/s"))
     assert "CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT" in rendered
     assert "allow.everyone.if.no.acl.found=false" in rendered
     assert "super.users=User:stella-admin\n" in rendered + "\n"
-    assert "PLAINTEXT:PLAINTEXT" not in rendered and "password" not in rendered
+    assert "PLAINTEXT:PLAINTEXT" not in rendered and "password" not in rendered and "ssl." not in rendered
+    tls = broker.security_properties("SASL_SSL", broker.DEFAULT_USERS, Path("/s"))
+    assert "CLIENTS:SASL_SSL" in tls and "ssl.keystore.location=/s/broker.pem" in tls
 
 
 def test_the_jaas_file_and_credentials_are_owner_only(tmp_path: Path) -> None:
@@ -41,9 +43,9 @@ def test_a_storage_formatted_before_sasl_is_refused_with_what_to_do(tmp_path: Pa
 
 
 def test_the_local_broker_runs_sasl_or_plaintext_only() -> None:
-    assert broker.local_security("sasl_plaintext") and not broker.local_security("PLAINTEXT")
-    with pytest.raises(UsageError, match="not SASL_SSL"):
-        broker.local_security("SASL_SSL")
+    assert broker.local_protocol("sasl_ssl") == "SASL_SSL"
+    with pytest.raises(UsageError, match="not SSL"):
+        broker.local_protocol("SSL")
 
 
 def test_a_client_logs_in_as_its_principal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
