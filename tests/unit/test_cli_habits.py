@@ -15,6 +15,9 @@ __all__ = ["home"]  # the fixture
 def test_shell_completion_is_offered_and_installs(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Named, not detected: typer otherwise looks for a shell among this process's parents, and a
+    # suite started outside one (a detached job) has none.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     shown = stella(home, "--show-completion", "bash")
     assert shown.returncode == 0 and "complete" in shown.stdout
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
