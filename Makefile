@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars promtool up down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
+.PHONY: install lock lock-upgrade jars promtool up cluster down test unit integration lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -56,6 +56,13 @@ up: jars promtool
 	@echo "The locker is up. Try:"
 	@echo "  $(BIN)/stella evidence status"
 	@echo "  curl -H \"Authorization: Bearer \$$(cat $$($(BIN)/stella config get Service:TokenFile))\" http://$$($(BIN)/stella config get Service:Host):$$($(BIN)/stella config get Service:Port)/artifacts?subject=$(EXAMPLE_SUBJECT)"
+
+# A three-broker cluster on loopback (ports Broker:Port, +2, +4), and the locker pointed at it;
+# every topic `stella init` makes then has 3 replicas, acknowledged on 2. `make down` stops it.
+cluster: jars
+	$(BIN)/stella broker start --nodes 3
+	$(BIN)/stella config set Kafka:Bootstrap "$$($(BIN)/stella broker status --format json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["bootstrap"])')"
+	$(BIN)/stella init
 
 down:
 	-$(BIN)/stella service stop

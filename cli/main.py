@@ -44,7 +44,7 @@ app = typer.Typer(
 )
 evidence = noun("Evidence: ingest, query, verify.")
 index_app = noun("The artifact index projection.")
-broker = noun("A local single-node Kafka broker.")
+broker = noun("A local Kafka broker, or a cluster of them.")
 service = noun("The locker service (faust worker + HTTP API).")
 config_app = noun("Read and write the config file.")
 anchor_app = noun("Signed Merkle anchors of the event log.")
@@ -162,32 +162,56 @@ def doctor(
 
 # broker -------------------------------------------------------------------------------------
 @broker.command("start")
-def broker_start(fmt: FormatOpt = Format.table) -> None:
-    """Start the local broker (formats its storage on first start)."""
+def broker_start(
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Brokers in the cluster (3: every record on 3, acknowledged on 2).")
+    ] = 1,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Start the local broker, or a cluster of --nodes brokers (formats storage on first start)."""
     from commands import broker as broker_ops
 
-    b = broker_ops.LocalBroker.from_settings(settings(writes=True))
-    started = b.start()
-    emit({"started": started, **b.status()}, fmt)
+    s = settings(writes=True)
+    if nodes == 1:
+        b = broker_ops.LocalBroker.from_settings(s)
+        emit({"started": b.start(), **b.status()}, fmt)
+        return
+    cluster = broker_ops.LocalCluster.from_settings(s, nodes)
+    started = cluster.start()
+    status = cluster.status()
+    if s.bootstrap != cluster.bootstrap:
+        status["next"] = f"stella config set Kafka:Bootstrap {cluster.bootstrap}"
+    emit({"started": started, **status}, fmt)
 
 
 @broker.command("stop")
 def broker_stop(fmt: FormatOpt = Format.table) -> None:
-    """Stop the local broker cleanly."""
+    """Stop the local broker (and the local cluster's brokers) cleanly."""
     from commands import broker as broker_ops
 
-    b = broker_ops.LocalBroker.from_settings(settings())
-    emit({"stopped": b.stop()}, fmt)
+    s = settings()
+    stopped = broker_ops.LocalBroker.from_settings(s).stop()
+    if (cluster := broker_ops.LocalCluster.existing(s)) is not None:
+        stopped = cluster.stop() or stopped
+    emit({"stopped": stopped}, fmt)
 
 
 @broker.command("status")
 def broker_status(fmt: FormatOpt = Format.table) -> None:
-    """Is the local broker running and answering? Exit 1 if not."""
+    """Is the local broker (or cluster) running and answering? Exit 1 if not."""
     from commands import broker as broker_ops
 
-    st = broker_ops.LocalBroker.from_settings(settings()).status()
-    emit(st, fmt)
-    if not st["answers"]:
+    s = settings()
+    cluster = broker_ops.LocalCluster.existing(s)
+    single = broker_ops.LocalBroker.from_settings(s).status()
+    if cluster is None or single["running"]:
+        emit(single, fmt)
+        answers = bool(single["answers"])
+    else:
+        st = cluster.status()
+        emit(st, fmt)
+        answers = all(bool(node["answers"]) for node in st["nodes"])  # type: ignore[attr-defined]
+    if not answers:
         raise typer.Exit(1)
 
 

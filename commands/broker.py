@@ -12,12 +12,14 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import Any
 
-from commands.process import Daemon
+from commands.process import Daemon, Spawned
 from locker import kafka_auth
 from locker.config import Settings, max_message_bytes
 from locker.errors import LockerError, Refused, Unreachable, UsageError
@@ -155,6 +157,12 @@ class LocalBroker:
     protocol: str = "SASL_PLAINTEXT"
     credentials: Path | None = None  # default: root / "secrets"
     users: dict[Role, str] = field(default_factory=lambda: dict(DEFAULT_USERS))
+    # One of a cluster's nodes (`LocalCluster`): its id, every controller's (id, port), the id all
+    # format with, and how many nodes there are. Alone: node 1, its own voter, a new cluster id.
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+    cluster_id: str = ""
+    size: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBroker:
@@ -216,6 +224,10 @@ class LocalBroker:
             template.substitute(
                 port=self.port,
                 controller_port=self.controller_port,
+                node_id=self.node_id,
+                voters=",".join(f"{i}@127.0.0.1:{p}" for i, p in self.voters or ((1, self.controller_port),)),
+                replication=min(self.size, 3),
+                min_isr=2 if self.size >= 3 else 1,
                 log_dir=self.root / "data",
                 partitions=self.partitions,
                 max_content_bytes=self.max_content_bytes,
@@ -246,7 +258,8 @@ class LocalBroker:
         """Format the storage with a new cluster id and, secure, every principal's SCRAM login. The
         passwords go to the storage tool in a Java argument file in the credentials folder, not on
         its command line, where any local user could read them; the file is removed after."""
-        args = ["kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(self.properties)]
+        cluster_id = self.cluster_id or new_cluster_id()
+        args = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)]
         if self.secure:
             for who in kafka_auth.ROLES:
                 password = kafka_auth.read(self.secrets, who)
@@ -268,10 +281,23 @@ class LocalBroker:
         """
         if self.daemon.pid() is not None:
             return False
+        libs = ensure_jars()
+        self.prepare(libs)
+        self.daemon.wait_until(self.launch(libs), self.answers, timeout, "ready")
+        return True
+
+    def launch(self, libs: Path) -> Spawned:
+        """Start the JVM (prepared) without waiting for it."""
+        return self.daemon.spawn(
+            self._java(libs, "kafka.Kafka", str(self.properties)), dict(os.environ), self.root
+        )
+
+    def prepare(self, libs: Path) -> None:
+        """Check the ports, make the credentials (and TLS files) if missing, render the config and
+        format the storage on first start; refuse a storage formatted open when logins are on."""
         for port in (self.port, self.controller_port):
             if port_open("127.0.0.1", port):
                 raise LockerError(f"port {port} is already in use; set Broker:Port / Broker:ControllerPort")
-        libs = ensure_jars()
         if self.secure:
             kafka_auth.create(self.secrets)
         if self.tls and not (self.secrets / BROKER_PEM).exists():
@@ -287,10 +313,6 @@ class LocalBroker:
                 "as before, or take a backup (`stella evidence backup create`), stop the broker, remove "
                 "that data folder, start it again and restore the backup"
             )
-        env = dict(os.environ)
-        child = self.daemon.spawn(self._java(libs, "kafka.Kafka", str(self.properties)), env, cwd=self.root)
-        self.daemon.wait_until(child, self.answers, timeout, "ready")
-        return True
 
     def _formatted_for(self) -> str:
         """The protocol the storage was formatted for; a storage formatted before SASL has no record."""
@@ -320,6 +342,100 @@ class LocalBroker:
             "credentials": str(self.secrets) if self.secure else "",
             "data": str(self.root / "data"),
             "log": str(self.daemon.log_file),
+        }
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """`size` local brokers, each also a KRaft controller, in one cluster on loopback: node i in
+    `root/node-i`, on `port + 2(i - 1)` and `controller_port + 2(i - 1)`, all formatted with one
+    cluster id (kept in `root/cluster-id`) and the same principals. With 3 or more nodes, topics
+    get 3 replicas and `min.insync.replicas=2` (the template; `streams.kafka.create_topics`)."""
+
+    root: Path
+    nodes: tuple[LocalBroker, ...]
+
+    @classmethod
+    def of(cls, root: Path, size: int, port: int, controller_port: int, **common: Any) -> LocalCluster:
+        if size < 1:
+            raise UsageError(f"a cluster needs at least one node, not {size}")
+        root.mkdir(parents=True, exist_ok=True)
+        id_file = root / "cluster-id"
+        if not id_file.exists():
+            id_file.write_text(new_cluster_id() + "\n")
+        cluster_id = id_file.read_text().strip()
+        voters = tuple((i, controller_port + 2 * (i - 1)) for i in range(1, size + 1))
+        nodes = tuple(
+            LocalBroker(
+                root=root / f"node-{i}",
+                port=port + 2 * (i - 1),
+                controller_port=controller,
+                node_id=i,
+                voters=voters,
+                cluster_id=cluster_id,
+                size=size,
+                **common,
+            )
+            for i, controller in voters
+        )
+        return cls(root, nodes)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, size: int) -> LocalCluster:
+        one = LocalBroker.from_settings(settings)
+        common = {
+            "heap": one.heap,
+            "partitions": one.partitions,
+            "max_content_bytes": one.max_content_bytes,
+            "protocol": one.protocol,
+            "credentials": one.credentials,
+            "users": one.users,
+        }
+        return cls.of(settings.home / "broker-cluster", size, one.port, one.controller_port, **common)
+
+    @classmethod
+    def existing(cls, settings: Settings) -> LocalCluster | None:
+        """The cluster `broker start --nodes N` made in this home, if any."""
+        nodes = sorted((settings.home / "broker-cluster").glob("node-*"))
+        return cls.from_settings(settings, len(nodes)) if nodes else None
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def start(self, timeout: float = 120.0) -> bool:
+        """Start every node that is not running, all at once (a controller quorum forms only once
+        a majority is up), then wait until each answers. False if all were running."""
+        idle = [node for node in self.nodes if node.daemon.pid() is None]
+        if not idle:
+            return False
+        libs = ensure_jars()
+        for node in idle:
+            node.prepare(libs)
+        launched = [(node, node.launch(libs)) for node in idle]
+        for node, child in launched:
+            node.daemon.wait_until(child, node.answers, timeout, "ready")
+        return True
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """SIGTERM to every node at once, then wait; SIGKILL for any still up after `timeout`.
+        One at a time, the last nodes would wait for a controller quorum that has already left."""
+        running = [node.daemon for node in self.nodes if node.daemon.pid() is not None]
+        for daemon in running:
+            daemon.terminate()
+        deadline = time.monotonic() + timeout
+        while any(d.pid() is not None for d in running) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for daemon in running:
+            daemon.kill()
+        return bool(running)
+
+    def status(self) -> dict[str, object]:
+        nodes = [{"node": node.node_id, **node.status()} for node in self.nodes]
+        return {
+            "running": sum(1 for n in nodes if n["running"]),
+            "nodes": nodes,
+            "bootstrap": self.bootstrap,
         }
 
 

@@ -90,6 +90,11 @@ class Daemon:
             time.sleep(0.25)
         raise TimedOut(f"{self.name} did not become {what} within {timeout:.0f}s; see {self.log_file}")
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting."""
+        if (pid := self.pid()) is not None:
+            os.kill(pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 60.0) -> bool:
         """SIGTERM, wait, then SIGKILL. Returns False if it was not running."""
         pid = self.pid()

@@ -186,14 +186,18 @@ async def read_to_end(
 
 
 async def create_topics(settings: Settings) -> list[str]:
-    """Create every missing topic with its configs; returns the names created."""
+    """Create every missing topic with its configs; returns the names created. On a cluster of 3
+    or more brokers each gets 3 replicas and `min.insync.replicas=2`: an acknowledged record
+    (acks=all) is on 2 brokers at least, and writes go on with one broker down."""
     wanted = specs(settings)
     async with admin(settings) as client:
         existing = set(await client.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]
         if missing:
+            replicas = min(3, len((await client.describe_cluster())["brokers"]))
+            durable = {"min.insync.replicas": "2"} if replicas >= 3 else {}
             response = await client.create_topics(
-                [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config) for spec in missing]
+                [NewTopic(s.name, s.partitions, replicas, topic_configs=s.config | durable) for s in missing]
             )
             for topic, code, message in response.topic_errors:
                 error = for_code(code)
