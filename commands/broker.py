@@ -323,9 +323,13 @@ class LocalBroker:
 
     def answers(self) -> bool:
         """True once the broker answers a metadata request."""
+        return self.brokers() > 0
+
+    def brokers(self) -> int:
+        """How many brokers this one's metadata lists (0: it does not answer)."""
         if not port_open("127.0.0.1", self.port):
-            return False
-        return asyncio.run(_metadata_ok(self.bootstrap, self.auth()))
+            return 0
+        return asyncio.run(_brokers(self.bootstrap, self.auth()))
 
     def stop(self) -> bool:
         return self.daemon.stop(timeout=60.0)
@@ -415,6 +419,10 @@ class LocalCluster:
         launched = [(node, node.launch(libs)) for node in idle]
         for node, child in launched:
             node.daemon.wait_until(child, node.answers, timeout, "ready")
+        # A node answers before every node has registered: wait until all are in the metadata, or
+        # `stella init` would count fewer brokers and give topics fewer replicas.
+        first = self.nodes[0]
+        first.daemon.wait_until(launched[0][1], lambda: first.brokers() == len(self.nodes), timeout, "joined")
         return True
 
     def stop(self, timeout: float = 60.0) -> bool:
@@ -510,15 +518,14 @@ def write_secret(path: Path, text: str) -> None:
         fh.write(text)
 
 
-async def _metadata_ok(bootstrap: str, auth: ClientAuth) -> bool:
+async def _brokers(bootstrap: str, auth: ClientAuth) -> int:
     from aiokafka.admin import AIOKafkaAdminClient
 
     client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **auth.aiokafka())
     try:
         await client.start()
-        await client.describe_cluster()
-        return True
+        return len((await client.describe_cluster())["brokers"])
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
-        return False
+        return 0
     finally:
         await client.close()

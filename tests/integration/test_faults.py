@@ -67,7 +67,13 @@ def test_kill_9_while_10000_submissions_are_in_flight(running: Settings) -> None
     data = payloads(10_000)
     topic = Topics(running.topic_prefix).submissions
     asyncio.run(produce(running, topic, [(digest_of(d).encode(), submission(d)) for d in data]))
-    wait_for(lambda: index_count(running) >= 1500, what="ingest to get going")
+    # Followed every 10 ms (a reopen per poll could miss the whole ingest on a fast machine).
+    with IndexStore.followed(running.index_path) as index:
+        deadline = time.monotonic() + 120
+        while index.count() < 500:
+            assert time.monotonic() < deadline, "ingest did not get going"
+            time.sleep(0.01)
+            index.catch_up()
     worker = service.daemon(running).pid()
     children = [int(p) for p in Path(f"/proc/{worker}/task/{worker}/children").read_text().split()]
     assert children, "the worker runs its blob writer in a child process"
