@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars promtool up cluster down test test-faults unit integration lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
+.PHONY: install lock lock-upgrade jars promtool up cluster down test test-faults unit integration fuzz lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -76,7 +76,13 @@ test-faults: jars
 	STELLA_TEST_KILLS=20 $(BIN)/pytest -q tests/integration/test_faults.py tests/integration/test_cluster.py
 
 unit: install promtool
-	$(BIN)/pytest -q tests/unit tests/contract
+	$(BIN)/pytest -q tests/unit tests/contract tests/fuzz
+
+# The fuzz tests (tests/fuzz) far longer than `make test` runs them: FUZZ_EXAMPLES random examples a
+# test, each with a deadline; what fails is kept in .hypothesis/fuzz and tried first the next time.
+FUZZ_EXAMPLES ?= 20000
+fuzz: install
+	STELLA_FUZZ_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -m fuzz tests/fuzz --timeout=0
 
 lint: install
 	$(BIN)/ruff check .

@@ -330,13 +330,14 @@ class _Reader:
         self.blob_sizes[artifact_id] = size
 
     def _anchor(self, data: bytes) -> None:
+        # json.loads raises RecursionError, not ValueError, for nesting deeper than Python allows.
         try:
             document = json.loads(data)
             record = base64.b64decode(document["record"], validate=True)
             if self.trusted is None:
                 self.trusted = signing.Verifier.from_vkey(str(document["verifier_key"]))
             anchor = anchors.decode(record)
-        except (ValueError, KeyError, TypeError, InvalidInput) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, InvalidInput) as exc:
             raise _Refused(Problem("anchor", f"{archives.ANCHOR} is unreadable: {exc}")) from None
         self.anchor_id = anchors.anchor_id(record)
         findings = anchors.check_anchor(anchor, self.anchor_id, self.trusted)

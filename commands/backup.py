@@ -261,9 +261,14 @@ async def _stream(
 def read_records(path: Path) -> Iterator[BackedUpRecord]:
     """The records of a stream file, a frame at a time (a stream can be far larger than memory)."""
     with open(path, "rb") as stream:
+        left = os.fstat(stream.fileno()).st_size
         while header := stream.read(backups.FRAME_HEADER):
+            left -= len(header)
             size = backups.frame_size(header) if len(header) == backups.FRAME_HEADER else -1
-            body = stream.read(size) if size >= 0 else b""
+            # A header can claim up to 4 GiB, and read(n) allocates n bytes before it reads: a
+            # claim beyond the end of the file is refused unread.
+            body = stream.read(size) if 0 <= size <= left else b""
+            left -= len(body)
             if size < 0 or len(body) != size:
                 raise StorageUnavailable(f"{path} is cut short at byte {stream.tell()}")
             try:

@@ -125,6 +125,10 @@ class History(msgspec.Struct, frozen=True, kw_only=True):
 
 _manifest_encoder = msgspec.json.Encoder(order="sorted")
 _manifest_decoder = msgspec.json.Decoder(Manifest)
+# What msgspec raises for bytes that are no such document: besides its own errors, UnicodeDecodeError
+# for bad UTF-8 in a string, and RecursionError for nesting deeper than the interpreter allows
+# (in a field a type skips, too).
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _line_encoder = msgspec.json.Encoder()
 _line_decoder = msgspec.json.Decoder(History)
 
@@ -192,7 +196,7 @@ def decode_manifest(raw: bytes) -> Manifest:
     """Raises `InvalidInput` for bytes that are no manifest of this format."""
     try:
         manifest = _manifest_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
+    except _UNDECODABLE as exc:
         raise InvalidInput("schema-invalid", f"the manifest does not decode: {exc}") from None
     if manifest.format != FORMAT:
         raise InvalidInput("schema-invalid", f"archive format {manifest.format}; this locker reads {FORMAT}")
@@ -206,7 +210,7 @@ def decode_pack_manifest(raw: bytes) -> PackManifest:
     """Raises `InvalidInput` for bytes that are no evidence pack manifest of this format."""
     try:
         manifest = _pack_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
+    except _UNDECODABLE as exc:
         raise InvalidInput("schema-invalid", f"the manifest does not decode: {exc}") from None
     if manifest.kind != PACK or manifest.format != FORMAT:
         raise InvalidInput("schema-invalid", f"not an evidence pack of format {FORMAT}")
@@ -221,7 +225,7 @@ def decode_lines(raw: bytes) -> list[History]:
     """Raises `InvalidInput` for bytes that are no events member."""
     try:
         return [_line_decoder.decode(line) for line in raw.splitlines() if line]
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
+    except _UNDECODABLE as exc:
         raise InvalidInput("schema-invalid", f"an events line does not decode: {exc}") from None
 
 

@@ -85,10 +85,15 @@ def encode_manifest(manifest: Manifest) -> bytes:
 def decode_manifest(raw: bytes) -> Manifest:
     """Raises `msgspec.DecodeError` (and its `ValidationError`) for bytes that are no manifest of
     this version (a version-1 backup, blobs in a shared pool, is no longer read)."""
-    version = _version_decoder.decode(raw).schema_version
-    if version != VERSION:
-        raise msgspec.ValidationError(f"a backup of format version {version}; this locker reads {VERSION}")
-    return _manifest_decoder.decode(raw)
+    try:
+        version = _version_decoder.decode(raw).schema_version
+        if version != VERSION:
+            raise msgspec.ValidationError(
+                f"a backup of format version {version}; this locker reads {VERSION}"
+            )
+        return _manifest_decoder.decode(raw)
+    except RecursionError:  # msgspec's, for nesting deeper than the interpreter allows
+        raise msgspec.DecodeError("the manifest is nested too deeply") from None
 
 
 class _Version(msgspec.Struct):
@@ -110,7 +115,7 @@ def decode_blob_index(raw: bytes) -> list[PackedBlob]:
     """Raises `ValueError` for bytes that are no blob index."""
     try:
         return _blobs_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # the latter for nesting too deep
         raise ValueError(f"the blob index does not decode: {exc}") from None
 
 
@@ -133,7 +138,7 @@ def decode_frame(body: bytes) -> list[BackedUpRecord]:
     """The records of one frame body; raises `ValueError` if it does not decode."""
     try:
         return _records_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # the latter for nesting too deep
         raise ValueError(f"a frame does not decode: {exc}") from None
 
 

@@ -405,14 +405,16 @@ def _digests(values: Iterable[object]) -> tuple[str, ...]:
 
 def load_trust_store(pems: Iterable[tuple[str, bytes]]) -> list[TrustedKey]:
     """Trusted keys from PEM public keys (name, bytes); raises `ValueError` naming a bad one."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     keys = []
     for name, pem in pems:
+        # UnsupportedAlgorithm, not a ValueError, is what a key type OpenSSL does not know gives.
         try:
             key = load_pem_public_key(pem)
             SSlibKey.from_crypto(key)  # a key type DSSE signatures can be checked with
-        except (ValueError, TypeError, binascii.Error) as exc:
+        except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm) as exc:
             raise ValueError(f"{name} is not a PEM public key of a signing scheme DSSE uses: {exc}") from None
         keys.append(TrustedKey(name, key))
     return keys

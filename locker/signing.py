@@ -47,6 +47,7 @@ class Verifier:
     def from_vkey(cls, vkey: str) -> Verifier:
         try:
             name, hex_id, encoded = vkey.split("+", 2)  # names have no "+", base64 may
+            name.encode()  # the key id hashes it: a lone surrogate (from argv) is no UTF-8
             raw = base64.b64decode(encoded, validate=True)
         except ValueError:
             raise InvalidInput("invalid-key", f"not a verifier key: {vkey!r}") from None
