@@ -140,8 +140,8 @@ def scan(
     """Read the whole file at `path` (an archive or, with its manifest decoder, a pack) and check
     it (`read_archive` says what), collecting every problem; a member that no archive has (a link,
     a device, an odd or repeated name, too large, or more than `max_total` bytes in all) ends the
-    reading there. `trusted` None trusts the key the file's anchor document names;
-    `trust_members` accepts a pack's `trust/` members. Raises only
+    checks there (the rest of the file is only hashed). `trusted` None trusts the key the file's
+    anchor document names; `trust_members` accepts a pack's `trust/` members. Raises only
     `StorageUnavailable`, for a file that cannot be read."""
     reader = _Reader(
         trusted, max_blob, prove_all, wanted, keep_all, decode_manifest, max_total, on_blob, trust_members
@@ -161,11 +161,13 @@ def scan(
                 else "none"
             )
             hashing = _Hashing(raw)
-            with _unpacking(hashing, compression) as stream:
-                for _ in reader.read(stream):
-                    if progress is not None:
-                        progress(hashing.count, total)
-            hashing.read_to_end()
+            try:
+                with _unpacking(hashing, compression) as stream:
+                    for _ in reader.read(stream):
+                        if progress is not None:
+                            progress(hashing.count, total)
+            finally:  # `sha256` and `file_bytes` are the whole file's, however far the checks got
+                hashing.read_to_end()
     except (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError) as exc:
         reader.problems.append(Problem("file", f"not a readable tar stream: {exc}"))
     except _Refused as exc:

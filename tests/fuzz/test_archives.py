@@ -96,6 +96,13 @@ def replaced(members: list[tuple[str, bytes]], name: str, data: bytes, how: str)
     return Mutant(compress(assemble(entries)[0], how), steps=[f"{name} replaced"])
 
 
+def bad_first_header(members: list[tuple[str, bytes]], padding: int) -> Mutant:
+    """The uncompressed file of `members` and a member of `padding` bytes, its first byte changed
+    (the first header's checksum fails)."""
+    data = assemble([*(Entry(n, d) for n, d in members), Entry("padding", bytes(padding))])[0]
+    return Mutant(b"`" + data[1:], steps=["first byte changed"])
+
+
 DEEP = b"[" * 100_000 + b"]" * 100_000
 # A public key of a type OpenSSL does not know (OID 1.3.101.127), as PEM.
 UNKNOWN_KEY = b"\n".join(
@@ -154,6 +161,9 @@ def replay(path: Path, output: Path, trusted_key: str | None) -> offline.ReplayR
     given_key=st.booleans(),
 )
 @example(mutant=replaced(samples.PACK_MEMBERS, archives.ANCHOR, DEEP, "gzip"), given_key=False)
+# Regression: a pack of more than 1 MiB (the read buffer) refused at its first header reported the
+# SHA-256 of the part read as the file's.
+@example(mutant=bad_first_header(samples.PACK_MEMBERS, 2 << 20), given_key=False)
 # Regression: the pack's trust key of an unknown type raised UnsupportedAlgorithm out of `verify`.
 @example(mutant=replaced(samples.PACK_MEMBERS, "trust/evidence.pem", UNKNOWN_KEY, "gzip"), given_key=False)
 @example(mutant=replaced(samples.PACK_MEMBERS, archives.events_member(0), DEEP, "gzip"), given_key=True)
