@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars promtool up cluster down test test-faults unit integration fuzz lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
+.PHONY: install lock lock-upgrade jars promtool up cluster down test test-faults unit fuzz lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh

@@ -203,7 +203,11 @@ class Handler(RequestHandler):
 
 
 class Refusal(asyncio.Protocol):
-    """A connection beyond `Service:MaxConnections`: answered at once, and closed unread."""
+    """A connection beyond `Service:MaxConnections`: answered at once, then half-closed, what it
+    sends discarded, and closed when the client closes or after `LINGER` seconds. Closing at once
+    with its request unread would reset the connection, and the client could lose the answer."""
+
+    LINGER = 1.0
 
     def __init__(self, answer: bytes) -> None:
         self._answer = answer
@@ -211,7 +215,17 @@ class Refusal(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(self._answer)
-        transport.close()
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(self.LINGER, transport.close)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not read: it is refused whatever it says
+
+    def eof_received(self) -> bool:
+        self._transport.close()
+        return False
 
 
 class Site(web.BaseSite):
