@@ -419,10 +419,14 @@ class LocalCluster:
         launched = [(node, node.launch(libs)) for node in idle]
         for node, child in launched:
             node.daemon.wait_until(child, node.answers, timeout, "ready")
-        # A node answers before every node has registered: wait until all are in the metadata, or
-        # `stella init` would count fewer brokers and give topics fewer replicas.
-        first = self.nodes[0]
-        first.daemon.wait_until(launched[0][1], lambda: first.brokers() == len(self.nodes), timeout, "joined")
+
+        # A node answers before every node has registered, and each node learns of the others on
+        # its own: wait until every node lists all of them, or `stella init`, asking any one,
+        # would count fewer brokers and give topics fewer replicas.
+        def joined() -> bool:
+            return all(node.brokers() == len(self.nodes) for node in self.nodes)
+
+        self.nodes[0].daemon.wait_until(launched[0][1], joined, timeout, "joined by every node")
         return True
 
     def stop(self, timeout: float = 60.0) -> bool:
