@@ -34,6 +34,19 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def create_secret(path: Path, data: bytes) -> bool:
+    """Write `data` to a new file at `path` that only its owner may read (mode 0600 from the
+    start; a folder made for it is 0700); False, writing nothing, if the file is there already."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return True
+
+
 @contextlib.contextmanager
 def new_file(target: Path) -> Iterator[BinaryIO]:
     """A file to write `target` through: a temp file beside it, fsynced when the block ends, then

@@ -20,7 +20,6 @@ backups do not copy the secrets folder.
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from locker.errors import Refused, UsageError
+from locker.files import create_secret
 
 if TYPE_CHECKING:
     import ssl
@@ -52,18 +52,12 @@ def password_file(folder: Path, who: Role) -> Path:
 
 def create(folder: Path) -> list[Role]:
     """A new random password for every principal that has none in `folder`; returns those made."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    made: list[Role] = []
-    for who in ROLES:
-        path = password_file(folder, who)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32) + "\n")
-        made.append(who)
-    return made
+    fresh = (who for who in ROLES if create_secret(password_file(folder, who), new_password()))
+    return list(fresh)
+
+
+def new_password() -> bytes:
+    return (secrets.token_urlsafe(32) + "\n").encode()
 
 
 def read(folder: Path, who: Role) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from locker.errors import IntegrityError, InvalidInput, StorageUnavailable
+from locker.files import create_secret
 
 ED25519 = b"\x01"
 EM_DASH = "\u2014"
@@ -132,13 +132,11 @@ def parse_checkpoint(text: str) -> tuple[str, int, bytes]:
 
 def create_key(path: Path) -> None:
     """Write a new Ed25519 private key (PEM, PKCS#8) readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    if not create_secret(path, pem):
+        raise FileExistsError(path)
 
 
 def load_signer(path: Path, name: str) -> Signer:

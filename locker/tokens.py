@@ -8,25 +8,19 @@ and `stella evidence diagnostics` redacts it.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import stat
 from pathlib import Path
 
 from locker.errors import Refused
+from locker.files import create_secret
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def create(path: Path) -> bool:
     """Write a new token to `path` (mode 0600, its folder 0700) unless one is there; True if made."""
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32) + "\n")
-    return True
+    return create_secret(path, (secrets.token_urlsafe(32) + "\n").encode())
 
 
 def read(path: Path) -> str | None:

@@ -23,6 +23,7 @@ from locker.archives import ArchivedArtifact, History, Manifest, PackManifest, P
 from locker.backups import BackedUpRecord, PackedBlob
 from locker.events import ArtifactIngested, ArtifactReplicated, encode
 from locker.merkle import Frontier
+from tests.unit.merkle_reference import MemoryNodes
 
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ORIGIN = "stella.test/events"
@@ -81,15 +82,6 @@ LEAVES = [
 EVENTS_OF = {IDS["sbom"]: (1, 3), IDS["attestation"]: (2,)}
 
 
-class _Nodes:
-    def __init__(self) -> None:
-        _, nodes = Frontier().extend(merkle.leaf_hashes(LEAVES))
-        self.nodes = {(level, index): digest for level, index, digest in nodes}
-
-    def node(self, level: int, index: int) -> bytes:
-        return self.nodes[(level, index)]
-
-
 def _anchor() -> tuple[StoredAnchor, AnchorCreated]:
     root = Frontier().extend(merkle.leaf_hashes(LEAVES))[0].root()
     head = PartitionHead(partition=0, tree_size=len(LEAVES), root=root, last_offset=len(LEAVES) - 1)
@@ -103,7 +95,7 @@ ANCHOR_DOCUMENT = json.dumps(anchors.export_document(STORED, ANCHOR, KEY.verifie
 
 
 def _history(artifact_id: str) -> History:
-    nodes = _Nodes()
+    nodes = MemoryNodes(LEAVES)
     return History(
         artifact_id=artifact_id,
         events=tuple(

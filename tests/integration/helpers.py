@@ -8,9 +8,10 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from locker import submissions
+from locker import config, submissions
 from locker.config import Settings
 from locker.digests import digest_of
 from locker.dlq import DeadLetter
@@ -19,6 +20,15 @@ from locker.events import Event, decode
 from projections.store import IndexStore
 from streams.kafka import assign_all, consumer, producer
 from streams.topics import Topics
+
+
+def use_broker(monkeypatch: pytest.MonkeyPatch, bootstrap: str, env: dict[str, str]) -> Settings:
+    """Point this test's locker at a broker (or cluster) of its own, with its login `env`
+    (`LocalBroker.client_env`); the settings that gives."""
+    monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", bootstrap)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return config.load()
 
 
 def submission(content: bytes, **fields: object) -> bytes:

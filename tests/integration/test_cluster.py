@@ -18,7 +18,7 @@ from locker.digests import digest_of
 from locker.events import ArtifactIngested
 from streams.kafka import admin, producer
 from streams.topics import Topics
-from tests.integration.helpers import events, index_count, submission, wait_for
+from tests.integration.helpers import events, index_count, submission, use_broker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +41,7 @@ def cluster(
     )
     three.start()
     try:
-        monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", three.bootstrap)
-        for key, value in three.nodes[0].client_env().items():
-            monkeypatch.setenv(key, value)
+        use_broker(monkeypatch, three.bootstrap, three.nodes[0].client_env())
         yield three
     finally:
         for node in three.nodes:  # throwaway data: no clean shutdown to wait for

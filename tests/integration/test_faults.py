@@ -32,6 +32,7 @@ from tests.integration.helpers import (
     index_count,
     produce,
     submission,
+    use_broker,
     wait_for,
 )
 
@@ -96,10 +97,7 @@ def test_broker_crash_and_restart_during_ingest(locker_env: dict[str, str], tmp_
     )
     own.start()
     try:
-        monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", own.bootstrap)
-        for key, value in own.client_env().items():
-            monkeypatch.setenv(key, value)
-        settings = config.load()
+        settings = use_broker(monkeypatch, own.bootstrap, own.client_env())
         BlobStore(settings.evidence_path).ensure()
         access.set_up(settings)
         service.start(settings)

@@ -25,7 +25,7 @@ from locker.kafka_auth import Role
 from streams.kafka import end_offsets, producer, read_to_end
 from streams.topics import Topics
 from tests.conftest import run_cli
-from tests.integration.helpers import index_count, ingest, submission, wait_for
+from tests.integration.helpers import index_count, ingest, submission, use_broker, wait_for
 from tests.integration.test_other_clients import EXAMPLES
 
 pytestmark = pytest.mark.integration
@@ -167,10 +167,7 @@ def test_over_tls_the_locker_works_and_an_untrusted_broker_is_refused(
     )
     own.start()
     try:
-        monkeypatch.setenv("STELLA_KAFKA__BOOTSTRAP", own.bootstrap)
-        for key, value in own.client_env().items():
-            monkeypatch.setenv(key, value)
-        settings = config.load()
+        settings = use_broker(monkeypatch, own.bootstrap, own.client_env())
         assert settings.kafka_auth().ca_file == own.secrets / "ca.pem"
         access.set_up(settings)
         service.start(settings)

@@ -1,8 +1,22 @@
-"""A naive Merkle reference written straight from RFC 6962 §2.1, for cross-checking only."""
+"""A naive Merkle reference written straight from RFC 6962 §2.1, for cross-checking only; and
+`MemoryNodes`, the tree of a few leaves kept in memory, for tests that need proofs."""
 
 from __future__ import annotations
 
 import hashlib
+
+from locker import merkle
+
+
+class MemoryNodes:
+    """A `merkle.NodeReader` over the tree of `leaves` (record values), held in a dict."""
+
+    def __init__(self, leaves: list[bytes]) -> None:
+        _, nodes = merkle.Frontier().extend(merkle.leaf_hashes(leaves))
+        self.nodes = {(level, index): digest for level, index, digest in nodes}
+
+    def node(self, level: int, index: int) -> bytes:
+        return self.nodes[(level, index)]
 
 
 def mth(leaves: list[bytes]) -> bytes:

@@ -29,6 +29,7 @@ from locker.archives import ArchivedArtifact, History, Manifest, ProvedEvent
 from locker.errors import InvalidInput
 from locker.events import ArtifactIngested, ArtifactReplicated, encode
 from locker.merkle import Frontier
+from tests.unit.merkle_reference import MemoryNodes
 
 KEY = signing.Signer("stella.test/archives", Ed25519PrivateKey.generate())
 ROGUE = signing.Signer("stella.test/archives", Ed25519PrivateKey.generate())
@@ -54,15 +55,6 @@ def _events() -> list[bytes]:
 LEAVES = _events()
 
 
-class Nodes:
-    def __init__(self) -> None:
-        _, nodes = Frontier().extend(merkle.leaf_hashes(LEAVES))
-        self.nodes = {(level, index): digest for level, index, digest in nodes}
-
-    def node(self, level: int, index: int) -> bytes:
-        return self.nodes[(level, index)]
-
-
 def anchor_record(signer: signing.Signer = KEY) -> bytes:
     root = Frontier().extend(merkle.leaf_hashes(LEAVES))[0].root()
     head = PartitionHead(partition=0, tree_size=len(LEAVES), root=root, last_offset=len(LEAVES) - 1)
@@ -71,7 +63,7 @@ def anchor_record(signer: signing.Signer = KEY) -> bytes:
 
 
 def history(leaf_indices: tuple[int, ...] = (1, 3)) -> History:
-    nodes = Nodes()
+    nodes = MemoryNodes(LEAVES)
     return History(
         artifact_id=ID,
         events=tuple(
