@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 # sha256 of "registry.example.com/shop/api:1.4.2", the image the sample evidence is about.
 EXAMPLE_SUBJECT := sha256:d20141dbeaeb24ed0d7bbc855d6b7f7c4bfce46b85d8b851f36ad8a47db7b7d1
 
-.PHONY: install lock lock-upgrade jars promtool up cluster down test test-faults unit fuzz lint bench bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
+.PHONY: install lock lock-upgrade jars promtool up cluster down test test-faults unit fuzz lint bench bench-million bench-scale bench-verify bench-recovery bench-retention bench-offline bench-serve clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v java >/dev/null && command -v mvn >/dev/null || bash infra/install-prereqs.sh
@@ -94,7 +94,12 @@ bench: jars
 	$(BIN)/python bench/ingest.py
 
 # One locker with 1M artifacts of 1 KiB: rebuild, lookups, memory, disk, 10k anchors, 200 clients.
-# About 15 minutes on 2 cores; BENCH_SCALE_ARGS="--count 20000" for a quick run.
+# About 15 minutes on 2 cores; BENCH_MILLION_ARGS="--count 20000" for a quick run.
+bench-million: jars
+	$(BIN)/python bench/million.py $(BENCH_MILLION_ARGS)
+
+# Ingest with 1 and 2 workers, on one broker and on a three-broker cluster, each against raw
+# aiokafka on the same brokers; BENCH_SCALE_ARGS="--count 20000".
 bench-scale: jars
 	$(BIN)/python bench/scale.py $(BENCH_SCALE_ARGS)
 

@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import broker, code_version, folder_bytes, load_average, new_locker, stella
-from scale import Corpus, bare_consume, log, produce, wait_ingested
+from million import Corpus, bare_consume, log, produce, wait_ingested
 
 from commands import access, service
 from commands.anchors import ensure_key

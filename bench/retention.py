@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import broker, code_version, load_average, new_locker, stella
-from scale import Corpus, log, produce, wait_ingested
+from million import Corpus, log, produce, wait_ingested
 
 from commands import access, service
 from commands import anchors as anchor_ops

@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import broker, code_version, load_average, new_locker, peak_rss_bytes, stella
-from scale import log
+from million import log
 
 from commands import access, service
 from commands import anchors as anchor_ops

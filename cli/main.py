@@ -69,10 +69,12 @@ IdArg = Annotated[str, typer.Argument(help="Artifact id (sha256:<hex>).")]
 
 def settings(*, writes: bool = False) -> config.Settings:
     """The effective settings; `writes` also makes sure the home is a writable folder."""
+    from commands import service as service_ops
+
     s = config.load()
     if writes:
         config.ensure_home(s.home)
-    return s
+    return service_ops.serving(s)
 
 
 VERBOSE = False  # --verbose: errors show their causes
@@ -216,19 +218,30 @@ def broker_status(fmt: FormatOpt = Format.table) -> None:
 
 
 # service ------------------------------------------------------------------------------------
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=16,
+        help="Run N workers of this locker: they share ingest, each serves every query, one leads.",
+    ),
+]
+
+
 @service.command("start")
-def service_start(fmt: FormatOpt = Format.table) -> None:
+def service_start(workers: WorkersOpt = 1, fmt: FormatOpt = Format.table) -> None:
     """Start the service in the background and wait until it is consuming."""
     from commands import service as service_ops
 
     s = settings(writes=True)
-    started = service_ops.start(s)
+    started = service_ops.start(s, workers=workers)
     emit({"started": started, **service_ops.status(s)}, fmt)
 
 
 @service.command("stop")
 def service_stop(fmt: FormatOpt = Format.table) -> None:
-    """Stop the service (SIGTERM, then SIGKILL after 60 s)."""
+    """Stop the service, every worker (SIGTERM, then SIGKILL after 60 s)."""
     from commands import service as service_ops
 
     emit({"stopped": service_ops.stop(settings())}, fmt)
@@ -236,12 +249,13 @@ def service_stop(fmt: FormatOpt = Format.table) -> None:
 
 @service.command("restart")
 def service_restart(fmt: FormatOpt = Format.table) -> None:
-    """Stop the service if it runs, then start it."""
+    """Stop the service if it runs, then start it again (as many workers as ran, at least one)."""
     from commands import service as service_ops
 
     s = settings(writes=True)
+    workers = max(service_ops.running(s), default=0) + 1
     service_ops.stop(s)
-    service_ops.start(s)
+    service_ops.start(s, workers=workers)
     emit({"restarted": True, **service_ops.status(s)}, fmt)
 
 

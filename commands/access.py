@@ -23,12 +23,13 @@ from locker import kafka_auth
 from locker.config import Settings
 from locker.errors import BrokerUnavailable, Refused
 from locker.kafka_auth import Role
-from streams.topics import Topics
+from streams.topics import Topics, anchor_writer_id
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AclBinding, AdminClient
 
 Operation = Literal["READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"]
+Resource = Literal["topic", "group", "transactional_id"]
 ACL_WAIT = 15.0
 
 
@@ -38,7 +39,7 @@ class Grant:
     `prefixed`)."""
 
     who: Role
-    resource: Literal["topic", "group"]
+    resource: Resource
     name: str
     operation: Operation
     prefixed: bool = False
@@ -56,6 +57,10 @@ def grants(settings: Settings) -> list[Grant]:
     allow("service", every, "READ", "DESCRIBE")
     allow("service", [t.events, t.anchors, t.dlq, t.verifications, t.verify_tasks], "WRITE")
     found.append(Grant("service", "group", settings.group_id, "READ", prefixed=True))
+    # The leader's anchor writer is transactional so that a newer leader fences it
+    # (`streams.anchoring.AnchorWriter`).
+    writer = anchor_writer_id(settings)
+    found += [Grant("service", "transactional_id", writer, op) for op in ("WRITE", "DESCRIBE")]
     allow("operator", every, "READ", "DESCRIBE", "DESCRIBE_CONFIGS")
     allow("operator", [t.commands, t.submissions], "WRITE")
     # Streaming consumers of verification outcomes read as the operator, in groups of their own.

@@ -32,7 +32,7 @@ from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.proofs import b64
 from streams.anchoring import read_anchors, read_records
-from streams.kafka import end_offsets, fetch_value, read_to_end
+from streams.kafka import fetch_value, read_to_end, record_ends
 from streams.topics import Topics
 
 
@@ -44,7 +44,7 @@ def chain_view(settings: Settings) -> Iterator[AnchorStore]:
     `Commands:Timeout` while the service runs). With no service to bring it up to date, the
     chain is folded here from the whole topic into a temporary store instead: O(anchors), once.
     """
-    end = asyncio.run(end_offsets(settings, Topics(settings.topic_prefix).anchors)).get(0, 0)
+    end = asyncio.run(record_ends(settings, Topics(settings.topic_prefix).anchors)).get(0, 0)
     deadline = time.monotonic() + settings.timeout
     while True:
         with AnchorStore(settings.chain_path, readonly=True) as store:

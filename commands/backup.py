@@ -247,7 +247,8 @@ async def _stream(
                                 r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers)
                             )
                         )
-                if records and records[-1].offset >= ends[tp.partition] - 1:
+            for tp in list(remaining):  # by position: the last offsets may be transaction markers
+                if await c.position(tp) >= ends[tp.partition]:
                     remaining.discard(tp)
                     c.pause(tp)
             if chunk:

@@ -24,7 +24,7 @@ GRACE = 15 * 60  # seconds
 
 def temp_files(settings: Settings, *, dry_run: bool = False, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    running = service.daemon(settings).pid() is not None
+    running = service.any_pid(settings) is not None
     roots = [("evidence", settings.evidence_path)]
     if settings.replica_path is not None:
         roots.append(("replica", settings.replica_path))

@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import msgspec
 
 from locker import kafka_auth
 from locker.archives import write_tar_gz
-from locker.config import Settings
+from locker.config import MAX_WORKERS, Settings
 from locker.errors import LockerError, Refused, UsageError
 
 SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|sasl|api_?key", re.IGNORECASE)
@@ -84,6 +85,10 @@ def _sections(settings: Settings, days: int) -> Iterator[tuple[str, Callable[[],
     yield "config.json", lambda: _json(effective_config(settings))
     yield "logs/service.log", lambda: tail(settings.log_path / "service.log")
     yield "logs/service.out", lambda: tail(settings.log_path / "service.out")
+    for n in range(1, MAX_WORKERS):  # the other local workers' (`service start --workers N`)
+        for name in (f"service-{n}.log", f"service-{n}.out"):
+            if (settings.log_path / name).exists():
+                yield f"logs/{name}", partial(tail, settings.log_path / name)
     yield "logs/broker.log", lambda: tail(_broker_log(settings))
 
 

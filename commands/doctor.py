@@ -83,7 +83,7 @@ async def _ask_broker(settings: Settings) -> BrokerFacts:
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
     from aiokafka.protocol.admin import ApiVersionRequest
 
-    from streams.kafka import admin, consumer
+    from streams.kafka import admin, consumer, record_end
     from streams.topics import specs
 
     facts = BrokerFacts()
@@ -117,7 +117,12 @@ async def _ask_broker(settings: Settings) -> BrokerFacts:
         tps = [TopicPartition(name, p) for name, t in facts.topics.items() for p in range(t.partitions)]
         if tps:
             ends = await c.end_offsets(tps)
+            anchors = Topics(settings.topic_prefix).anchors
             for tp, end in ends.items():
+                # The chain store applies records; the anchors topic also holds transaction markers.
+                if tp.topic == anchors:
+                    c.assign([tp])
+                    end = await record_end(c, tp)
                 facts.ends.setdefault(tp.topic, {})[tp.partition] = end
     return facts
 
@@ -356,7 +361,7 @@ def projections(ctx: Context) -> Finding:
 def _service_running(settings: Settings) -> bool:
     from commands import service as service_ops
 
-    return service_ops.daemon(settings).pid() is not None
+    return service_ops.any_pid(settings) is not None
 
 
 def index(ctx: Context) -> Finding:

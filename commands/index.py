@@ -187,12 +187,15 @@ def optimize(settings: Settings) -> dict[str, Any]:
 
 
 def _optimized(settings: Settings, command_id: str) -> dict[str, Any] | None:
-    path = settings.index_optimized_path
-    try:
-        result: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return result if result.get("command_id") == command_id else None
+    """The answer of the worker that ran the command (the leader: any local worker)."""
+    for n in service.running(settings):
+        try:
+            result: dict[str, Any] = json.loads(settings.as_worker(n).index_optimized_path.read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if result.get("command_id") == command_id:
+            return result
+    return None
 
 
 def status(settings: Settings, *, checksum: bool = False, sample: int = 20) -> dict[str, Any]:

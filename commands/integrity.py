@@ -23,7 +23,7 @@ from commands import anchors, queries
 from commands.sending import send_and_wait
 from locker import requests, verification
 from locker.cas import BlobStore
-from locker.config import Settings
+from locker.config import MAX_WORKERS, Settings
 from locker.digests import parse_digest
 from locker.errors import (
     ArtifactNotFound,
@@ -45,8 +45,25 @@ Progress = Callable[[int, int], None]
 
 
 def run_state(settings: Settings, run_id: str) -> RunState | None:
-    with VerifyStore(settings.verify_path, readonly=True) as store:
-        return store.run(run_id)
+    return _run_in(settings, run_id)[1]
+
+
+def _verify_stores(settings: Settings) -> list[Path]:
+    """The verification store of every local worker that has one (worker 0's if none has).
+    A run is checked by the worker that planned it, the leader of the time (streams.verify)."""
+    paths = [settings.as_worker(n).verify_path for n in range(MAX_WORKERS)]
+    return [p for p in paths if p.exists()] or [settings.verify_path]
+
+
+def _run_in(settings: Settings, run_id: str | None) -> tuple[Path, RunState | None]:
+    """The store that holds run `run_id` (none: the latest completed run), and the run."""
+    found: tuple[Path, RunState | None] = (settings.verify_path, None)
+    for path in _verify_stores(settings):
+        with VerifyStore(path, readonly=True) as store:
+            run = store.run(run_id) if run_id else store.latest()
+        if run is not None and (found[1] is None or run.started_at > found[1].started_at):
+            found = (path, run)
+    return found
 
 
 def verify(
@@ -107,7 +124,7 @@ def checked_anchor(settings: Settings, anchor_id: str) -> CheckedAnchor:
 def report(settings: Settings, *, run_id: str | None = None, only: str | None = None) -> VerifyReport:
     """`streams.verify_report.report` on the stores, read-only."""
     with (
-        VerifyStore(settings.verify_path, readonly=True) as store,
+        VerifyStore(_run_in(settings, run_id)[0], readonly=True) as store,
         queries.index_store(settings) as index,
     ):
         return verify_report.report(settings, store, index, run_id=run_id, only=only)
@@ -180,8 +197,11 @@ def inspect(settings: Settings, artifact_id: str, *, rehash: bool = False) -> di
     primary = BlobStore(settings.evidence_path)
     out["storage"] = _blob_state(primary, artifact_id, check=False)
     out["replica"] = _replica(settings, artifact_id, record.replicated_at is not None, check=False)
-    with VerifyStore(settings.verify_path, readonly=True) as store:
-        last = store.last_check(artifact_id)
+    checks = []
+    for path in _verify_stores(settings):
+        with VerifyStore(path, readonly=True) as store:
+            checks.append(store.last_check(artifact_id))
+    last = max((c for c in checks if c is not None), default=None)
     out["last_verification"] = (
         None
         if last is None

@@ -50,7 +50,7 @@ from projections.store import wipe
 from streams.anchoring import back_up
 from streams.children import SPAWN, exit_with
 from streams.kafka import end_offsets, producer
-from streams.topics import Topics
+from streams.topics import Topics, anchor_writer_id
 
 BLOB_BATCH = 256
 Progress = Callable[[str, int, int], None]  # (stage, done, of)
@@ -104,7 +104,9 @@ def restore(
                 writer, topics.events, read_records(folder / "events.records"), manifest.events, progress
             )
         )
-        chain = asyncio.run(_produce(writer, topics.anchors, read_records(folder / "anchors.records")))
+        chain = asyncio.run(
+            _produce_anchors(writer, topics.anchors, list(read_records(folder / "anchors.records")))
+        )
         restored = BackupRestored(
             backup_id=backup_id,
             manifest_sha256="sha256:" + hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest(),
@@ -314,7 +316,7 @@ def _forks(manifest: Manifest, files: Iterable[Path]) -> list[str]:
 
 
 def _check_target(settings: Settings, blobs: BlobStore, force: bool) -> None:
-    pid = service.daemon(settings).pid()
+    pid = service.any_pid(settings)
     if pid is not None:
         raise Refused(f"the service is running (pid {pid}); stop it first: `stella service stop`")
     topics = Topics(settings.topic_prefix)
@@ -387,6 +389,51 @@ async def _produce(
                     progress("records", count, total)
         await _landed(topic, pending)
     return count
+
+
+FILLER = b"stella-restore-filler"  # the key of the aborted records that stand in for a gap
+
+
+async def _produce_anchors(settings: Settings, topic: str, records: list[BackedUpRecord]) -> int:
+    """The anchors topic's records at their old offsets, gaps included: the leader appends each
+    anchor in a transaction (streams.anchoring), whose marker takes an offset, and a fenced
+    leader's aborted append takes more. `backups.replay_steps` says how to make the same gaps."""
+    steps = backups.replay_steps([r.offset for r in records])
+    if all(kind == "plain" for kind, _ in steps):
+        return await _produce(settings, topic, records)
+    async with (
+        producer(settings) as plain,
+        producer(settings, transactional_id=anchor_writer_id(settings)) as txn,
+    ):
+        for kind, n in steps:
+            if kind == "fill":
+                await txn.begin_transaction()
+                for _ in range(n):
+                    await (await txn.send(topic, b"", key=FILLER, partition=0))
+                await txn.abort_transaction()
+                continue
+            r = records[n]
+            if kind == "commit":
+                async with txn.transaction():
+                    sent = await txn.send(
+                        topic,
+                        r.value,
+                        key=r.key,
+                        partition=r.partition,
+                        timestamp_ms=r.timestamp,
+                        headers=list(r.headers),
+                    )
+            else:
+                sent = await plain.send(
+                    topic,
+                    r.value,
+                    key=r.key,
+                    partition=r.partition,
+                    timestamp_ms=r.timestamp,
+                    headers=list(r.headers),
+                )
+            await _landed(topic, [(sent, r)])
+    return len(records)
 
 
 async def _landed(topic: str, pending: list[tuple[asyncio.Future[Any], BackedUpRecord]]) -> None:

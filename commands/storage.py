@@ -96,7 +96,7 @@ def migrate(settings: Settings, to: Path, progress: Progress | None = None) -> M
 
 
 def _check_can_migrate(settings: Settings, source: BlobStore, target: BlobStore) -> None:
-    pid = service.daemon(settings).pid()
+    pid = service.any_pid(settings)
     if pid is not None:
         raise Refused(f"the service is running (pid {pid}); stop it first: `stella service stop`")
     here, there = source.root.resolve(), target.root

@@ -14,10 +14,13 @@ Ed25519 signature of the manifest's exact bytes. No I/O here.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from typing import Literal
 
 import msgspec
+
+from locker.errors import IntegrityError
 
 BACKUP_TYPE = "evidence-locker"
 
@@ -155,3 +158,33 @@ def unframe(data: bytes) -> Iterator[BackedUpRecord]:
             raise ValueError(f"a frame is cut short at byte {at}")
         yield from decode_frame(data[at : at + size])
         at += size
+
+
+Step = tuple[Literal["plain", "commit", "fill"], int]
+
+
+def replay_steps(offsets: Sequence[int]) -> list[Step]:
+    """How to produce records back into an empty partition so that each lands at its old offset
+    (`offsets`, ascending) when transactions left gaps between them: a committed transaction's
+    marker takes one offset after its record, an aborted one its records and a marker.
+
+    ("plain", i): record i, no transaction; ("commit", i): record i in a transaction of its own
+    (two offsets); ("fill", n): an aborted transaction of n filler records (n + 1 offsets), which
+    read-committed consumers never see. `IntegrityError` for a layout no transaction makes."""
+    steps: list[Step] = []
+    if offsets and offsets[0] > 0:
+        if offsets[0] == 1:
+            raise IntegrityError(
+                "the backed-up records' offsets", "a gap a transaction made", "offset 1 first"
+            )
+        steps.append(("fill", offsets[0] - 1))
+    for i, offset in enumerate(offsets):
+        gap = offsets[i + 1] - offset - 1 if i + 1 < len(offsets) else 0
+        if gap < 0:
+            raise IntegrityError(
+                "the backed-up records' offsets", "ascending", f"{offset} then {offsets[i + 1]}"
+            )
+        steps.append(("commit" if gap == 1 else "plain", i))
+        if gap >= 2:
+            steps.append(("fill", gap - 1))
+    return steps

@@ -150,7 +150,8 @@ class BlobStore:
 
     def _write_tmp(self, artifact_id: str, data: bytes, *, fsync: bool) -> str:
         """Write `data` to a new temp file, checking its digest on the way; fsync if asked."""
-        tmp = f"{self.tmp}/{artifact_id[7:]}.{os.urandom(8).hex()}.tmp"
+        # The writer's pid in the name: `clean_tmp` leaves the files of live writers alone.
+        tmp = f"{self.tmp}/{artifact_id[7:]}.{os.getpid()}-{os.urandom(8).hex()}.tmp"
         hasher = hashlib.sha256()
         view = memoryview(data)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
@@ -211,9 +212,12 @@ class BlobStore:
             raise StorageUnavailable(f"cannot delete blobs in {self.root}: {exc}") from exc
 
     def clean_tmp(self) -> int:
-        """Delete leftovers of interrupted writes; returns how many. Call with no writer running."""
+        """Delete leftovers of interrupted writes: temp files whose writing process is gone (other
+        workers may be writing into the same store); returns how many."""
         removed = 0
         for leftover in self.tmp.glob("*.tmp"):
+            if _writer_alive(leftover.name):
+                continue
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
@@ -246,6 +250,20 @@ class BlobStore:
 
 _PARALLEL_ABOVE = 512
 _UNLINKERS = 4
+
+
+def _writer_alive(name: str) -> bool:
+    """Is the process that wrote temp file `name` (`<hex>.<pid>-<random>.tmp`) still running?"""
+    pid, dash, _ = name.split(".")[1].partition("-") if name.count(".") == 2 else ("", "", "")
+    if not (dash and pid.isdigit()):
+        return False  # not a name this store writes now
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user has that pid
+    return int(pid) != os.getpid()  # its own: a leftover of an earlier process with this pid
 
 
 def _unlink(path: str) -> None:

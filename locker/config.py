@@ -42,6 +42,10 @@ KEYS: dict[str, tuple[object, type]] = {
     "Ingest:MaxContentBytes": (8 * 1024 * 1024, int),
     "Service:Host": ("127.0.0.1", str),
     "Service:Port": (8470, int),
+    # Which of a locker's local workers this process is (`stella service start --workers N` sets it):
+    # worker n keeps its projections in `state-<n>` and serves on Service:Port + n; worker 0 is the
+    # one the CLI reads and asks.
+    "Service:Worker": (0, int),
     "Service:TokenFile": (None, str),
     # The HTTP server's limits (`streams.webserver`): bytes, counts, and seconds.
     "Service:MaxUrlBytes": (4096, int),
@@ -71,6 +75,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Broker:ControllerPort": (9093, int),
     "Broker:Heap": ("512m", str),
 }
+MAX_WORKERS = 16  # local workers of one locker (`stella service start --workers N`)
 ALIASES = {"STELLA_KAFKA_BOOTSTRAP": "Kafka:Bootstrap"}
 SECRET_KEYS: frozenset[str] = frozenset()
 
@@ -137,9 +142,30 @@ class Settings:
         return Path(value).expanduser() if value else None
 
     @property
+    def worker(self) -> int:
+        """`Service:Worker`: which local worker this process is (0 for the CLI)."""
+        n = self.integer("Service:Worker")
+        if not 0 <= n < MAX_WORKERS:
+            raise UsageError(f"Service:Worker must be from 0 to {MAX_WORKERS - 1}, got {n}")
+        return n
+
+    @property
+    def worker_name(self) -> str:
+        """`service` for worker 0, `service-<n>` for the others: their pid, log and output files."""
+        return "service" if self.worker == 0 else f"service-{self.worker}"
+
+    def as_worker(self, n: int) -> Settings:
+        """These settings as worker `n` sees them (its state folder, its port)."""
+        return dataclasses.replace(
+            self,
+            values={**self.values, "Service:Worker": n},
+            sources={**self.sources, "Service:Worker": f"set by the process (worker {n})"},
+        )
+
+    @property
     def state_path(self) -> Path:
-        """Projections (RocksDB) and the worker's own data."""
-        return self.home / "state"
+        """Projections (RocksDB) and the worker's own data: each local worker has its own."""
+        return self.home / ("state" if self.worker == 0 else f"state-{self.worker}")
 
     @property
     def verify_path(self) -> Path:
@@ -287,8 +313,13 @@ class Settings:
         return self.integer("Ingest:MaxContentBytes")
 
     @property
+    def api_port(self) -> int:
+        """Where this worker's HTTP API listens: Service:Port + its number."""
+        return self.integer("Service:Port") + self.worker
+
+    @property
     def api_url(self) -> str:
-        return f"http://{self.values['Service:Host']}:{self.values['Service:Port']}"
+        return f"http://{self.values['Service:Host']}:{self.api_port}"
 
     @property
     def timeout(self) -> float:

@@ -52,6 +52,9 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, tag="verification.task", t
     # evidence.verifications' end offset of each partition when the run began
     outcomes_from: tuple[int, ...] = ()
     to_anchor: str = ""  # a full run as of this anchor
+    # The worker that planned the run, which alone checks its tasks (`streams.app.instance_id`);
+    # "" in tasks written before workers were several.
+    planner: str = ""
     schema_version: int = 1
 
 

@@ -1,9 +1,14 @@
-"""The single anchor writer: runs inside the worker, serialised by a lock.
+"""The single anchor writer: runs inside the leader (`streams.leadership`), serialised by a lock.
 
 It waits until the chain projection holds every record on `evidence.anchors` (one partition),
 takes the latest anchor from it and every events partition's head from the Merkle store, signs,
 and appends; the next anchor links to the bytes of the one before. O(partitions), whatever the
 history. `read_records` and `read_anchors` read the whole topic, for full verification only.
+
+Appends go through `AnchorWriter`, a transactional producer under one transactional id per locker
+(`streams.topics.anchor_writer_id`): a new leader claims that id, the broker bumps its epoch, and
+from then on the broker refuses every append of an earlier leader (`ProducerFenced`), so two
+workers never both extend the chain. Readers of `evidence.anchors` read committed records only.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ProducerFenced
 
 from locker import anchors, signing
 from locker.anchors import AnchorBody, AnchorCreated, AnchorRecovered, PartitionHead, StoredAnchor
 from locker.config import Settings
-from locker.errors import InvalidInput
+from locker.errors import InvalidInput, Refused
 from locker.files import write_durably
 from locker.requests import RecoverAnchor
 from projections.anchor_store import AnchorStore
@@ -69,6 +77,58 @@ def partition_heads(trees: MerkleStore, partitions: list[int]) -> tuple[Partitio
     return tuple(out)
 
 
+class AnchorWriter:
+    """The leader's producer of `evidence.anchors`; see the module's doc."""
+
+    def __init__(self, transactional_id: str, **producer_options: object) -> None:
+        self.transactional_id = transactional_id
+        self.options = producer_options
+        self.producer: AIOKafkaProducer | None = None
+
+    async def claim(self) -> None:
+        """Take the transactional id (fencing any earlier holder) unless this writer holds it."""
+        if self.producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            transactional_id=self.transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            transaction_timeout_ms=15_000,  # a leader that died mid-append holds readers back this long
+            **self.options,
+        )
+        await producer.start()
+        try:
+            async with producer.transaction():  # gets the id's new epoch: the broker fences the old one
+                pass
+        except BaseException:
+            await producer.stop()
+            raise
+        self.producer = producer
+        log.info("anchor writer claimed", transactional_id=self.transactional_id)
+
+    async def release(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def append(self, topic: str, key: bytes, value: bytes) -> int:
+        """Append one record in a transaction of its own; returns its offset. `Refused` if this
+        worker does not hold the writer or was fenced by a newer leader."""
+        if self.producer is None:
+            raise Refused("this worker is not the anchor writer (not the leader)")
+        sent: asyncio.Future[Any] | None = None
+        try:
+            async with self.producer.transaction():
+                sent = await self.producer.send(topic, value, key=key, partition=0)
+            return int((await sent).offset)
+        except ProducerFenced:
+            if sent is not None and sent.done() and not sent.cancelled():
+                sent.exception()  # the same fence: retrieved, so asyncio does not report it again
+            log.warning("anchor writer fenced: a newer leader writes anchors", id=self.transactional_id)
+            await self.release()
+            raise Refused("this worker's anchor writer was fenced: a newer leader writes anchors") from None
+
+
 class Anchorer:
     def __init__(
         self,
@@ -78,8 +138,10 @@ class Anchorer:
         chain_loop: Loop,
         signer: signing.Signer,
         publisher: BatchPublisher,
+        writer: AnchorWriter,
     ) -> None:
         self.settings = settings
+        self.writer = writer
         self.trees = trees
         self.chain = chain
         self.chain_loop = chain_loop
@@ -107,6 +169,9 @@ class Anchorer:
         """Sign and append an anchor; with `new_chain_reason`, the first of a new chain that
         continues anchor `continue_from` (default: the last record)."""
         async with self._lock:
+            # Claimed before the chain is read: any append of an earlier writer is committed by
+            # then (and read below) or fenced, so this anchor links to the chain's true head.
+            await self.writer.claim()
             await self.chain_loop.wait_caught_up(self.settings.timeout)
             latest = self.chain.latest()
             previous = None if latest is None else latest.stored
@@ -117,7 +182,7 @@ class Anchorer:
             body = self._body(previous, heads, new_chain_reason)
             anchor = anchors.sign(body, self.signer, correlation_id)
             raw = anchors.encode(anchor)
-            await self.publisher.publish(self.topics.anchors, [(body.chain_id.encode(), raw, [])])
+            await self.writer.append(self.topics.anchors, body.chain_id.encode(), raw)
             self._back_up(raw, anchor)
             self.last_sizes = {h.partition: h.tree_size for h in heads}
             self.last_created = body.created_at
@@ -128,6 +193,17 @@ class Anchorer:
                 sizes={h.partition: h.tree_size for h in heads},
             )
             return anchor
+
+    async def claim(self) -> None:
+        """This worker was elected: take the anchor writer, then read the chain from the log
+        again (the last anchors may be another worker's)."""
+        async with self._lock:
+            await self.writer.claim()
+            self.last_sizes = None
+
+    async def release(self) -> None:
+        async with self._lock:
+            await self.writer.release()
 
     def _back_up(self, raw: bytes, anchor: AnchorCreated) -> None:
         back_up(self.settings, raw, anchor, self.signer.verifier.vkey)
@@ -146,8 +222,9 @@ class Anchorer:
             correlation_id=command.command_id,
         )
         async with self._lock:
-            await self.publisher.publish(
-                self.topics.anchors, [(anchor.body.chain_id.encode(), anchors.encode_recovery(recovery), [])]
+            await self.writer.claim()
+            await self.writer.append(
+                self.topics.anchors, anchor.body.chain_id.encode(), anchors.encode_recovery(recovery)
             )
         log.info("anchor recovered", offset=command.replaces_offset, anchor=anchors.anchor_id(command.record))
         return recovery

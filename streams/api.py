@@ -46,6 +46,7 @@ from projections.store import IndexStore
 from projections.verify_store import VerifyStore
 from streams import openapi, problems, serving
 from streams.kafka import fetch_value
+from streams.leadership import Leadership
 from streams.metrics import CONTENT_TYPE, Metrics, Snapshot
 from streams.provenance import provenance
 from streams.runtime import Loop
@@ -69,6 +70,7 @@ def install_api(
     loops: Sequence[Loop],
     verifications: VerifyStore,
     metrics: Metrics,
+    leadership: Leadership,
     token: str | None = None,
 ) -> None:
     topics = Topics(settings.topic_prefix)
@@ -105,7 +107,7 @@ def install_api(
         async def get(self, request: Request) -> Response:
             states = {loop.name: loop.status() for loop in loops}
             storage = storage_health(blobs, settings.max_content_bytes)
-            commands = bool(app.consumer.assignment()) if app.consumer else False
+            commands = leadership.joined  # the commands group has settled, on this worker or another
             if any(s["state"] == "failed" for s in states.values()):
                 status = "failed"
             elif not storage["writable"] or any(s["state"] == "retrying" for s in states.values()):
@@ -114,7 +116,14 @@ def install_api(
                 status = "ok"
             else:
                 status = "starting"
-            body = {"status": status, "loops": states, "commands_assigned": commands, "storage": storage}
+            body = {
+                "status": status,
+                "loops": states,
+                "commands_assigned": leadership.leading,
+                "leader": leadership.leading,
+                "worker": settings.worker,
+                "storage": storage,
+            }
             return self.json(body, status=200 if status == "ok" else 503)
 
     @app.page("/artifacts")

@@ -1,14 +1,17 @@
-"""The worker: faust supervises the batch loops, runs the timers, the commands agent and the API.
+"""The worker: faust supervises the batch loops, the commands loop, the timers and the API.
 
 The high-volume loops (`streams.runtime.Loop`) are faust app dependencies, started and stopped
 with it:
 - ingest: `evidence.submissions` -> durable blobs -> `evidence.events` (`streams.ingest`), in the
-  consumer group `Kafka:GroupId` + `-ingest`, committed after its events are acknowledged;
+  consumer group `Kafka:GroupId` + `-ingest`, committed after its events are acknowledged: the
+  workers of a locker share the submissions partitions;
 - projections: every partition of `evidence.events` -> the index and the Merkle trees
-  (`streams.project`), positioned by the stores' applied offsets, never by a group;
+  (`streams.project`), positioned by the stores' applied offsets, never by a group: every worker
+  holds the whole index and every tree, so any worker answers any query;
 - anchors: `evidence.anchors` -> the anchor chain projection (`streams.chain`), likewise.
-faust keeps what it is good at and what is low volume: service supervision, the anchor timer,
-the web server, and an agent for `evidence.commands`. README, "How it works", says why.
+The commands loop (`streams.leadership`) elects the leader, which alone runs commands and writes
+anchors. faust keeps what it is good at and what is low volume: service supervision, the
+timers and the web server. README, "How it works", says why.
 """
 
 from __future__ import annotations
@@ -19,15 +22,12 @@ import hashlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import cast
 
 import faust
 import structlog
 from aiokafka.errors import KafkaError
-from faust.types import EventT
 
 from locker import requests, signing, trust
 from locker.cas import BlobStore
@@ -55,17 +55,18 @@ from projections.store import IndexStore
 from projections.verify_store import VerifyStore
 from streams import chain as anchor_chain
 from streams import describe, ingest, project, replicate, verify, webserver
-from streams.anchoring import Anchorer
+from streams.anchoring import Anchorer, AnchorWriter
 from streams.api import install_api
 from streams.blob_writer import BlobWriter
 from streams.kafka import Record
+from streams.leadership import Leadership
 from streams.metrics import Metrics
 from streams.publisher import BatchPublisher
 from streams.reader import read_range
 from streams.replicate import Replicating
 from streams.runtime import Loop, dead_letter
 from streams.services import Services
-from streams.topics import Topics
+from streams.topics import Topics, anchor_writer_id
 from streams.verify import Checker, Verifying
 
 log = structlog.get_logger("stella.worker")
@@ -74,15 +75,12 @@ INGEST_BATCH = 2000
 PROJECTION_BATCH = 5000
 
 
-def raw_topic(app: faust.App, name: str) -> faust.TopicT:
-    """A topic whose keys and values stay bytes: decoding is ours, so bad bytes reach the DLQ."""
-    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-
 def instance_id(settings: Settings) -> str:
     """This worker's static member id in its consumer groups (KIP-345): a worker restarted after a
-    crash takes its partitions back at once instead of waiting out the dead member's session."""
-    return f"{socket.gethostname()}-{hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]}"
+    crash takes its partitions back at once instead of waiting out the dead member's session.
+    Local workers of one locker differ by their number."""
+    own = f"{socket.gethostname()}-{hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]}"
+    return own if settings.worker == 0 else f"{own}-{settings.worker}"
 
 
 def consumer_options(settings: Settings) -> dict[str, object]:
@@ -90,6 +88,7 @@ def consumer_options(settings: Settings) -> dict[str, object]:
         "bootstrap_servers": settings.bootstrap,
         **settings.kafka_auth().aiokafka(),
         "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",  # see streams.anchoring
         "max_partition_fetch_bytes": max_message_bytes(settings.max_content_bytes),
         "fetch_max_bytes": 64 * 1024 * 1024,
         "session_timeout_ms": 10_000,
@@ -124,7 +123,7 @@ def create_app(
     topics = Topics(settings.topic_prefix)
     trusted = trust.trust_store(settings.trust_store_path)  # a bad key stops the start here
     sigstore_root = trust.sigstore_root(settings.sigstore_root_path)  # and so does a bad root
-    host, port = str(settings.get("Service:Host")), settings.integer("Service:Port")
+    host, port = str(settings.get("Service:Host")), settings.api_port
     app = webserver.App(
         settings.group_id,
         limits=webserver.limits(settings),
@@ -180,6 +179,8 @@ def create_app(
         if anchorer is None:
             log.warning("anchoring is off: no signing key", key_file=str(settings.key_file))
             return f"anchoring is off: no signing key at {settings.key_file}"
+        if not leadership.leading:
+            return "this worker is not the leader: only the leader writes anchors"
         since_anchor = 0
         try:
             await anchorer.create(correlation_id, new_chain_reason, continue_from)
@@ -191,7 +192,7 @@ def create_app(
     async def count_for_anchoring(batch: list[Record]) -> None:
         nonlocal since_anchor
         since_anchor += len(batch)
-        if every_events and since_anchor >= every_events:
+        if every_events and since_anchor >= every_events and leadership.leading:
             await anchor()
 
     chain_loop = Loop(
@@ -207,7 +208,14 @@ def create_app(
         tracked=(chain,),
         max_records=100,
     )
-    anchorer = None if signer is None else Anchorer(settings, trees, chain, chain_loop, signer, publisher)
+    writer = AnchorWriter(
+        anchor_writer_id(settings),
+        bootstrap_servers=settings.bootstrap,
+        **settings.kafka_auth().aiokafka(),
+    )
+    anchorer = (
+        None if signer is None else Anchorer(settings, trees, chain, chain_loop, signer, publisher, writer)
+    )
     loops = [
         chain_loop,
         Loop(
@@ -281,6 +289,7 @@ def create_app(
         settings.plans_path,
         replica,
         settings.auto_recover and replica is not None,
+        worker=instance_id(settings),
     )
     completing = asyncio.Lock()
 
@@ -583,26 +592,40 @@ def create_app(
                 if failed:
                     await refuse(record, InvalidInput("anchoring-failed", failed))
 
-    @app.agent(raw_topic(app, topics.commands))
-    async def run_commands(stream: faust.StreamT[bytes]) -> None:
-        async for batch in _batches(stream, 16):
-            for record in _records(batch):
-                try:
-                    command = requests.decode(record.value)
-                except InvalidInput as error:
-                    await refuse(record, error)
-                    continue
-                try:
-                    await run_command(record, command)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # one failed command must not stop the others
-                    detail = f"{type(exc).__name__}: {exc}"
-                    log.error("command failed", command=type(command).__name__, error=detail, exc_info=exc)
-                    with contextlib.suppress(Exception):  # the broker may be what failed
-                        await refuse(
-                            record, InvalidInput("command-failed", f"{detail} (see the service log)")
-                        )
+    async def handle_command(record: Record) -> None:
+        try:
+            command = requests.decode(record.value)
+        except InvalidInput as error:
+            await refuse(record, error)
+            return
+        try:
+            await run_command(record, command)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one failed command must not stop the others
+            detail = f"{type(exc).__name__}: {exc}"
+            log.error("command failed", command=type(command).__name__, error=detail, exc_info=exc)
+            with contextlib.suppress(Exception):  # the broker may be what failed
+                await refuse(record, InvalidInput("command-failed", f"{detail} (see the service log)"))
+
+    async def elected() -> None:
+        if anchorer is not None:
+            await anchorer.claim()
+
+    async def deposed() -> None:
+        if anchorer is not None:
+            await anchorer.release()
+
+    leadership = Leadership(
+        topic=topics.commands,
+        group_id=f"{settings.group_id}-commands",
+        consumer_options=consumer_options(settings),
+        run=handle_command,
+        on_elected=elected,
+        on_deposed=deposed,
+        seed_group=settings.group_id,  # where faust's commands agent left off
+    )
+    app.add_dependency(leadership)
 
     @app.timer(5.0)  # type: ignore[untyped-decorator]
     async def complete_verification_runs() -> None:
@@ -615,7 +638,7 @@ def create_app(
     @app.timer(float(settings.integer("Anchors:Interval")))  # type: ignore[untyped-decorator]
     async def anchor_on_schedule() -> None:
         try:
-            if anchorer is not None and await anchorer.changed():
+            if anchorer is not None and leadership.leading and await anchorer.changed():
                 await anchor()
         except (LockerError, KafkaError) as exc:
             log.error("scheduled anchoring failed", error=str(exc))
@@ -631,6 +654,7 @@ def create_app(
         loops=loops,
         verifications=verifications,
         metrics=metrics,
+        leadership=leadership,
         token=token,
     )
     return app
@@ -657,21 +681,3 @@ def check_archive_command(command: requests.RecordArchive) -> None:
         problems.append(f"part or size (at most {MAX_ARCHIVE_PART} artifact ids)")
     if problems:
         raise InvalidInput("schema-invalid", "archive.record: bad " + ", ".join(problems))
-
-
-def _batches(stream: faust.StreamT[bytes], size: int) -> AsyncIterator[Sequence[EventT[bytes]]]:
-    """Up to `size` events at a time; they are acked only after the loop body has run."""
-    return cast(faust.Stream[bytes], stream).take_events(size, within=0.02)
-
-
-def _records(batch: Sequence[EventT[bytes]]) -> list[Record]:
-    return [
-        Record(
-            topic=ev.message.topic,
-            partition=ev.message.partition,
-            offset=ev.message.offset,
-            key=ev.message.key,
-            value=ev.message.value or b"",
-        )
-        for ev in batch
-    ]

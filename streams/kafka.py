@@ -110,6 +110,8 @@ async def consumer(settings: Settings, **overrides: object) -> AsyncIterator[AIO
     options: dict[str, object] = {
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        # Committed records only: an anchor append of a fenced leader is never read (streams.anchoring).
+        "isolation_level": "read_committed",
         "max_partition_fetch_bytes": max_message_bytes(settings.max_content_bytes),
         "fetch_max_bytes": 64 * 1024 * 1024,
     }
@@ -175,7 +177,10 @@ async def read_to_end(
                     for r in records
                     if r.offset < ends[tp]
                 ]
-                if records and records[-1].offset >= ends[tp] - 1:
+            for tp in list(remaining):
+                # By position, not by the last record: the last offsets may be transaction markers,
+                # which are never delivered.
+                if await c.position(tp) >= ends[tp]:
                     remaining.discard(tp)
                     c.pause(tp)
             if batch:
@@ -183,6 +188,36 @@ async def read_to_end(
                 if progress is not None:
                     progress(done, total)
                 yield batch
+
+
+async def record_end(c: AIOKafkaConsumer, tp: TopicPartition) -> int:
+    """The offset after the last record a read-committed consumer gets from `tp` (its beginning
+    if none): its end offset, less the transaction markers (and aborted records) after that record.
+    What a store that applied every record has applied up to. Reads back from the end, a few
+    records at first. `c` must be assigned `tp` and read committed."""
+    first: int = (await c.beginning_offsets([tp]))[tp]
+    end: int = (await c.end_offsets([tp]))[tp]
+    window = 16
+    while True:
+        start = max(first, end - window)
+        c.seek(tp, start)
+        last: int | None = None
+        while await c.position(tp) < end:
+            for r in (await c.getmany(tp, timeout_ms=1000)).get(tp, []):
+                if r.offset < end:
+                    last = int(r.offset)
+        if last is not None:
+            return last + 1
+        if start == first:
+            return first
+        window *= 8
+
+
+async def record_ends(settings: Settings, topic: str) -> dict[int, int]:
+    """`record_end` of every partition of `topic`."""
+    async with consumer(settings) as c:
+        tps = await assign_all(c, topic)
+        return {tp.partition: await record_end(c, tp) for tp in tps}
 
 
 async def create_topics(settings: Settings) -> list[str]:

@@ -167,6 +167,8 @@ HEALTH = obj(
         "status": {"enum": ["ok", "starting", "degraded", "failed"]},
         "loops": {"type": "object", "additionalProperties": ref("Loop")},
         "commands_assigned": {"type": "boolean"},
+        "leader": {"type": "boolean"},
+        "worker": COUNT,
         "storage": obj({"writable": {"type": "boolean"}}, {"free_bytes": COUNT, "detail": STRING}),
     }
 )

@@ -105,7 +105,10 @@ Handler = Callable[[list[Record]], Outbox]
 BlobSink = Callable[[list[tuple[str, bytes]]], Awaitable[None]]
 
 
-class _SeekToTracked(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped here
+class _Joined(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped here
+    """A group loop has joined once it got its partitions (maybe none: more workers than
+    partitions); a tracked one seeks them to its stores' positions."""
+
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
 
@@ -113,6 +116,7 @@ class _SeekToTracked(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         return None
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.joined = True
         self.loop.seek_to_tracked(assigned)
 
 
@@ -151,6 +155,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         self.counting: Counting | None = None  # set by the app: what each batch did, for /metrics
         self.consumer: AIOKafkaConsumer | None = None
         self.condition = "starting"
+        self.joined = False  # a group loop got its partitions, maybe none
         self.error = ""
         self.batches = 0
         self.records = 0
@@ -158,6 +163,10 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self._blob_turn = asyncio.Lock()
         self._failures = 0
+        # Each partition's position when the loop last found nothing more to fetch and had carried
+        # out every batch: everything before it is done, transaction markers included (which the
+        # stores' applied offsets never pass, as no record is delivered for them).
+        self.settled: dict[int, int] = {}
 
     # Lifecycle.
     async def on_start(self) -> None:
@@ -171,8 +180,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         if self.group_id is None:
             await self._assign_all()
         else:
-            listener = {"listener": _SeekToTracked(self)} if self.tracked else {}
-            self.consumer.subscribe([self.topic], **listener)
+            self.consumer.subscribe([self.topic], listener=_Joined(self))
         self.add_future(self._run())
 
     async def on_stop(self) -> None:
@@ -207,7 +215,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         assert self.consumer is not None
         ends = await self.consumer.end_offsets(sorted(self.consumer.assignment()))
         deadline = time.monotonic() + within
-        while any(s.resume_at(tp.partition) < end for tp, end in ends.items() for s in self.tracked):
+        while any(self._done(tp.partition) < end for tp, end in ends.items()):
             if self.condition == "failed" or time.monotonic() > deadline:
                 raise TimedOut(f"the {self.name} loop is not caught up with {self.topic} ({self.condition})")
             await asyncio.sleep(0.005)
@@ -230,7 +238,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
             if end is None:
                 continue
             if self.tracked:
-                done = min(store.resume_at(tp.partition) for store in self.tracked)
+                done = self._done(tp.partition)
             else:
                 try:  # known at once once the partition is positioned
                     done = await asyncio.wait_for(consumer.position(tp), 0.05)
@@ -238,6 +246,18 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
                     continue
             lag[tp.partition] = max(0, end - done)
         return lag
+
+    def _done(self, partition: int) -> int:
+        """Where the partition's records are carried out up to (tracked loops)."""
+        applied = min(store.resume_at(partition) for store in self.tracked)
+        return max(applied, self.settled.get(partition, 0))
+
+    async def _settle(self) -> None:
+        """Nothing fetched and nothing in flight: note every partition's position."""
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            with contextlib.suppress(KafkaError):
+                self.settled[tp.partition] = await self.consumer.position(tp)
 
     def status(self) -> dict[str, object]:
         return {
@@ -273,7 +293,7 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
             fetched: dict[TopicPartition, list[Any]] = {}
             try:
                 fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                if self.condition == "starting" and self.assigned:
+                if self.condition == "starting" and (self.assigned or self.joined):
                     self.condition = "running"
                 batch = [
                     Record(r.topic, r.partition, r.offset, r.key, r.value or b"")
@@ -284,6 +304,8 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
                     await in_flight[0].task  # raises what carrying it out raised
                     in_flight.popleft()
                 if not batch:
+                    if self.tracked:
+                        await self._settle()
                     continue
                 with self._timed("decide"):
                     out = await asyncio.to_thread(self.handler, batch)

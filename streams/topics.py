@@ -50,6 +50,11 @@ class Topics:
         return self.prefix + "evidence.dlq"
 
 
+def anchor_writer_id(settings: Settings) -> str:
+    """The transactional id that the leader of this locker's workers writes anchors under."""
+    return f"{settings.group_id}-anchor-writer"
+
+
 def specs(settings: Settings) -> list[TopicSpec]:
     """Every topic with explicit configs. The events and anchors topics never expire."""
     topics = Topics(settings.topic_prefix)

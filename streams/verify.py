@@ -5,6 +5,8 @@
    `evidence.events` and the plan, cut into `Task`s, to `evidence.verify-tasks`; a `.sent` file
    marks it sent. A command delivered again before that re-sends the same plan (the loop skips
    what the run has counted); after it, it does nothing.
+   The tasks name their planner: with several workers, the worker that planned a run (the
+   leader then) checks and completes it; the others pass over its tasks.
 2. The verify loop (`handle`): each task's artifacts that the run has not counted yet are read
    and hashed by `Checker`, a pool of processes (one per core, each blob read once). Every
    outcome goes to `evidence.verifications`, every failure also to `evidence.events` as
@@ -107,6 +109,7 @@ class Verifying:
     plans: Path
     replica: BlobStore | None = None
     auto_recover: bool = False  # Verification:AutoRecover, with a replica
+    worker: str = ""  # this worker's id: the planner named in the tasks of runs planned here
 
 
 def handle(v: Verifying, check_all: CheckAll, records: list[Record]) -> Outbox:
@@ -142,6 +145,9 @@ def _to_check(v: Verifying, records: list[Record], out: Outbox) -> ToCheck:
             if task.run_id not in runs:
                 runs[task.run_id] = v.store.run(task.run_id)
             if runs[task.run_id] is None and not _planned_here(v.plans, task.run_id):
+                if task.planner and task.planner != v.worker:
+                    items.append((record, None, []))  # another worker's run: that worker checks it
+                    continue
                 raise InvalidInput("unknown-run", f"no run {task.run_id[:80]} was planned by this locker")
         except InvalidInput as error:
             out.dead.append((record, dead_letter(record, error)))
@@ -393,6 +399,7 @@ async def send_plan(v: Verifying, publisher: Publisher, command: StartVerificati
             seed=plan.seed if mode == "quick" else 0,
             outcomes_from=plan.outcomes_from,
             to_anchor=plan.to_anchor,
+            planner=v.worker,
         )
         for chunk in chunks(plan.artifacts, TASK_SIZE)
     ]

@@ -35,6 +35,7 @@ from aiohttp.typedefs import Handler as View
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from faust.app.base import BootStrategy
 from faust.types import AppT
 from faust.web import base
 from faust.web.drivers import aiohttp as faust_aiohttp
@@ -295,8 +296,18 @@ class Web(faust_aiohttp.Web):
         return Site(self._runner, self.app.conf.web_bind, self.app.conf.web_port, self.limits)
 
 
+class _Boot(BootStrategy):  # type: ignore[misc]  # faust is untyped here
+    """No Kafka consumer or producer of faust's own: the loops have theirs (streams.runtime,
+    streams.leadership); faust supervises them and runs the timers and the web server."""
+
+    enable_kafka_consumer = False
+    enable_kafka_producer = False
+
+
 class App(faust.App):
     """faust's App, with `Web` as its web driver and the body limit on its application."""
+
+    BootStrategy = _Boot
 
     def __init__(self, id: str, *, limits: Limits, **options: Any) -> None:
         self.limits = limits  # before faust's __init__: nothing reads it until `web` is first used

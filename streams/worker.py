@@ -107,7 +107,7 @@ def api_token(settings: config.Settings) -> str | None:
 def main() -> None:
     settings = config.load().acting_as("service")
     settings.log_path.mkdir(parents=True, exist_ok=True)
-    configure_logging(settings.log_path / "service.log")
+    configure_logging(settings.log_path / f"{settings.worker_name}.log")
     blobs = BlobStore(settings.evidence_path)
     try:
         index = IndexStore(settings.index_path)
@@ -145,6 +145,7 @@ def main() -> None:
         expired_blobs_deleted=deleted,
         api_url=settings.api_url,
         home=str(settings.home),
+        worker=settings.worker,
     )
     asyncio.set_event_loop(asyncio.new_event_loop())
     try:
@@ -160,7 +161,7 @@ def main() -> None:
     worker = faust.Worker(
         app,
         loglevel="warning",
-        logfile=str(settings.log_path / "faust.log"),
+        logfile=str(settings.log_path / (settings.worker_name.replace("service", "faust") + ".log")),
         override_logging=True,
     )
     # faust's progress spinner turns the root logger to DEBUG so that it sees every record; then

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,21 @@ def test_ensure_on_an_unwritable_root_is_storage_unavailable(tmp_path: Path) -> 
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(StorageUnavailable):
         BlobStore(tmp_path / "file" / "evidence").ensure()
+
+
+def test_clean_tmp_leaves_the_files_of_live_writers(blobs: BlobStore) -> None:
+    """Workers share a store: one starting must not delete what another is writing."""
+    blobs.tmp.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        (blobs.tmp / f"{'a' * 64}.{child.pid}-0011.tmp").write_bytes(b"being written")
+        (blobs.tmp / f"{'b' * 64}.{os.getpid()}-0022.tmp").write_bytes(b"an earlier process's")
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (blobs.tmp / f"{'c' * 64}.{dead.pid}-0033.tmp").write_bytes(b"left by a crash")
+        assert blobs.clean_tmp() == 2
+        assert [p.name for p in blobs.tmp_files()] == [f"{'a' * 64}.{child.pid}-0011.tmp"]
+    finally:
+        child.kill()
+        child.wait()
+    assert blobs.clean_tmp() == 1

@@ -20,7 +20,10 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, st
     monkeypatch.setenv("STELLA_HOME", str(tmp_path))
     settings = config.load()
     app = webserver.App("openapi-test", limits=webserver.limits(settings), web_enabled=True)  # the worker's
-    parts = {name: mock.Mock() for name in ("blobs", "index", "trees", "chain", "verifications", "metrics")}
+    parts = {
+        name: mock.Mock()
+        for name in ("blobs", "index", "trees", "chain", "verifications", "metrics", "leadership")
+    }
     install_api(app, settings=settings, verifier_key="", loops=[], **parts)
     app.web.init_server()  # what starting the server does: faust's own blueprints would be added here
     router = app.web.web_app.router  # type: ignore[attr-defined]
