@@ -103,10 +103,10 @@ def init(fmt: FormatOpt = Format.table) -> None:
     from commands import access
     from commands import anchors as anchor_ops
     from locker import tokens
-    from locker.cas import BlobStore
+    from locker.cas import open_store
 
     s = settings(writes=True)
-    BlobStore(s.evidence_path).ensure()
+    open_store(s).ensure()
     for folder in (s.state_path, s.run_path, s.log_path):
         folder.mkdir(parents=True, exist_ok=True)
     kafka = access.set_up(s)

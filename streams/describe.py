@@ -18,7 +18,7 @@ import structlog
 from sigstore.models import TrustedRoot
 
 from locker import formats
-from locker.cas import BlobStore
+from locker.cas import Blobs
 from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, StorageUnavailable
 from locker.events import ArtifactDescribed, ArtifactIngested, decode, encode
 from streams.kafka import Record
@@ -31,7 +31,7 @@ log = structlog.get_logger("stella.describe")
 @dataclass(frozen=True)
 class Describing:
     topics: Topics
-    blobs: BlobStore
+    blobs: Blobs
     trusted: tuple[formats.TrustedKey, ...] = ()
     sigstore_root: TrustedRoot | None = None
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from locker.cas import BlobStore
+from locker.cas import Blobs
 from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable
 from locker.events import ArtifactIngested, ArtifactReplicated, decode, encode
 from streams.kafka import Record
@@ -29,8 +29,8 @@ log = structlog.get_logger("stella.replicate")
 @dataclass(frozen=True)
 class Replicating:
     topics: Topics
-    primary: BlobStore
-    replica: BlobStore
+    primary: Blobs
+    replica: Blobs
 
 
 def handle(r: Replicating, records: list[Record]) -> Outbox:
@@ -61,7 +61,7 @@ def handle(r: Replicating, records: list[Record]) -> Outbox:
         out.blobs.append((artifact_id, data))
         replicated = ArtifactReplicated(
             artifact_id=artifact_id,
-            replica=str(r.replica.root),
+            replica=r.replica.location,
             replicated_at=datetime.now(UTC),
             correlation_id=event.correlation_id,
         )
