@@ -106,7 +106,8 @@ def init(fmt: FormatOpt = Format.table) -> None:
     from locker.cas import open_store
 
     s = settings(writes=True)
-    open_store(s).ensure()
+    blobs = open_store(s)
+    blobs.ensure()
     for folder in (s.state_path, s.run_path, s.log_path):
         folder.mkdir(parents=True, exist_ok=True)
     kafka = access.set_up(s)
@@ -115,7 +116,7 @@ def init(fmt: FormatOpt = Format.table) -> None:
     emit(
         {
             "home": str(s.home),
-            "evidence_path": str(s.evidence_path),
+            "evidence_path": blobs.location,
             "topics_created": kafka.topics_created,
             "kafka_acls": kafka.acls or kafka.acl_note,
             "signing_key": str(s.key_file),

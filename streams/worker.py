@@ -38,9 +38,10 @@ LAST_PATH = "evidence-path"
 
 
 def check_blobs(index: IndexStore, blobs: Blobs, last_path: str = "") -> None:
-    """Refuse to start (`StorageUnavailable`) when no sampled indexed artifact has its blob under the
-    evidence path, which is what a changed `EvidenceLocker:Path` looks like; warn when some lack it.
-    `last_path` is the evidence path the service last ran with ("" if unknown)."""
+    """Refuse to start (`StorageUnavailable`) when no sampled indexed artifact has its blob in the
+    store, which is what a changed `EvidenceLocker:Path` (or S3 bucket or prefix) looks like; warn
+    when some lack it. `last_path` is the store's location the service last ran with ("" if
+    unknown)."""
     checked = index.sample_ids()
     missing = [artifact_id for artifact_id in checked if not blobs.exists(artifact_id)]
     if not missing:
@@ -50,14 +51,20 @@ def check_blobs(index: IndexStore, blobs: Blobs, last_path: str = "") -> None:
         return
     path = blobs.location
     if not isinstance(blobs, BlobStore):
+        was = f" (the service last ran with {last_path})" if last_path and last_path != path else ""
         raise StorageUnavailable(
             f"refusing to start: none of {len(checked)} sampled artifacts (of {index.count()} indexed) has "
-            f"its object in {path}. Are S3:Endpoint, S3:Bucket and S3:Prefix the ones the locker wrote to?"
+            f"its object in {path}{was}. Are S3:Endpoint, S3:Bucket and S3:Prefix the ones it wrote to?"
         )
     found = (
         f"refusing to start: none of {len(checked)} sampled artifacts (of {index.count()} indexed) has "
         f"its blob under EvidenceLocker:Path = {path}"
     )
+    if last_path.startswith("s3://"):
+        raise StorageUnavailable(
+            f"{found}, and the service last ran with its blobs in {last_path}: set EvidenceLocker:Backend "
+            "back to s3 (with the S3:* keys it had)"
+        )
     migrate = f"`stella storage migrate --to {path}` while the service is stopped"
     if last_path and last_path != path:
         raise StorageUnavailable(

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from commands import access, service
 from locker import config
 from locker.cas import BlobStore, open_store
 from locker.config import Settings
@@ -81,13 +82,14 @@ def get(settings: Settings, path: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def test_ingest_serve_verify_back_up_and_expire_through_s3(
+def test_ingest_serve_verify_expire_back_up_and_restore_through_s3(
     anchoring: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Artifacts ingested through the service land in the bucket (not on disk) and come back
     through the API, a large one streamed; a backup reads its blobs from the bucket; a tampered
     and a deleted object are found by a full verification run; retention deletes the objects of
-    what it expires (after the events), and keeps the others."""
+    what it expires (after the events), and keeps the others; the backup restores into a new
+    prefix of the bucket."""
     running = anchoring
     store = open_store(running)
     assert isinstance(store, S3BlobStore)
@@ -132,6 +134,32 @@ def test_ingest_serve_verify_back_up_and_expire_through_s3(
     cleanup = cli_json("evidence", "cleanup", "--apply-retention")
     assert cleanup["expired"] == 4, cleanup
     assert sorted(store.iter_ids()) == sorted(set(ids) - {gone})
+
+    # Disaster recovery into the bucket: new topics (a new broker) and a new prefix.
+    service.stop(running)
+    tag = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("STELLA_KAFKA__TOPICPREFIX", f"restored-{tag}.")
+    monkeypatch.setenv("STELLA_KAFKA__GROUPID", f"restored-{tag}")
+    monkeypatch.setenv("STELLA_S3__PREFIX", f"restored-{tag}/")
+    target = open_store(config.load())
+    args = [
+        "evidence",
+        "restore",
+        "--backup-id",
+        backup["backup_id"],
+        "--backup-root",
+        str(tmp_path / "backups"),
+    ]
+    elsewhere = run_cli(*args, "--target", "s3://another-bucket/x/", check=False)
+    assert elsewhere.returncode == 2 and target.location in elsewhere.stderr
+    restored = cli_json(*args, "--target", target.location)
+    assert (restored["target"], restored["artifacts"], restored["matches_backup"]) == (
+        target.location,
+        17,
+        True,
+    )
+    assert sorted(target.iter_ids()) == sorted(everything)
+    assert all(target.hash_of(artifact_id) == artifact_id for artifact_id in everything)
 
 
 def race(store: S3BlobStore, key: str, writers: int) -> list[int]:
@@ -186,7 +214,6 @@ def test_an_s3_outage_makes_ingest_retry_and_lose_nothing(
     """With its S3 server stopped, the service publishes no event for the submissions it cannot
     store and its ingest loop retries; once the server is back every artifact is ingested once,
     with its object in the bucket."""
-    from commands import access, service
     from locker import tokens
 
     server = SeaweedS3(tmp_path / "own-seaweedfs")
