@@ -113,6 +113,14 @@ def open_store(settings: Settings) -> Blobs:
     return BlobStore(settings.evidence_path)
 
 
+def checked(artifact_id: str, data: bytes, what: str = "content") -> bytes:
+    """`data`, if it hashes to `artifact_id`; `IntegrityError` about `what` otherwise."""
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != artifact_id:
+        raise IntegrityError(what, artifact_id, actual)
+    return data
+
+
 def on_filesystem(store: Blobs, what: str) -> BlobStore:
     """`store` if it is a filesystem store; `Refused` saying that `what` needs one otherwise."""
     if isinstance(store, BlobStore):
@@ -340,11 +348,7 @@ class BlobStore:
 
     def read_checked(self, artifact_id: str) -> bytes:
         """`read`, and raise `IntegrityError` unless the bytes hash to `artifact_id`."""
-        data = self.read(artifact_id)
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != artifact_id:
-            raise IntegrityError(f"the blob of {artifact_id}", artifact_id, actual)
-        return data
+        return checked(artifact_id, self.read(artifact_id), f"the blob of {artifact_id}")
 
     def usage(self) -> tuple[int, int]:
         """(blob count, total bytes)."""

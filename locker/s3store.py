@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 from locker import verification
+from locker.cas import DiskUsage, checked
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, StorageUnavailable, UsageError
 
 if TYPE_CHECKING:
-    from locker.cas import DiskUsage
     from locker.config import Settings
 
 _CHUNK = 1 << 20
@@ -239,11 +239,7 @@ class S3BlobStore:
             raise IntegrityError(f"blob {artifact_id}", artifact_id, actual)
 
     def read_checked(self, artifact_id: str) -> bytes:
-        data = self.read(artifact_id)
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != artifact_id:
-            raise IntegrityError(f"the blob of {artifact_id}", artifact_id, actual)
-        return data
+        return checked(artifact_id, self.read(artifact_id), f"the blob of {artifact_id}")
 
     def check(self, artifact_id: str, expected_size: int) -> verification.Found:
         try:
@@ -264,10 +260,7 @@ class S3BlobStore:
         and checksummed; any failure is `StorageUnavailable` once every PUT has ended."""
         todo: dict[str, bytes] = {}
         for artifact_id, data in items:
-            actual = "sha256:" + hashlib.sha256(data).hexdigest()
-            if actual != artifact_id:
-                raise IntegrityError("content", artifact_id, actual)
-            todo[self.key(artifact_id)] = data
+            todo[self.key(artifact_id)] = checked(artifact_id, data)
         if not todo:
             return
         if len(todo) == 1:
@@ -295,10 +288,7 @@ class S3BlobStore:
     def restore(self, artifact_id: str, data: bytes) -> None:
         """Replace the object (damaged, or gone) with `data`: checked against the id, then an
         unconditional checksummed PUT (the one write that may replace an object)."""
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != artifact_id:
-            raise IntegrityError("content", artifact_id, actual)
-        self._put(self.key(artifact_id), data, conditional=False)
+        self._put(self.key(artifact_id), checked(artifact_id, data), conditional=False)
 
     def delete_many(self, artifact_ids: Sequence[str]) -> None:
         keys = [self.key(artifact_id) for artifact_id in artifact_ids]
