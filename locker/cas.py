@@ -75,7 +75,8 @@ class Blobs(Protocol):
         """`read`, and raise `IntegrityError` unless the bytes hash to `artifact_id`."""
 
     def check(self, artifact_id: str, expected_size: int) -> verification.Found:
-        """Read the blob once and judge it (a verification run's check); never raises."""
+        """Read the blob once and judge it (a verification run's check). Raises only
+        `StorageUnavailable` for a store that cannot be reached (S3), so that the run retries."""
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Make every `(artifact_id, data)` durable; blobs already there are left alone."""

@@ -55,6 +55,11 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _DELETE_AT_ONCE = 1000  # DeleteObjects takes at most 1,000 keys
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _EXISTS = {"412", "PreconditionFailed"}
+_UNREADABLE = {"InvalidObjectState"}  # this object cannot be read as it is (an archive storage class)
+
+
+class Unreadable(StorageUnavailable):
+    """One object the server will not read back, while the store itself answers."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,8 @@ class S3BlobStore:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if artifact_id and code in _MISSING:
                 raise ArtifactNotFound(artifact_id) from None
+            if artifact_id and code in _UNREADABLE:
+                raise Unreadable(f"S3 {self.location}: cannot {what}: {_describe(exc)}") from None
             raise StorageUnavailable(f"S3 {self.location}: cannot {what}: {_describe(exc)}") from None
         except (BotoCoreError, OSError) as exc:
             raise StorageUnavailable(f"S3 {self.location}: cannot {what}: {exc}") from None
@@ -248,8 +255,11 @@ class S3BlobStore:
             return verification.Found("missing", "", -1, f"{artifact_id[:80]!r} is not an artifact id")
         except ArtifactNotFound:
             return verification.Found("missing", "", -1, f"no object at {self.where(artifact_id)}")
-        except StorageUnavailable as exc:
+        except Unreadable as exc:
             return verification.Found("unreadable", "", -1, str(exc))
+        # Any other StorageUnavailable (the server down, 5xx, refused credentials) goes up, and
+        # the verify loop retries the batch: an outage must not put a failure of every artifact
+        # on the forever log.
         return verification.judge(artifact_id, expected_size, actual, size)
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:

@@ -284,3 +284,5 @@ def test_an_unreachable_bucket_is_storage_unavailable(s3_server: SeaweedS3) -> N
     )
     with pytest.raises(StorageUnavailable):
         closed.exists(digest_of(b"x"))
+    with pytest.raises(StorageUnavailable):  # a verification run retries, recording no failure
+        closed.check(digest_of(b"x"), 1)
