@@ -37,7 +37,14 @@ from locker.backups import BACKUP_TYPE, BackedUpRecord, FileEntry, Manifest, Pac
 from locker.cas import Blobs, BlobStore, open_store
 from locker.config import Settings
 from locker.digests import is_digest
-from locker.errors import ArtifactNotFound, InvalidInput, LockerError, StorageUnavailable, UsageError
+from locker.errors import (
+    ArtifactNotFound,
+    InvalidInput,
+    LockerError,
+    StorageUnavailable,
+    StoreUnreachable,
+    UsageError,
+)
 from locker.events import Event, decode
 from locker.files import write_durably
 from locker.times import iso_utc
@@ -344,9 +351,8 @@ def _pack_blobs(
 
 
 def _reader(source: Blobs) -> Callable[[str], bytes | None]:
-    """Reads a blob's bytes; None when it is missing (or, on a file system, unreadable). On S3
-    an unreachable server stops the backup (`StorageUnavailable`): a blob is never called missing
-    because the network was down."""
+    """Reads a blob's bytes; None when it is missing or unreadable. An unreachable S3 server stops
+    the backup (`StoreUnreachable`): a blob is never called missing because the network was down."""
     if isinstance(source, BlobStore):
         stored = str(source.blobs)  # paths as strings: pathlib costs more than reading a small blob
 
@@ -363,7 +369,9 @@ def _reader(source: Blobs) -> Callable[[str], bytes | None]:
     def read_object(artifact_id: str) -> bytes | None:
         try:
             return source.read(artifact_id)
-        except ArtifactNotFound:
+        except StoreUnreachable:
+            raise
+        except (ArtifactNotFound, StorageUnavailable):  # not there, or this one unreadable
             return None
 
     return read_object

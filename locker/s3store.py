@@ -17,7 +17,8 @@ it, unconditionally). SeaweedFS 4.48 (the tests' server) and AWS S3 honour the h
 that ignores it would overwrite an object with the same bytes, which loses nothing.
 
 Errors: a missing object is `ArtifactNotFound`; a server that cannot be reached, answers 5xx,
-refuses the credentials or lacks the bucket is `StorageUnavailable`, which the loops retry.
+refuses the credentials or lacks the bucket is `StoreUnreachable` (a `StorageUnavailable`), which
+the loops retry and never take for one bad blob.
 Credentials come from `S3:CredentialsFile` (mode 0600: `access_key_id` and `secret_access_key`,
 TOML) or the environment (`STELLA_S3_ACCESS_KEY_ID`, `STELLA_S3_SECRET_ACCESS_KEY`, which win);
 never from the config file, and never logged.
@@ -43,7 +44,14 @@ from urllib.parse import urlsplit
 from locker import verification
 from locker.cas import DiskUsage, checked
 from locker.digests import parse_digest
-from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, StorageUnavailable, UsageError
+from locker.errors import (
+    ArtifactNotFound,
+    IntegrityError,
+    InvalidInput,
+    StorageUnavailable,
+    StoreUnreachable,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from locker.config import Settings
@@ -193,8 +201,9 @@ class S3BlobStore:
 
     @contextlib.contextmanager
     def _calling(self, what: str, artifact_id: str = "") -> Iterator[None]:
-        """Map the client's errors: a missing object `ArtifactNotFound`, anything else about the
-        server or the network `StorageUnavailable` (retried by the loops)."""
+        """Map the client's errors: a missing object `ArtifactNotFound`, one the server will not
+        read as it is `Unreadable`, anything else about the server or the network
+        `StoreUnreachable` (retried by the loops, never skipped)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -205,9 +214,9 @@ class S3BlobStore:
                 raise ArtifactNotFound(artifact_id) from None
             if artifact_id and code in _UNREADABLE:
                 raise Unreadable(f"S3 {self.location}: cannot {what}: {_describe(exc)}") from None
-            raise StorageUnavailable(f"S3 {self.location}: cannot {what}: {_describe(exc)}") from None
+            raise StoreUnreachable(f"S3 {self.location}: cannot {what}: {_describe(exc)}") from None
         except (BotoCoreError, OSError) as exc:
-            raise StorageUnavailable(f"S3 {self.location}: cannot {what}: {exc}") from None
+            raise StoreUnreachable(f"S3 {self.location}: cannot {what}: {exc}") from None
 
     def ensure(self) -> None:
         """Check that the bucket is there and these credentials may use it (buckets are made by
@@ -257,9 +266,8 @@ class S3BlobStore:
             return verification.Found("missing", "", -1, f"no object at {self.where(artifact_id)}")
         except Unreadable as exc:
             return verification.Found("unreadable", "", -1, str(exc))
-        # Any other StorageUnavailable (the server down, 5xx, refused credentials) goes up, and
-        # the verify loop retries the batch: an outage must not put a failure of every artifact
-        # on the forever log.
+        # StoreUnreachable (the server down, 5xx, refused credentials) goes up, and the verify
+        # loop retries the batch: an outage must not put a failure of every artifact on the log.
         return verification.judge(artifact_id, expected_size, actual, size)
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import structlog
 
 from locker.cas import Blobs
-from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable
+from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable, StoreUnreachable
 from locker.events import ArtifactIngested, ArtifactReplicated, decode, encode
 from streams.kafka import Record
 from streams.runtime import Message, Outbox
@@ -49,6 +49,8 @@ def handle(r: Replicating, records: list[Record]) -> Outbox:
         except ArtifactNotFound:
             log.warning("not replicated: no blob in the primary store", artifact_id=artifact_id)
             continue
+        except StoreUnreachable:
+            raise  # an outage (S3): the batch is retried, nothing skipped
         except StorageUnavailable as exc:
             log.warning(
                 "not replicated: the primary blob is unreadable", artifact_id=artifact_id, error=str(exc)

@@ -25,7 +25,7 @@ from locker import config
 from locker.cas import BlobStore, open_store
 from locker.config import Settings
 from locker.digests import digest_of
-from locker.errors import StorageUnavailable
+from locker.errors import StorageUnavailable, StoreUnreachable
 from locker.s3store import S3BlobStore, S3Config
 from streams.topics import Topics
 from tests.conftest import run_cli
@@ -282,7 +282,7 @@ def test_an_unreachable_bucket_is_storage_unavailable(s3_server: SeaweedS3) -> N
     closed = S3BlobStore(
         S3Config(bucket="evidence", endpoint="http://127.0.0.1:9", access_key_id="a", secret_access_key="b")
     )
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnreachable):
         closed.exists(digest_of(b"x"))
-    with pytest.raises(StorageUnavailable):  # a verification run retries, recording no failure
+    with pytest.raises(StoreUnreachable):  # a verification run retries, recording no failure
         closed.check(digest_of(b"x"), 1)
