@@ -112,6 +112,11 @@ def test_ingest_serve_verify_expire_back_up_and_restore_through_s3(
     assert cli_json("evidence", "exists", ids[0])["state"] == "present"
     doctor = cli_json("doctor", "--check", "check.storage.evidencelocker")
     assert [c["status"] for c in doctor["checks"]] == ["ok"], doctor
+    storage = cli_json("evidence", "status")["storage"]
+    assert (storage["path"], storage["accessible"], storage["blobs"]) == (store.location, True, 17)
+    probe = cli_json("evidence", "storage", "test")["roots"]
+    assert probe[0]["role"] == "evidence" and probe[0]["path"] == store.location and probe[0]["ok"]
+    assert "evidence" not in {r["role"] for r in cli_json("evidence", "storage", "stats")["roots"]}
 
     backup = cli_json("backup", "create", "--output", str(tmp_path / "backups"))
     assert (backup["artifacts"], backup["blobs_copied"], backup["missing_blobs"]) == (17, 17, []), backup
