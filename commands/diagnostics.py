@@ -9,9 +9,8 @@ Never a secret: config values whose key names a secret are replaced by name; the
 searched for every secret value the locker knows of (the signing key file's contents and each of
 its parts, the API token, the Kafka principals' passwords, the S3 backend's keys, secret-named
 config values, and the values of secret-named environment variables) and each occurrence is
-replaced. A section that
-cannot be collected (broker down, no anchor yet) holds its error instead; the bundle is still
-written.
+replaced. A section that cannot be collected (broker down, no anchor yet) holds its error
+instead; the bundle is still written.
 """
 
 from __future__ import annotations
