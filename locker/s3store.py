@@ -284,6 +284,7 @@ class S3BlobStore:
         if len(todo) == 1:
             self._put(*next(iter(todo.items())), conditional=True)
             return
+        assert self.client is not None  # made here, once, not by several threads at once
         with ThreadPoolExecutor(min(self.config.concurrency, len(todo))) as pool:
             futures = [pool.submit(self._put, key, data, conditional=True) for key, data in todo.items()]
         for future in futures:
