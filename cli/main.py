@@ -105,10 +105,11 @@ def init(fmt: FormatOpt = Format.table) -> None:
     from commands import access
     from commands import anchors as anchor_ops
     from locker import tokens
-    from locker.cas import BlobStore
+    from locker.cas import open_store
 
     s = settings(writes=True)
-    BlobStore(s.evidence_path).ensure()
+    blobs = open_store(s)
+    blobs.ensure()
     for folder in (s.state_path, s.run_path, s.log_path):
         folder.mkdir(parents=True, exist_ok=True)
     kafka = access.set_up(s)
@@ -117,7 +118,7 @@ def init(fmt: FormatOpt = Format.table) -> None:
     emit(
         {
             "home": str(s.home),
-            "evidence_path": str(s.evidence_path),
+            "evidence_path": blobs.location,
             "topics_created": kafka.topics_created,
             "kafka_acls": kafka.acls or kafka.acl_note,
             "signing_key": str(s.key_file),

@@ -47,7 +47,7 @@ from commands.sending import send_and_await_event, send_and_wait
 from locker import anchors, archives, requests, signing
 from locker.anchors import AnchorCreated, StoredAnchor
 from locker.archives import ArchivedArtifact, Manifest
-from locker.cas import BlobStore
+from locker.cas import Blobs, open_store
 from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, NotFound, StorageUnavailable, UsageError
@@ -258,7 +258,7 @@ def _write(
                 tar, archives.ANCHOR, json.dumps(document, indent=1).encode(), mtime
             )
             prove = Prover(trees, anchor)
-            groups = _groups(chosen, BlobStore(settings.evidence_path), skipped)
+            groups = _groups(chosen, open_store(settings), skipped)
             for group, members in enumerate(groups):
                 lines = prove([(r.artifact_id, events.get(r.artifact_id, [])) for r, _ in members])
                 name = archives.events_member(group)
@@ -306,7 +306,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> archives.F
 
 
 def _groups(
-    chosen: list[ArtifactRecord], blobs: BlobStore, skipped: dict[str, str]
+    chosen: list[ArtifactRecord], blobs: Blobs, skipped: dict[str, str]
 ) -> Iterator[list[tuple[ArtifactRecord, bytes]]]:
     """The chosen artifacts with their blobs, in groups of at most `GROUP_ARTIFACTS` and (but for
     one large blob) `GROUP_BYTES`; an artifact whose blob is missing or does not hash to its id
@@ -381,7 +381,7 @@ def recover(settings: Settings, artifact_id: str, path: Path) -> RecoveredResult
             f"it is not the archive the log names for {artifact_id} ({named.location}, {named.sha256}): "
             f"this file hashes to {contents.sha256}",
         )
-    BlobStore(settings.evidence_path).restore(artifact_id, contents.blobs[artifact_id])
+    open_store(settings).restore(artifact_id, contents.blobs[artifact_id])
     command = requests.recover_artifact(artifact_id, "archive")
     after = send_and_wait(settings, command, changed_by(settings, artifact_id, command), "recover")
     return RecoveredResult(

@@ -34,10 +34,17 @@ from commands.sending import send_and_await_event
 from locker import anchors, backups, config, requests, signing
 from locker.anchors import StoredAnchor
 from locker.backups import BACKUP_TYPE, BackedUpRecord, FileEntry, Manifest, PackedBlob
-from locker.cas import BlobStore
+from locker.cas import Blobs, BlobStore, open_store
 from locker.config import Settings
 from locker.digests import is_digest
-from locker.errors import InvalidInput, LockerError, StorageUnavailable, UsageError
+from locker.errors import (
+    ArtifactNotFound,
+    InvalidInput,
+    LockerError,
+    StorageUnavailable,
+    StoreUnreachable,
+    UsageError,
+)
 from locker.events import Event, decode
 from locker.files import write_durably
 from locker.times import iso_utc
@@ -83,9 +90,7 @@ def create(
         ids, index_checksum = live if live is not None else fold(folder / "events.records")
         phases["index"], mark = time.monotonic() - mark, time.monotonic()
         earlier, earlier_packs = _earlier_blobs(root, backup_id, signer.verifier)
-        copied, missing, placed = _pack_blobs(
-            BlobStore(settings.evidence_path), folder, backup_id, ids, earlier, progress
-        )
+        copied, missing, placed = _pack_blobs(open_store(settings), folder, backup_id, ids, earlier, progress)
         write_durably(folder / backups.BLOB_INDEX, backups.encode_blob_index(placed))
         phases["blobs"], mark = time.monotonic() - mark, time.monotonic()
         packs = {name: earlier_packs[name] for name in sorted({b.pack for b in placed} - {backup_id})}
@@ -307,7 +312,7 @@ def _earlier_blobs(
 
 
 def _pack_blobs(
-    source: BlobStore,
+    source: Blobs,
     folder: Path,
     backup_id: str,
     ids: list[str],
@@ -319,20 +324,15 @@ def _pack_blobs(
     copied, missing, placed = 0, set(), []
     pack = folder / backups.PACK
     offset = 0
-    stored = str(source.blobs)  # paths as strings: pathlib costs more than reading a small blob
+    read = _reader(source)
     with open(pack, "wb") as out:
         for n, artifact_id in enumerate(ids, 1):
             known = earlier.get(artifact_id)
             if known is not None:
                 placed.append(known)
                 continue
-            hexdigest = artifact_id.removeprefix("sha256:")
-            try:
-                if not is_digest(artifact_id):
-                    raise OSError("not a digest")
-                with open(f"{stored}/{hexdigest[:2]}/{hexdigest}", "rb") as blob:
-                    data = blob.read()
-            except OSError:
+            data = read(artifact_id) if is_digest(artifact_id) else None
+            if data is None:
                 missing.add(artifact_id)
                 continue
             if "sha256:" + hashlib.sha256(data).hexdigest() != artifact_id:
@@ -349,6 +349,33 @@ def _pack_blobs(
     if progress is not None:
         progress("blobs", len(ids), len(ids))
     return copied, missing, placed
+
+
+def _reader(source: Blobs) -> Callable[[str], bytes | None]:
+    """Reads a blob's bytes; None when it is missing or unreadable. An unreachable S3 server stops
+    the backup (`StoreUnreachable`): a blob is never called missing because the network was down."""
+    if isinstance(source, BlobStore):
+        stored = str(source.blobs)  # paths as strings: pathlib costs more than reading a small blob
+
+        def read_file(artifact_id: str) -> bytes | None:
+            hexdigest = artifact_id.removeprefix("sha256:")
+            try:
+                with open(f"{stored}/{hexdigest[:2]}/{hexdigest}", "rb") as blob:
+                    return blob.read()
+            except OSError:
+                return None
+
+        return read_file
+
+    def read_object(artifact_id: str) -> bytes | None:
+        try:
+            return source.read(artifact_id)
+        except StoreUnreachable:
+            raise
+        except (ArtifactNotFound, StorageUnavailable):  # not there, or this one unreadable
+            return None
+
+    return read_object
 
 
 def _copy_anchor_backups(source: Path, target: Path) -> None:

@@ -7,7 +7,8 @@ removed when no live write can own it: when the service is stopped (the only wri
 was last modified more than `GRACE` ago (a write takes seconds: one batch). Younger ones are kept
 and counted. The storage test's probes (`probe-*.tmp`) are temp files too. (The service also
 removes every temp file when it starts, before it writes: this command is for a running service,
-or one that cannot start.)
+or one that cannot start.) An S3 blob store has no temp files (a PUT is atomic): with
+`EvidenceLocker:Backend = s3` only a replica folder is cleaned, and without one it is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from typing import Any
 
 from commands import service
-from locker.cas import BlobStore
+from locker.cas import BlobStore, on_filesystem, open_store
 from locker.config import Settings
 
 GRACE = 15 * 60  # seconds
@@ -25,7 +26,11 @@ GRACE = 15 * 60  # seconds
 def temp_files(settings: Settings, *, dry_run: bool = False, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     running = service.any_pid(settings) is not None
-    roots = [("evidence", settings.evidence_path)]
+    roots = []
+    if settings.backend == "filesystem":
+        roots.append(("evidence", settings.evidence_path))
+    elif settings.replica_path is None:
+        on_filesystem(open_store(settings), "`stella evidence cleanup --temp-only`")  # refused
     if settings.replica_path is not None:
         roots.append(("replica", settings.replica_path))
     removed = kept = removed_bytes = 0

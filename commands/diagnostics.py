@@ -7,10 +7,10 @@ the effective config, and the tails of the service's and the broker's logs.
 
 Never a secret: config values whose key names a secret are replaced by name; then every member is
 searched for every secret value the locker knows of (the signing key file's contents and each of
-its parts, the API token, the Kafka principals' passwords, secret-named config values, and the
-values of secret-named environment variables) and each occurrence is replaced. A section that
-cannot be collected (broker down, no anchor yet) holds its error instead; the bundle is still
-written.
+its parts, the API token, the Kafka principals' passwords, the S3 backend's keys, secret-named
+config values, and the values of secret-named environment variables) and each occurrence is
+replaced. A section that cannot be collected (broker down, no anchor yet) holds its error
+instead; the bundle is still written.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from locker import kafka_auth
+from locker import kafka_auth, s3store
 from locker.archives import write_tar_gz
 from locker.config import MAX_WORKERS, Settings
 from locker.errors import LockerError, Refused, UsageError
@@ -134,6 +134,8 @@ def known_secrets(settings: Settings) -> set[bytes]:
         with contextlib.suppress(OSError):
             path = kafka_auth.password_file(settings.kafka_credentials_path, who)
             found.add(path.read_text(errors="replace").strip())
+    with contextlib.suppress(LockerError):  # the S3 backend's keys, from its file or the environment
+        found.update(s3store.read_credentials(settings.s3_credentials_file))
     found.update(str(v) for k, v in settings.values.items() if _secret_key(k) and v)
     found.update(v for k, v in os.environ.items() if SECRET_NAME.search(k))
     return {s.encode() for s in found if len(s) >= MIN_SECRET}

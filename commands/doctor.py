@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from locker.config import Settings
-from locker.errors import LockerError, UsageError
+from locker.errors import LockerError, StorageUnavailable, UsageError
 from locker.sizes import human
 from projections.tracking import TrackedStore
 from streams.topics import Topics
@@ -395,6 +395,8 @@ def index(ctx: Context) -> Finding:
 
 # storage -----------------------------------------------------------------------------------------
 def evidence_storage(ctx: Context) -> Finding:
+    if ctx.settings.backend == "s3":
+        return _s3_store(ctx.settings)
     return _storage_root(ctx.settings.evidence_path, ctx.settings.free_space_reserve, "EvidenceLocker:Path")
 
 
@@ -407,6 +409,21 @@ def replica(ctx: Context) -> Finding:
             "`stella config set EvidenceLocker:ReplicaPath <folder on another disk>`",
         )
     return _storage_root(path, ctx.settings.free_space_reserve, "EvidenceLocker:ReplicaPath")
+
+
+def _s3_store(settings: Settings) -> Finding:
+    """The bucket answers, and a probe object can be written, read back and deleted."""
+    from locker.s3store import S3BlobStore
+
+    remedy = "check S3:Endpoint, S3:Bucket, S3:Prefix and the credentials (S3:CredentialsFile)"
+    try:
+        store = S3BlobStore.from_settings(settings)
+        seconds = store.probe()
+    except UsageError as exc:
+        return "fail", str(exc), 'fix the S3:* keys (README, "S3 object storage")'
+    except StorageUnavailable as exc:
+        return "fail", str(exc), remedy
+    return ok(f"{store.location} writable: a probe object written, read back and deleted in {seconds:.2f} s")
 
 
 def _storage_root(root: Path, reserve: int, key: str) -> Finding:

@@ -33,7 +33,7 @@ from commands.proving import Prover, covering_anchor, histories
 from locker import anchors, archives, signing, trust
 from locker.anchors import AnchorCreated, StoredAnchor
 from locker.archives import ArchivedArtifact, History, PackManifest
-from locker.cas import BlobStore
+from locker.cas import open_store
 from locker.config import Settings
 from locker.digests import parse_digest
 from locker.errors import ArtifactNotFound, IntegrityError, NotFound, UsageError
@@ -150,7 +150,7 @@ def _contents(
     report: Progress,
 ) -> tuple[list[History], dict[str, bytes]]:
     """Each chosen artifact's proven events, and the blobs of those the locker holds good."""
-    store = BlobStore(settings.evidence_path)
+    store = open_store(settings)
     blobs: dict[str, bytes] = {}
     for n, record in enumerate(chosen, 1):
         # One that is gone or damaged is in the pack by its events; `evidence verify` finds it.

@@ -21,8 +21,8 @@ import msgspec
 
 from commands import anchors, queries
 from commands.sending import send_and_wait
-from locker import requests, verification
-from locker.cas import BlobStore
+from locker import requests
+from locker.cas import Blobs, BlobStore, open_store
 from locker.config import MAX_WORKERS, Settings
 from locker.digests import parse_digest
 from locker.errors import (
@@ -194,7 +194,7 @@ def inspect(settings: Settings, artifact_id: str, *, rehash: bool = False) -> di
     with `rehash`, its digest computed by two independent SHA-256 implementations."""
     record = queries.find(settings, artifact_id)
     out = record.public()
-    primary = BlobStore(settings.evidence_path)
+    primary = open_store(settings)
     out["storage"] = _blob_state(primary, artifact_id, check=False)
     out["replica"] = _replica(settings, artifact_id, record.replicated_at is not None, check=False)
     checks = []
@@ -211,14 +211,14 @@ def inspect(settings: Settings, artifact_id: str, *, rehash: bool = False) -> di
         }
     )
     if rehash:
-        out["rehash"] = _rehash(primary.path(artifact_id), artifact_id)
+        out["rehash"] = _rehash(primary, artifact_id)
     return out
 
 
 def storage_check(settings: Settings, artifact_id: str) -> dict[str, Any]:
     """Blob present, size and digest right; the same for the replica where there is one."""
     record = queries.find(settings, artifact_id)
-    primary = _blob_state(BlobStore(settings.evidence_path), artifact_id, check=True, size=record.size)
+    primary = _blob_state(open_store(settings), artifact_id, check=True, size=record.size)
     replica = _replica(settings, artifact_id, record.replicated_at is not None, check=True, size=record.size)
     ok = bool(primary["ok"]) and replica.get("ok", True) is not False
     return {
@@ -230,17 +230,17 @@ def storage_check(settings: Settings, artifact_id: str) -> dict[str, Any]:
     }
 
 
-def _blob_state(blobs: BlobStore, artifact_id: str, *, check: bool, size: int = -1) -> dict[str, Any]:
-    path = blobs.path(artifact_id)
+def _blob_state(blobs: Blobs, artifact_id: str, *, check: bool, size: int = -1) -> dict[str, Any]:
+    path = blobs.where(artifact_id)
     try:
-        stored = path.stat().st_size
-    except FileNotFoundError:
-        return {"path": str(path), "present": False, **({"ok": False} if check else {})}
-    except OSError as exc:
-        return {"path": str(path), "present": None, "error": str(exc), **({"ok": False} if check else {})}
-    state: dict[str, Any] = {"path": str(path), "present": True, "size": stored}
+        stored = blobs.size(artifact_id)
+    except ArtifactNotFound:
+        return {"path": path, "present": False, **({"ok": False} if check else {})}
+    except StorageUnavailable as exc:
+        return {"path": path, "present": None, "error": str(exc), **({"ok": False} if check else {})}
+    state: dict[str, Any] = {"path": path, "present": True, "size": stored}
     if check:
-        found = verification.check(path, artifact_id, size)
+        found = blobs.check(artifact_id, size)
         state.update(
             size_ok=stored == size,
             digest=found.actual_digest,
@@ -261,13 +261,13 @@ def _replica(
     return {"configured": True, "replicated": recorded, **state}
 
 
-def _rehash(path: Path, artifact_id: str) -> dict[str, Any]:
+def _rehash(blobs: Blobs, artifact_id: str) -> dict[str, Any]:
     """The blob's SHA-256 by OpenSSL (hashlib) and by coreutils' sha256sum, or by the pure
     Python implementation where sha256sum is not installed."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StorageUnavailable(f"cannot read {path}: {exc.strerror or exc}") from None
+        data = blobs.read(artifact_id)
+    except ArtifactNotFound:
+        raise StorageUnavailable(f"cannot read {blobs.where(artifact_id)}: there is no blob") from None
     results = [
         {
             "implementation": f"hashlib ({ssl.OPENSSL_VERSION})",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from locker.cas import BlobStore
+from locker.cas import BlobStore, open_store
 from locker.config import Settings
 from locker.digests import parse_digest
-from locker.errors import ArtifactNotFound, LockerError
+from locker.errors import ArtifactNotFound, LockerError, StorageUnavailable
 from projections.index import GONE, ArtifactRecord
 from projections.store import IndexStore
 from projections.tracking import position_key
@@ -35,7 +35,7 @@ def exists(settings: Settings, artifact_id: str) -> dict[str, Any]:
     parse_digest(artifact_id, what="artifact id")
     with index_store(settings) as index:
         record = index.get(artifact_id)
-    blob = BlobStore(settings.evidence_path).exists(artifact_id)
+    blob = open_store(settings).exists(artifact_id)
     if record is None:
         state = "not-found"
     elif blob:
@@ -121,9 +121,15 @@ def index_status(settings: Settings, *, checksum: bool = False) -> dict[str, Any
 def evidence_status(settings: Settings) -> dict[str, Any]:
     from commands import service
 
-    blobs = BlobStore(settings.evidence_path)
-    storage: dict[str, Any] = {"path": str(settings.evidence_path)}
-    if blobs.blobs.is_dir():
+    blobs = open_store(settings)
+    storage: dict[str, Any] = {"path": blobs.location}
+    if not isinstance(blobs, BlobStore):
+        try:
+            count, size = blobs.usage()
+            storage.update(accessible=True, blobs=count, bytes=size, temp_files=0)
+        except StorageUnavailable as exc:
+            storage.update(accessible=False, detail=str(exc))
+    elif blobs.blobs.is_dir():
         count, size = blobs.usage()
         storage.update(
             accessible=True,

@@ -42,7 +42,7 @@ from commands.backup import file_entry, fold_checksum, latest_anchor, read_recor
 from locker import anchors, backups, merkle, requests, signing
 from locker.anchors import PartitionHead
 from locker.backups import BackedUpRecord, Manifest, PackedBlob
-from locker.cas import BlobStore
+from locker.cas import Blobs, BlobStore, open_store
 from locker.config import Settings
 from locker.errors import IntegrityError, InvalidInput, LockerError, NotFound, Refused, UsageError
 from locker.events import BackupRestored, encode
@@ -82,7 +82,7 @@ def restore(
             f"restoring {backup_id} would fork the log: {forks[0]}; give --new-chain <reason> to start a "
             "new anchor chain that names the break"
         )
-    blobs = BlobStore(target.expanduser().resolve())
+    blobs = _target_store(settings, target)
     access.set_up(settings)  # the topics (empty, if new) and their ACLs, for the check to read
     _check_target(settings, blobs, force)
     phases = {"check": time.monotonic() - started}
@@ -113,7 +113,7 @@ def restore(
             events=events,
             anchors=chain,
             artifacts=manifest.artifacts,
-            target=str(blobs.root),
+            target=blobs.location,
             new_chain=new_chain,
             actor=requests.actor(),
             restored_at=datetime.now(UTC),
@@ -131,7 +131,7 @@ def restore(
     phases["index"] = time.monotonic() - mark
     return {
         "backup_id": backup_id,
-        "target": str(blobs.root),
+        "target": blobs.location,
         "artifacts": manifest.artifacts,
         "events": events,
         "anchors": chain,
@@ -140,7 +140,7 @@ def restore(
         "forks": forks,
         "new_chain": new_chain,
         "new_chain_anchor": new_chain_anchor,
-        "next": _next_steps(settings, blobs.root, new_chain),
+        "next": _next_steps(settings, blobs, new_chain),
         "seconds": round(time.monotonic() - started, 3),
         "phases": {name: round(seconds, 3) for name, seconds in phases.items()},
     }
@@ -264,7 +264,7 @@ def _checked_blob_index(folder: Path, manifest: Manifest) -> list[PackedBlob]:
     return placed
 
 
-def _unpack(root: Path, placed: list[PackedBlob], blobs: BlobStore, progress: Progress | None) -> None:
+def _unpack(root: Path, placed: list[PackedBlob], blobs: Blobs, progress: Progress | None) -> None:
     """Each blob from its pack into `blobs`, durable, in batches, in pack order. (Syncing once at
     the end instead of twice a batch was measured slower here: 240-310 us a blob against 125-180.)
     A blob already in the target (`--force`, or a restore run again after a crash) is kept if it
@@ -315,7 +315,24 @@ def _forks(manifest: Manifest, files: Iterable[Path]) -> list[str]:
     return found
 
 
-def _check_target(settings: Settings, blobs: BlobStore, force: bool) -> None:
+def _target_store(settings: Settings, target: Path) -> Blobs:
+    """The store to restore into: a folder, or `s3://bucket/prefix`, which must be the configured
+    S3 backend's (`UsageError` otherwise)."""
+    named = str(target)
+    if not named.startswith("s3:/"):
+        return BlobStore(target.expanduser().resolve())
+    store = open_store(settings)
+    wanted = "s3://" + named.removeprefix("s3:").lstrip("/")
+    if isinstance(store, BlobStore) or wanted.rstrip("/") != store.location.rstrip("/"):
+        configured = "no S3 backend" if isinstance(store, BlobStore) else store.location
+        raise UsageError(
+            f"--target {wanted} is not the configured S3 blob store ({configured}): set "
+            "EvidenceLocker:Backend = s3 and the S3:* keys first, then restore into that location"
+        )
+    return store
+
+
+def _check_target(settings: Settings, blobs: Blobs, force: bool) -> None:
     pid = service.any_pid(settings)
     if pid is not None:
         raise Refused(f"the service is running (pid {pid}); stop it first: `stella service stop`")
@@ -327,8 +344,9 @@ def _check_target(settings: Settings, blobs: BlobStore, force: bool) -> None:
                 f"{topic} already holds {held} records: a restore needs empty topics (a new broker, or a "
                 "new Kafka:TopicPrefix), so that every record gets its old offset back"
             )
-    if blobs.blobs.is_dir() and next(blobs.iter_ids(), None) is not None and not force:
-        raise Refused(f"{blobs.root} already holds blobs; give --force to restore into it anyway")
+    laid_out = blobs.blobs.is_dir() if isinstance(blobs, BlobStore) else True
+    if laid_out and next(blobs.iter_ids(), None) is not None and not force:
+        raise Refused(f"{blobs.location} already holds blobs; give --force to restore into it anyway")
 
 
 async def _record(settings: Settings, topic: str, backup_id: str, event: BackupRestored) -> None:
@@ -445,10 +463,13 @@ async def _landed(topic: str, pending: list[tuple[asyncio.Future[Any], BackedUpR
             )
 
 
-def _next_steps(settings: Settings, target: Path, new_chain: str) -> list[str]:
+def _next_steps(settings: Settings, target: Blobs, new_chain: str) -> list[str]:
     steps = []
-    if target != settings.evidence_path.expanduser().resolve():
-        steps.append(f"stella config set EvidenceLocker:Path {target}")
+    if isinstance(target, BlobStore):
+        if settings.backend != "filesystem":
+            steps.append("stella config set EvidenceLocker:Backend filesystem")
+        if target.root != settings.evidence_path.expanduser().resolve():
+            steps.append(f"stella config set EvidenceLocker:Path {target.root}")
     steps.append(
         "stella service start  (the index, Merkle trees and anchor chain are folded again from the log)"
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from commands import service
 from locker import config
-from locker.cas import BlobStore
+from locker.cas import BlobStore, on_filesystem, open_store
 from locker.config import Settings
 from locker.errors import IntegrityError, Refused, StorageUnavailable
 from locker.files import write_durably
@@ -67,7 +67,7 @@ def migrate(settings: Settings, to: Path, progress: Progress | None = None) -> M
     whose bytes do not match its id (the config file is then left unchanged).
     """
     started = time.monotonic()
-    source = BlobStore(settings.evidence_path)
+    source = on_filesystem(open_store(settings), "`stella storage migrate`")
     target = BlobStore(to.expanduser().resolve())
     _check_can_migrate(settings, source, target)
     total, size = source.usage()
@@ -153,6 +153,7 @@ def provision(settings: Settings, size: str, path: Path | None = None) -> dict[s
     free; a marker file records it. With `path`, `EvidenceLocker:Path` is set to it in the config
     file (the service picks it up on restart). Refused (exit 5) when there is not enough room."""
     wanted = parse_size(size)
+    on_filesystem(open_store(settings), "`stella evidence storage provision`")
     root = (path or settings.evidence_path).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise Refused(f"{root} exists and is not a folder")

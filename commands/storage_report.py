@@ -19,7 +19,7 @@ from typing import Any
 
 from commands import queries
 from locker.config import Settings
-from locker.errors import IntegrityError, UsageError
+from locker.errors import IntegrityError, StorageUnavailable, UsageError
 from locker.times import iso_utc
 from projections import storage_stats
 from projections.index import ArtifactRecord
@@ -62,13 +62,27 @@ def _row(record: ArtifactRecord) -> dict[str, Any]:
 
 
 def probe(settings: Settings) -> dict[str, Any]:
-    """Write, fsync, read back (past the page cache), hash and delete a probe in every root."""
-    results = [_probe(role, path) for role, path in storage_stats.roots(settings)]
+    """Write, fsync, read back (past the page cache), hash and delete a probe in every root; in an
+    S3 blob store, PUT, GET and DELETE a small object."""
+    results = [_probe_s3(settings)] if settings.backend == "s3" else []
+    results += [_probe(role, path) for role, path in storage_stats.roots(settings)]
     failed = [r for r in results if not r["ok"]]
     if failed:
         detail = "; ".join(f"{r['role']} ({r['path']}): {r['error']}" for r in failed)
         raise IntegrityError("storage probe", "write, sync, read and delete in every root", detail)
     return {"ok": True, "probe_bytes": PROBE_BYTES, "roots": results}
+
+
+def _probe_s3(settings: Settings) -> dict[str, Any]:
+    from locker.s3store import S3BlobStore
+
+    store = S3BlobStore.from_settings(settings)
+    result: dict[str, Any] = {"role": "evidence", "path": store.location, "ok": False}
+    try:
+        result.update(ok=True, round_trip_ms=round(store.probe() * 1000, 3))
+    except StorageUnavailable as exc:
+        result["error"] = str(exc)
+    return result
 
 
 def _probe(role: str, root: Path) -> dict[str, Any]:

@@ -1,6 +1,11 @@
-"""Content-addressed blob storage on a local filesystem.
+"""Content-addressed blob storage: the `Blobs` protocol, its filesystem store, and `open_store`.
 
-Layout under the evidence path:
+`EvidenceLocker:Backend` picks the store: `filesystem` (`BlobStore`, below) or `s3`
+(`locker.s3store.S3BlobStore`, objects in a bucket). Callers take a `Blobs` from `open_store`;
+only what is about files by nature (`storage migrate`, temp-file cleanup, provisioning a folder)
+asks for a `BlobStore` with `on_filesystem`.
+
+Filesystem layout under the evidence path:
 
     blobs/sha256/<first two hex>/<64 hex>   the artifacts, read-only once renamed in
     tmp/                                     files being written; never referenced by an event
@@ -20,11 +25,15 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, cast
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Protocol, cast
 
+from locker import verification
 from locker.digests import parse_digest
-from locker.errors import ArtifactNotFound, IntegrityError, StorageUnavailable
+from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, Refused, StorageUnavailable
 from locker.files import fsync_dir
+
+if TYPE_CHECKING:
+    from locker.config import Settings
 
 _CHUNK = 1 << 20
 
@@ -34,9 +43,98 @@ class DiskUsage(NamedTuple):
     free: int  # for an unprivileged writer
 
 
+class Blobs(Protocol):
+    """What callers use of a blob store. Every write is durable before it returns; a missing blob
+    is `ArtifactNotFound`, bytes that do not hash to their id `IntegrityError`, and a store that
+    cannot be reached or written `StorageUnavailable` (which the loops retry)."""
+
+    location: str  # where the blobs are, for messages: a folder, or s3://bucket/prefix
+
+    def ensure(self) -> None:
+        """Make the store ready to take blobs (idempotent); `StorageUnavailable` if it cannot be."""
+
+    def where(self, artifact_id: str) -> str:
+        """Where the blob of `artifact_id` is (a path, or an s3:// URL), for people to read."""
+
+    def exists(self, artifact_id: str) -> bool: ...
+
+    def read(self, artifact_id: str) -> bytes: ...
+
+    def open(self, artifact_id: str) -> BinaryIO:
+        """The stored bytes to read in pieces (the caller closes it)."""
+
+    def size(self, artifact_id: str) -> int: ...
+
+    def hash_of(self, artifact_id: str) -> str:
+        """The digest of the stored bytes, read as a stream."""
+
+    def verify(self, artifact_id: str) -> None:
+        """Raise `IntegrityError` unless the stored bytes hash to `artifact_id`."""
+
+    def read_checked(self, artifact_id: str) -> bytes:
+        """`read`, and raise `IntegrityError` unless the bytes hash to `artifact_id`."""
+
+    def check(self, artifact_id: str, expected_size: int) -> verification.Found:
+        """Read the blob once and judge it (a verification run's check). Raises only
+        `StorageUnavailable` for a store that cannot be reached (S3), so that the run retries."""
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Make every `(artifact_id, data)` durable; blobs already there are left alone."""
+
+    def restore(self, artifact_id: str, data: bytes) -> None:
+        """Replace the blob of `artifact_id` (damaged, or gone) with `data`, durably."""
+
+    def delete_many(self, artifact_ids: Sequence[str]) -> None:
+        """Delete these blobs (gone already is fine), durably."""
+
+    def iter_ids(self) -> Iterator[str]: ...
+
+    def usage(self) -> tuple[int, int]:
+        """(blob count, total bytes)."""
+
+    def free_bytes(self) -> int | None:
+        """Free bytes for new blobs; None if the store has no such limit or it is unknown."""
+
+    def disk_usage(self) -> DiskUsage | None: ...
+
+    def readiness(self, room: int) -> dict[str, object]:
+        """Can the store take one more blob of `room` bytes? `{"writable": bool, ...}` (`/healthz`)."""
+
+    def clean_tmp(self) -> int:
+        """Delete leftovers of interrupted writes; returns how many. Call with no writer running."""
+
+
+def open_store(settings: Settings) -> Blobs:
+    """The blob store `EvidenceLocker:Backend` names: `BlobStore(EvidenceLocker:Path)` or the
+    S3 bucket of the `S3:*` keys. `UsageError` for a bad backend or S3 config."""
+    if settings.backend == "s3":
+        from locker.s3store import S3BlobStore  # boto3 loads only for an s3 backend (CLI start-up)
+
+        return S3BlobStore.from_settings(settings)
+    return BlobStore(settings.evidence_path)
+
+
+def checked(artifact_id: str, data: bytes, what: str = "content") -> bytes:
+    """`data`, if it hashes to `artifact_id`; `IntegrityError` about `what` otherwise."""
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != artifact_id:
+        raise IntegrityError(what, artifact_id, actual)
+    return data
+
+
+def on_filesystem(store: Blobs, what: str) -> BlobStore:
+    """`store` if it is a filesystem store; `Refused` saying that `what` needs one otherwise."""
+    if isinstance(store, BlobStore):
+        return store
+    raise Refused(
+        f"{what} works on a filesystem blob store, and EvidenceLocker:Backend is s3 ({store.location})"
+    )
+
+
 class BlobStore:
     def __init__(self, root: Path, *, group_sync: bool = True) -> None:
         self.root = root
+        self.location = str(root)
         self.group_sync = group_sync and _libc_syncfs is not None
         self.blobs = root / "blobs" / "sha256"
         self.tmp = root / "tmp"
@@ -55,6 +153,29 @@ class BlobStore:
     def path(self, artifact_id: str) -> Path:
         hexdigest = parse_digest(artifact_id, what="artifact id")[len("sha256:") :]
         return self.blobs / hexdigest[:2] / hexdigest
+
+    def where(self, artifact_id: str) -> str:
+        return str(self.path(artifact_id))
+
+    def check(self, artifact_id: str, expected_size: int) -> verification.Found:
+        try:
+            path = self.path(artifact_id)
+        except InvalidInput:  # not an artifact id (a task this worker did not write): nothing there
+            path = self.blobs / "not-an-artifact-id"
+        return verification.check(path, artifact_id, expected_size)
+
+    def readiness(self, room: int) -> dict[str, object]:
+        try:
+            stat = os.statvfs(self.tmp)
+        except OSError as exc:
+            return {"writable": False, "detail": f"{self.root}: {exc.strerror}"}
+        free = stat.f_bavail * stat.f_frsize
+        if not os.access(self.tmp, os.W_OK):
+            return {"writable": False, "free_bytes": free, "detail": f"{self.tmp} is not writable"}
+        if free < room:
+            detail = f"{self.root}: less than one artifact free"
+            return {"writable": False, "free_bytes": free, "detail": detail}
+        return {"writable": True, "free_bytes": free}
 
     def free_bytes(self) -> int | None:
         """Free bytes for an unprivileged writer on this store's file system; None if unknown."""
@@ -232,11 +353,7 @@ class BlobStore:
 
     def read_checked(self, artifact_id: str) -> bytes:
         """`read`, and raise `IntegrityError` unless the bytes hash to `artifact_id`."""
-        data = self.read(artifact_id)
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != artifact_id:
-            raise IntegrityError(f"the blob of {artifact_id}", artifact_id, actual)
-        return data
+        return checked(artifact_id, self.read(artifact_id), f"the blob of {artifact_id}")
 
     def usage(self) -> tuple[int, int]:
         """(blob count, total bytes)."""

@@ -27,8 +27,18 @@ from locker.sizes import parse_age, parse_size
 # key -> (default, type). A default of None means "derived" (see `Settings`).
 KEYS: dict[str, tuple[object, type]] = {
     "EvidenceLocker:Path": (None, str),
+    "EvidenceLocker:Backend": ("filesystem", str),
     "EvidenceLocker:ReplicaPath": ("", str),
     "EvidenceLocker:FreeSpaceReserve": ("1G", str),
+    # The S3 blob backend (EvidenceLocker:Backend = s3; `locker.s3store`). Its credentials are
+    # never config values: a 0600 file (S3:CredentialsFile) or the environment.
+    "S3:Endpoint": ("", str),
+    "S3:Bucket": ("", str),
+    "S3:Region": ("us-east-1", str),
+    "S3:Prefix": ("", str),
+    "S3:AddressingStyle": ("path", str),
+    "S3:CredentialsFile": (None, str),
+    "S3:Concurrency": (16, int),
     "Kafka:Bootstrap": ("127.0.0.1:9092", str),
     "Kafka:TopicPrefix": ("", str),
     "Kafka:Partitions": (4, int),
@@ -76,6 +86,7 @@ KEYS: dict[str, tuple[object, type]] = {
     "Broker:Heap": ("512m", str),
 }
 MAX_WORKERS = 16  # local workers of one locker (`stella service start --workers N`)
+BACKENDS = ("filesystem", "s3")
 ALIASES = {"STELLA_KAFKA_BOOTSTRAP": "Kafka:Bootstrap"}
 SECRET_KEYS: frozenset[str] = frozenset()
 
@@ -104,6 +115,19 @@ class Settings:
     @property
     def evidence_path(self) -> Path:
         return Path(str(self.values["EvidenceLocker:Path"])).expanduser()
+
+    @property
+    def backend(self) -> str:
+        """EvidenceLocker:Backend: `filesystem` or `s3`; `UsageError` for anything else."""
+        value = str(self.values["EvidenceLocker:Backend"]).strip().lower()
+        if value not in BACKENDS:
+            raise UsageError(f"EvidenceLocker:Backend must be one of {', '.join(BACKENDS)}, got {value!r}")
+        return value
+
+    @property
+    def s3_credentials_file(self) -> Path:
+        """The S3 backend's access key file (`locker.s3store.read_credentials`)."""
+        return Path(str(self.values["S3:CredentialsFile"])).expanduser()
 
     @property
     def quick_sample(self) -> str:
@@ -389,6 +413,9 @@ def load(home: Path | None = None, flags: Mapping[str, object] | None = None) ->
     if values["Kafka:CredentialsPath"] is None:
         values["Kafka:CredentialsPath"] = str(home / "secrets" / "kafka")
         sources["Kafka:CredentialsPath"] = "default (STELLA_HOME/secrets/kafka)"
+    if values["S3:CredentialsFile"] is None:
+        values["S3:CredentialsFile"] = str(home / "secrets" / "s3-credentials")
+        sources["S3:CredentialsFile"] = "default (STELLA_HOME/secrets/s3-credentials)"
     if values["Backups:Path"] is None:
         values["Backups:Path"] = str(home / "backups" / "evidence-locker")
         sources["Backups:Path"] = "default (STELLA_HOME/backups/evidence-locker)"

@@ -71,6 +71,11 @@ class StorageUnavailable(Unreachable):
     hint = "`stella doctor --category storage`"
 
 
+class StoreUnreachable(StorageUnavailable):
+    """The blob store as a whole cannot be reached now (an S3 server down, answering 5xx, refusing
+    the credentials): loops retry it, and never skip a blob for it as they skip one bad file."""
+
+
 class StoreDamaged(LockerError):
     """A projection store holds what its writer never writes (a missing Merkle node, a garbled
     row). Not `Unreachable`: retrying cannot help, the store must be rebuilt from the log."""

@@ -99,7 +99,11 @@ def check(path: Path, artifact_id: str, expected_size: int) -> Found:
         return Found("missing", "", -1, f"no blob at {path}")
     except OSError as exc:
         return Found("unreadable", "", -1, f"{exc.strerror or exc} ({path})")
-    actual = "sha256:" + hasher.hexdigest()
+    return judge(artifact_id, expected_size, "sha256:" + hasher.hexdigest(), size)
+
+
+def judge(artifact_id: str, expected_size: int, actual: str, size: int) -> Found:
+    """The outcome for a blob read whole: `actual` is its digest, `size` its length."""
     if actual != artifact_id:
         return Found("mismatch", actual, size, f"the blob hashes to {actual}")
     if expected_size >= 0 and size != expected_size:

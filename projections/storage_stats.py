@@ -71,8 +71,9 @@ class StorageStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def roots(settings: Settings) -> list[tuple[str, Path]]:
-    """Every storage root the locker writes: blobs, the replica if set, backups if they exist."""
-    out = [("evidence", settings.evidence_path.expanduser())]
+    """Every storage root on a file system the locker writes: blobs (unless they are in S3), the
+    replica if set, backups if they exist."""
+    out = [("evidence", settings.evidence_path.expanduser())] if settings.backend == "filesystem" else []
     if settings.replica_path is not None:
         out.append(("replica", settings.replica_path.expanduser()))
     if settings.backups_path.expanduser().is_dir():

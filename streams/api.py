@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
@@ -31,7 +30,7 @@ from faust.web import Request, Response, View
 from faust.web.base import BlueprintManager
 
 from locker import anchors, tokens
-from locker.cas import BlobStore
+from locker.cas import Blobs
 from locker.config import Settings
 from locker.decoding import shorten
 from locker.digests import is_digest
@@ -62,7 +61,7 @@ def install_api(
     app: faust.App,
     *,
     settings: Settings,
-    blobs: BlobStore,
+    blobs: Blobs,
     index: IndexStore,
     trees: MerkleStore,
     chain: AnchorStore,
@@ -106,7 +105,7 @@ def install_api(
     class Health(View):
         async def get(self, request: Request) -> Response:
             states = {loop.name: loop.status() for loop in loops}
-            storage = storage_health(blobs, settings.max_content_bytes)
+            storage = await asyncio.to_thread(storage_health, blobs, settings.max_content_bytes)
             commands = leadership.joined  # the commands group has settled, on this worker or another
             if any(s["state"] == "failed" for s in states.values()):
                 status = "failed"
@@ -451,18 +450,9 @@ async def query_as_documented(request: web.Request, handler: Handler) -> web.Str
     return await handler(request)
 
 
-def storage_health(blobs: BlobStore, max_content_bytes: int) -> dict[str, object]:
+def storage_health(blobs: Blobs, max_content_bytes: int) -> dict[str, object]:
     """Can the blob store take one more artifact of the largest size allowed?"""
-    try:
-        stat = os.statvfs(blobs.tmp)
-    except OSError as exc:
-        return {"writable": False, "detail": f"{blobs.root}: {exc.strerror}"}
-    free = stat.f_bavail * stat.f_frsize
-    if not os.access(blobs.tmp, os.W_OK):
-        return {"writable": False, "free_bytes": free, "detail": f"{blobs.tmp} is not writable"}
-    if free < max_content_bytes:
-        return {"writable": False, "free_bytes": free, "detail": f"{blobs.root}: less than one artifact free"}
-    return {"writable": True, "free_bytes": free}
+    return blobs.readiness(max_content_bytes)
 
 
 async def openapi_json(request: web.Request) -> web.StreamResponse:

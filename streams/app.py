@@ -30,7 +30,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from locker import requests, signing, trust
-from locker.cas import BlobStore
+from locker.cas import Blobs, BlobStore
 from locker.config import Settings, max_message_bytes
 from locker.digests import is_digest
 from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, LockerError, NotFound, UsageError
@@ -112,7 +112,7 @@ def faust_credentials(auth: ClientAuth) -> faust.types.auth.CredentialsT | None:
 
 def create_app(
     settings: Settings,
-    blobs: BlobStore,
+    blobs: Blobs,
     index: IndexStore,
     trees: MerkleStore,
     chain: AnchorStore,
@@ -280,7 +280,7 @@ def create_app(
                 max_records=32,  # blobs of up to Ingest:MaxContentBytes each are read into memory
             )
         )
-    checker = Checker()
+    checker = Checker(blobs)
     app.add_dependency(checker)
     verifying = Verifying(
         topics,

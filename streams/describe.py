@@ -18,8 +18,8 @@ import structlog
 from sigstore.models import TrustedRoot
 
 from locker import formats
-from locker.cas import BlobStore
-from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, StorageUnavailable
+from locker.cas import Blobs
+from locker.errors import ArtifactNotFound, IntegrityError, InvalidInput, StorageUnavailable, StoreUnreachable
 from locker.events import ArtifactDescribed, ArtifactIngested, decode, encode
 from streams.kafka import Record
 from streams.runtime import Message, Outbox
@@ -31,7 +31,7 @@ log = structlog.get_logger("stella.describe")
 @dataclass(frozen=True)
 class Describing:
     topics: Topics
-    blobs: BlobStore
+    blobs: Blobs
     trusted: tuple[formats.TrustedKey, ...] = ()
     sigstore_root: TrustedRoot | None = None
 
@@ -50,6 +50,8 @@ def handle(d: Describing, records: list[Record]) -> Outbox:
         seen.add(artifact_id)
         try:
             data = d.blobs.read_checked(artifact_id)
+        except StoreUnreachable:
+            raise  # an outage (S3): the batch is retried, nothing skipped
         except (ArtifactNotFound, StorageUnavailable, IntegrityError) as exc:
             log.warning("not described: no good blob", artifact_id=artifact_id, error=str(exc))
             continue

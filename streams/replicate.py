@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import structlog
 
-from locker.cas import BlobStore
-from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable
+from locker.cas import Blobs
+from locker.errors import ArtifactNotFound, InvalidInput, StorageUnavailable, StoreUnreachable
 from locker.events import ArtifactIngested, ArtifactReplicated, decode, encode
 from streams.kafka import Record
 from streams.runtime import Message, Outbox
@@ -29,8 +29,8 @@ log = structlog.get_logger("stella.replicate")
 @dataclass(frozen=True)
 class Replicating:
     topics: Topics
-    primary: BlobStore
-    replica: BlobStore
+    primary: Blobs
+    replica: Blobs
 
 
 def handle(r: Replicating, records: list[Record]) -> Outbox:
@@ -49,6 +49,8 @@ def handle(r: Replicating, records: list[Record]) -> Outbox:
         except ArtifactNotFound:
             log.warning("not replicated: no blob in the primary store", artifact_id=artifact_id)
             continue
+        except StoreUnreachable:
+            raise  # an outage (S3): the batch is retried, nothing skipped
         except StorageUnavailable as exc:
             log.warning(
                 "not replicated: the primary blob is unreadable", artifact_id=artifact_id, error=str(exc)
@@ -61,7 +63,7 @@ def handle(r: Replicating, records: list[Record]) -> Outbox:
         out.blobs.append((artifact_id, data))
         replicated = ArtifactReplicated(
             artifact_id=artifact_id,
-            replica=str(r.replica.root),
+            replica=r.replica.location,
             replicated_at=datetime.now(UTC),
             correlation_id=event.correlation_id,
         )

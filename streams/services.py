@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from locker import signing
-from locker.cas import BlobStore
+from locker.cas import Blobs
 from projections.anchor_store import AnchorStore
 from projections.merkle_store import MerkleStore
 from projections.store import IndexStore, LogRange
@@ -39,7 +39,7 @@ class RecentIds:
 @dataclass
 class Services:
     topics: Topics
-    blobs: BlobStore
+    blobs: Blobs
     index: IndexStore
     trees: MerkleStore
     chain: AnchorStore
@@ -49,7 +49,7 @@ class Services:
     reserve: int = 0  # bytes ingest leaves free on the blob store's file system
     free_bytes: Callable[[], int | None] | None = None  # free bytes there now (None: unknown)
     recent: RecentIds = field(default_factory=RecentIds)
-    replica: BlobStore | None = None
+    replica: Blobs | None = None
 
     def delete_blobs(self, artifact_ids: list[str]) -> None:
         """The blobs of expired artifacts, and their replica copies."""

@@ -23,7 +23,7 @@ import re
 import structlog
 from aiohttp import web
 
-from locker.cas import BlobStore
+from locker.cas import Blobs
 from streams import problems
 
 WHOLE = 1 << 20  # blobs up to 1 MiB are read and checked in one piece
@@ -109,7 +109,7 @@ def headers(artifact_id: str, media_type: str) -> dict[str, str]:
 
 
 async def send(
-    request: web.Request, blobs: BlobStore, artifact_id: str, media_type: str
+    request: web.Request, blobs: Blobs, artifact_id: str, media_type: str
 ) -> tuple[str, web.StreamResponse]:
     """The artifact's bytes (or the part asked for), and the outcome: "ok", or
     "integrity-mismatch" when the file changed while it was sent (the connection is cut). Raises
@@ -146,7 +146,7 @@ async def send(
 
 
 async def _stream(
-    response: web.StreamResponse, blobs: BlobStore, artifact_id: str, first: int, last: int
+    response: web.StreamResponse, blobs: Blobs, artifact_id: str, first: int, last: int
 ) -> bool:
     """Write bytes `first`..`last` of the file while hashing all of it; the last part goes out only
     if the whole hashes to `artifact_id`. False if it does not (that part is held back)."""

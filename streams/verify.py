@@ -37,7 +37,7 @@ import structlog
 from mode import Service
 
 from locker import verification
-from locker.cas import BlobStore
+from locker.cas import Blobs
 from locker.config import Settings
 from locker.errors import InvalidInput, LockerError
 from locker.events import (
@@ -64,22 +64,32 @@ log = structlog.get_logger("stella.verify")
 TASK_SIZE = 64  # artifacts a task
 
 
-def _check(item: tuple[str, str, int]) -> Found:
-    path, artifact_id, size = item
-    return verification.check(Path(path), artifact_id, size)
+_store: Blobs | None = None  # in a checker process: the store it reads
+
+
+def _start(parent: int, store: Blobs) -> None:
+    global _store
+    exit_with(parent)
+    _store = store
+
+
+def _check(item: tuple[str, int]) -> Found:
+    assert _store is not None
+    return _store.check(*item)
 
 
 class Checker(Service):  # type: ignore[misc]  # mode is untyped here
     """The processes that read and hash blobs, one per core; started and stopped with the app."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, blobs: Blobs, workers: int | None = None) -> None:
         super().__init__()
+        self.blobs = blobs
         self.workers = workers or os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None
 
     async def on_start(self) -> None:
         self._pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=SPAWN, initializer=exit_with, initargs=(os.getpid(),)
+            max_workers=self.workers, mp_context=SPAWN, initializer=_start, initargs=(os.getpid(), self.blobs)
         )
         # The pool spawns its processes on first use: now, not in the first run (~1 s).
         loop = asyncio.get_running_loop()
@@ -89,14 +99,14 @@ class Checker(Service):  # type: ignore[misc]  # mode is untyped here
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def check_all(self, items: list[tuple[str, str, int]]) -> list[Found]:
-        """Judge every (blob path, artifact id, expected size), in order. Called from a thread."""
+    def check_all(self, items: list[tuple[str, int]]) -> list[Found]:
+        """Judge every (artifact id, expected size), in order. Called from a thread."""
         assert self._pool is not None
         chunk = max(1, len(items) // (4 * self.workers))
         return list(self._pool.map(_check, items, chunksize=chunk))
 
 
-CheckAll = Callable[[list[tuple[str, str, int]]], list[Found]]
+CheckAll = Callable[[list[tuple[str, int]]], list[Found]]
 
 
 @dataclass
@@ -104,10 +114,10 @@ class Verifying:
     """What the verify loop's handler and the completion step use."""
 
     topics: Topics
-    blobs: BlobStore
+    blobs: Blobs
     store: VerifyStore
     plans: Path
-    replica: BlobStore | None = None
+    replica: Blobs | None = None
     auto_recover: bool = False  # Verification:AutoRecover, with a replica
     worker: str = ""  # this worker's id: the planner named in the tasks of runs planned here
 
@@ -116,7 +126,7 @@ def handle(v: Verifying, check_all: CheckAll, records: list[Record]) -> Outbox:
     """Check the artifacts of a batch of tasks that their runs have not counted yet."""
     out = Outbox()
     items = _to_check(v, records, out)
-    work = [(_path(v.blobs, a), a, size) for _, _, todo in items for a, size in todo]
+    work = [(a, size) for _, _, todo in items for a, size in todo]
     found = iter(check_all(work) if work else [])
     now = datetime.now(UTC)
     checked = [
@@ -218,7 +228,7 @@ def _recovered(v: Verifying, outcome: Outcome) -> tuple[bytes, ArtifactRecovered
     return data, event
 
 
-async def restore_all(blobs: BlobStore, items: list[tuple[str, bytes]]) -> None:
+async def restore_all(blobs: Blobs, items: list[tuple[str, bytes]]) -> None:
     """The verify loop's blob stage: automatic recoveries, made durable before they are recorded."""
     for artifact_id, data in items:
         await asyncio.to_thread(blobs.restore, artifact_id, data)
@@ -230,13 +240,6 @@ def _planned_here(plans: Path, run_id: str) -> bool:
         return _plan_file(plans, run_id).exists()
     except InvalidInput:
         return False
-
-
-def _path(blobs: BlobStore, artifact_id: str) -> str:
-    try:
-        return str(blobs.path(artifact_id))
-    except InvalidInput:  # not an artifact id: a task this worker did not write; nothing there
-        return str(blobs.blobs / "not-an-artifact-id")
 
 
 def _outcome(task: Task, artifact_id: str, size: int, found: Found, now: datetime) -> Outcome:

@@ -19,7 +19,7 @@ import faust
 import structlog
 
 from locker import config, signing, tokens
-from locker.cas import BlobStore
+from locker.cas import Blobs, BlobStore, open_store
 from locker.errors import LockerError, Refused, StorageUnavailable, UsageError
 from locker.files import write_durably
 from locker.logs import configure_logging
@@ -37,10 +37,11 @@ log = structlog.get_logger("stella.worker")
 LAST_PATH = "evidence-path"
 
 
-def check_blobs(index: IndexStore, blobs: BlobStore, last_path: str = "") -> None:
-    """Refuse to start (`StorageUnavailable`) when no sampled indexed artifact has its blob under the
-    evidence path, which is what a changed `EvidenceLocker:Path` looks like; warn when some lack it.
-    `last_path` is the evidence path the service last ran with ("" if unknown)."""
+def check_blobs(index: IndexStore, blobs: Blobs, last_path: str = "") -> None:
+    """Refuse to start (`StorageUnavailable`) when no sampled indexed artifact has its blob in the
+    store, which is what a changed `EvidenceLocker:Path` (or S3 bucket or prefix) looks like; warn
+    when some lack it. `last_path` is the store's location the service last ran with ("" if
+    unknown)."""
     checked = index.sample_ids()
     missing = [artifact_id for artifact_id in checked if not blobs.exists(artifact_id)]
     if not missing:
@@ -48,11 +49,22 @@ def check_blobs(index: IndexStore, blobs: BlobStore, last_path: str = "") -> Non
     if len(missing) < len(checked):
         log.warning("blobs missing", missing=len(missing), checked=len(checked), examples=missing[:3])
         return
-    path = str(blobs.root)
+    path = blobs.location
+    if not isinstance(blobs, BlobStore):
+        was = f" (the service last ran with {last_path})" if last_path and last_path != path else ""
+        raise StorageUnavailable(
+            f"refusing to start: none of {len(checked)} sampled artifacts (of {index.count()} indexed) has "
+            f"its object in {path}{was}. Are S3:Endpoint, S3:Bucket and S3:Prefix the ones it wrote to?"
+        )
     found = (
         f"refusing to start: none of {len(checked)} sampled artifacts (of {index.count()} indexed) has "
         f"its blob under EvidenceLocker:Path = {path}"
     )
+    if last_path.startswith("s3://"):
+        raise StorageUnavailable(
+            f"{found}, and the service last ran with its blobs in {last_path}: set EvidenceLocker:Backend "
+            "back to s3 (with the S3:* keys it had)"
+        )
     migrate = f"`stella storage migrate --to {path}` while the service is stopped"
     if last_path and last_path != path:
         raise StorageUnavailable(
@@ -75,9 +87,9 @@ def last_evidence_path(settings: config.Settings) -> str:
         raise StorageUnavailable(f"cannot read {settings.state_path / LAST_PATH}: {exc.strerror}") from None
 
 
-def remember_evidence_path(settings: config.Settings) -> None:
+def remember_evidence_path(settings: config.Settings, blobs: Blobs) -> None:
     try:
-        write_durably(settings.state_path / LAST_PATH, f"{settings.evidence_path}\n".encode())
+        write_durably(settings.state_path / LAST_PATH, f"{blobs.location}\n".encode())
     except OSError as exc:
         raise StorageUnavailable(f"cannot write {settings.state_path / LAST_PATH}: {exc.strerror}") from None
 
@@ -108,18 +120,18 @@ def main() -> None:
     settings = config.load().acting_as("service")
     settings.log_path.mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_path / f"{settings.worker_name}.log")
-    blobs = BlobStore(settings.evidence_path)
     try:
+        blobs = open_store(settings)
         index = IndexStore(settings.index_path)
         check_blobs(index, blobs, last_evidence_path(settings))
         blobs.ensure()
         if settings.replica_path is not None:
-            if settings.replica_path.resolve() == settings.evidence_path.resolve():
+            if isinstance(blobs, BlobStore) and settings.replica_path.resolve() == blobs.root.resolve():
                 raise UsageError(
                     "EvidenceLocker:ReplicaPath is EvidenceLocker:Path: a replica needs its own folder"
                 )
             BlobStore(settings.replica_path).ensure()
-        remember_evidence_path(settings)
+        remember_evidence_path(settings, blobs)
         token = api_token(settings)
         webserver.limits(settings)  # a bad limit stops the start here, with one line
         removed = blobs.clean_tmp()

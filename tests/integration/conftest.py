@@ -7,7 +7,7 @@ import pytest
 from commands import access, service
 from commands import anchors as anchor_ops
 from locker import config, tokens
-from locker.cas import BlobStore
+from locker.cas import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def settings(locker_env: dict[str, str]) -> config.Settings:
     s = config.load()
-    BlobStore(s.evidence_path).ensure()
+    open_store(s).ensure()
     tokens.create(s.token_file)  # as `stella init` does
     access.set_up(s)
     return s

@@ -4,12 +4,13 @@ same check run in this process)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from locker.cas import BlobStore
 from locker.events import ArtifactRecovered, ArtifactVerificationFailed, decode
-from locker.verification import Found, Task, check, encode, outcome_decoder
+from locker.verification import Found, Task, encode, outcome_decoder
 from projections.verify_store import VerifyStore
 from streams.kafka import Record
 from streams.runtime import Outbox
@@ -19,8 +20,9 @@ from streams.verify import Verifying, handle
 T0 = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
 
 
-def here(items: list[tuple[str, str, int]]) -> list[Found]:
-    return [check(Path(path), artifact_id, size) for path, artifact_id, size in items]
+def here(v: Verifying) -> Callable[[list[tuple[str, int]]], list[Found]]:
+    """The checker pool's work, done here: the store's own check of each (artifact id, size)."""
+    return lambda items: [v.blobs.check(artifact_id, size) for artifact_id, size in items]
 
 
 def setup(tmp_path: Path, contents: list[bytes]) -> tuple[Verifying, list[str]]:
@@ -56,7 +58,7 @@ def test_each_artifact_is_checked_once_per_run_and_failures_reach_the_log(tmp_pa
         task_record(0, "r1", [(ids[0], 3), (ids[1], 3)], 3),
         task_record(1, "r1", [(ids[1], 3), (ids[2], 5), (ids[2], 5)], 3),  # repeats within the batch
     ]
-    out = handle(v, here, records)
+    out = handle(v, here(v), records)
     outcomes = [outcome_decoder.decode(m.value) for m in out.messages if m.topic.endswith("verifications")]
     assert sorted((o.artifact_id, o.outcome) for o in outcomes) == sorted(
         [(ids[0], "ok"), (ids[1], "mismatch"), (ids[2], "ok")]
@@ -67,13 +69,13 @@ def test_each_artifact_is_checked_once_per_run_and_failures_reach_the_log(tmp_pa
     run = v.store.run("r1")
     assert run is not None and (run.ok, run.mismatch, run.finished) == (2, 1, True)
     # The same records again (a redelivery): already applied, nothing new.
-    again = handle(v, here, records)
+    again = handle(v, here(v), records)
     assert again.messages == [] and again.dead == []
 
 
 def test_a_task_of_a_run_not_planned_here_is_dead_lettered(tmp_path: Path) -> None:
     v, ids = setup(tmp_path, [b"one"])
-    out = handle(v, here, [task_record(0, "made-up", [(ids[0], 3)], 1)])
+    out = handle(v, here(v), [task_record(0, "made-up", [(ids[0], 3)], 1)])
     assert [letter.reason for _, letter in out.dead] == ["unknown-run"] and out.messages == []
     run_writes(out)
     assert v.store.run("made-up") is None and v.store.resume_at(0) == 1
@@ -91,7 +93,7 @@ def test_auto_recover_restores_from_a_good_replica_only(tmp_path: Path) -> None:
     (v.plans / "r1.json").write_bytes(b"{}")
     for artifact_id in ids:
         v.blobs.path(artifact_id).unlink()
-    out = handle(v, here, [task_record(0, "r1", [(ids[0], 3), (ids[1], 3)], 2)])
+    out = handle(v, here(v), [task_record(0, "r1", [(ids[0], 3), (ids[1], 3)], 2)])
     assert out.blobs == [(ids[0], b"one")]  # made durable by the runtime before publishing
     recovered = [e for e in (decode(m.value) for m in out.messages if m.topic.endswith("events"))]
     assert [type(e).__name__ for e in recovered].count("ArtifactVerificationFailed") == 2
