@@ -117,9 +117,14 @@ def api_token(settings: config.Settings) -> str | None:
 
 
 def main() -> None:
-    settings = config.load().acting_as("service")
+    try:
+        settings = config.load().acting_as("service")
+        name = settings.worker_name  # a bad config or Service:Worker stops the start here, in one line
+    except LockerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     settings.log_path.mkdir(parents=True, exist_ok=True)
-    configure_logging(settings.log_path / f"{settings.worker_name}.log")
+    configure_logging(settings.log_path / f"{name}.log")
     try:
         blobs = open_store(settings)
         index = IndexStore(settings.index_path)
