@@ -201,6 +201,12 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
                 log.warning("commands loop: broker error; retrying", error=str(exc), retry_in=delay)
                 await self._rewind()
                 await asyncio.sleep(delay)
+            except Exception as exc:  # anything else stops the service, loudly
+                log.critical(
+                    "the commands loop cannot go on; the service stops", error=repr(exc), exc_info=exc
+                )
+                await self.crash(exc)
+                return
 
     async def _rewind(self) -> None:
         """Back to the committed offsets: commands fetched but not committed run again."""
