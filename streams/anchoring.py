@@ -182,8 +182,12 @@ class Anchorer:
             body = self._body(previous, heads, new_chain_reason)
             anchor = anchors.sign(body, self.signer, correlation_id)
             raw = anchors.encode(anchor)
-            await self.writer.append(self.topics.anchors, body.chain_id.encode(), raw)
+            offset = await self.writer.append(self.topics.anchors, body.chain_id.encode(), raw)
             self._back_up(raw, anchor)
+            # Committed is not yet visible: the broker writes the transaction's marker after the
+            # commit returns, and until then a read-committed reader's end is before the anchor.
+            # The next anchor must link to this one: wait until the chain store has it.
+            await self.chain_loop.wait_applied(0, offset, self.settings.timeout)
             self.last_sizes = {h.partition: h.tree_size for h in heads}
             self.last_created = body.created_at
             log.info(
@@ -223,9 +227,10 @@ class Anchorer:
         )
         async with self._lock:
             await self.writer.claim()
-            await self.writer.append(
+            offset = await self.writer.append(
                 self.topics.anchors, anchor.body.chain_id.encode(), anchors.encode_recovery(recovery)
             )
+            await self.chain_loop.wait_applied(0, offset, self.settings.timeout)
         log.info("anchor recovered", offset=command.replaces_offset, anchor=anchors.anchor_id(command.record))
         return recovery
 

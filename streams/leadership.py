@@ -113,6 +113,7 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
         self.assignor = OneOwner()
         self.leading = False
         self.joined = False  # the group gave out its partitions once (to this worker or another)
+        self.unseeded = False  # assigned partitions wait, paused, for `_seed` to succeed
         self.consumer: AIOKafkaConsumer | None = None
         self.elected_at: float | None = None
         self.commands = 0
@@ -139,7 +140,7 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
         was = self.assignor.leading
         self.assignor.leading = owner
         if owner:
-            await self._seed(self.consumer.assignment() if self.consumer is not None else set())
+            await self._try_seed()
             if not was:
                 log.info("elected leader", group=self.group_id)
                 self.elected_at = asyncio.get_running_loop().time()
@@ -154,6 +155,22 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
             await self.on_deposed()
         self.leading = owner
         self.joined = True
+
+    async def _try_seed(self) -> bool:
+        """`_seed` the assigned partitions; if the broker fails it (it may have just come back),
+        keep them paused, for the loop to try again: no command runs from an unseeded position."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        try:
+            await self._seed(assigned)
+        except KafkaError as exc:
+            log.warning("commands: could not read the committed offsets; retrying", error=str(exc))
+            self.consumer.pause(*assigned)
+            self.unseeded = True
+            return False
+        self.consumer.resume(*assigned)
+        self.unseeded = False
+        return True
 
     async def _seed(self, assigned: set[TopicPartition]) -> None:
         """Start a partition this group never committed where `seed_group` (the group that ran
@@ -186,6 +203,9 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
         failures = 0
         while not self.should_stop:
             try:
+                if self.unseeded and not await self._try_seed():
+                    await asyncio.sleep(1.0)
+                    continue
                 fetched = await consumer.getmany(timeout_ms=200, max_records=16)
                 for tp, records in fetched.items():
                     for r in records:

@@ -220,6 +220,14 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
                 raise TimedOut(f"the {self.name} loop is not caught up with {self.topic} ({self.condition})")
             await asyncio.sleep(0.005)
 
+    async def wait_applied(self, partition: int, offset: int, within: float) -> None:
+        """Return once every tracked store has applied the record at `offset`; else `TimedOut`."""
+        deadline = time.monotonic() + within
+        while min(store.resume_at(partition) for store in self.tracked) <= offset:
+            if self.condition == "failed" or time.monotonic() > deadline:
+                raise TimedOut(f"the {self.name} loop has not applied {self.topic}[{partition}]@{offset}")
+            await asyncio.sleep(0.005)
+
     # Health.
     @property
     def assigned(self) -> bool:
@@ -253,7 +261,8 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
         return max(applied, self.settled.get(partition, 0))
 
     async def _settle(self) -> None:
-        """Nothing fetched and nothing in flight: note every partition's position."""
+        """Nothing fetched and nothing in flight: note every partition's position. Called right
+        after an empty `getmany`; `position` of a positioned partition returns without waiting."""
         assert self.consumer is not None
         for tp in self.consumer.assignment():
             with contextlib.suppress(KafkaError):
@@ -300,12 +309,14 @@ class Loop(Service):  # type: ignore[misc]  # mode is untyped here
                     for records in fetched.values()
                     for r in records
                 ]
+                if not batch and not in_flight and self.tracked:
+                    # Before anything else runs: once other tasks run, the fetcher may buffer
+                    # records not yet returned, and the positions would pass them.
+                    await self._settle()
                 while in_flight and (in_flight[0].task.done() or not batch or len(in_flight) >= DEPTH):
                     await in_flight[0].task  # raises what carrying it out raised
                     in_flight.popleft()
                 if not batch:
-                    if self.tracked:
-                        await self._settle()
                     continue
                 with self._timed("decide"):
                     out = await asyncio.to_thread(self.handler, batch)
