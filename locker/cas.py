@@ -374,13 +374,18 @@ def _writer_alive(name: str) -> bool:
     pid, dash, _ = name.split(".")[1].partition("-") if name.count(".") == 2 else ("", "", "")
     if not (dash and pid.isdigit()):
         return False  # not a name this store writes now
+    if int(pid) == os.getpid():
+        return False  # its own: a leftover of an earlier process with this pid
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # a process of another user has that pid
-    return int(pid) != os.getpid()  # its own: a leftover of an earlier process with this pid
+    try:  # a writer killed with its worker may linger as a zombie until something reaps it
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _unlink(path: str) -> None:

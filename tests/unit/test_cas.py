@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,18 @@ def test_clean_tmp_leaves_the_files_of_live_writers(blobs: BlobStore) -> None:
         child.kill()
         child.wait()
     assert blobs.clean_tmp() == 1
+
+
+def test_clean_tmp_removes_the_files_of_a_zombie_writer(blobs: BlobStore) -> None:
+    """A blob writer killed with its worker stays a zombie until reaped: it writes no more."""
+    blobs.tmp.mkdir(parents=True, exist_ok=True)
+    zombie = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    try:
+        (blobs.tmp / f"{'d' * 64}.{zombie.pid}-0044.tmp").write_bytes(b"cut short")
+        assert blobs.clean_tmp() == 1
+    finally:
+        zombie.wait()
