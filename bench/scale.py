@@ -24,7 +24,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from aiokafka.admin import NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import code_version, load_average
+from common import code_version, load_average, new_locker
 from ingest import consume_all, index_count, make_records, produce_all
 
 from commands import access, service
@@ -72,19 +71,10 @@ def brokers(work: Path, nodes: int, partitions: int) -> Iterator[tuple[str, dict
         cluster.stop()
 
 
-def new_locker(bootstrap: str, env: dict[str, str], work: Path) -> config.Settings:
-    tag = uuid.uuid4().hex[:8]
-    for key in [k for k in os.environ if k.startswith("STELLA_")]:
-        del os.environ[key]
-    os.environ.update(
-        env,
-        STELLA_HOME=str(work / f"home-{tag}"),
-        STELLA_KAFKA__BOOTSTRAP=bootstrap,
-        STELLA_KAFKA__TOPICPREFIX=f"s{tag}.",
-        STELLA_KAFKA__GROUPID=f"scale-{tag}",
-        STELLA_SERVICE__PORT=str(free_port()),
-    )
-    settings = config.load()
+def fresh_locker(bootstrap: str, env: dict[str, str], work: Path) -> config.Settings:
+    """`common.new_locker` on these brokers, with their logins, its topics and ACLs made."""
+    os.environ.update(env)
+    settings = new_locker(bootstrap, work)
     BlobStore(settings.evidence_path).ensure()
     access.set_up(settings)
     return settings
@@ -100,7 +90,7 @@ async def raw_topic(settings: config.Settings, name: str, replicas: int) -> None
 def run(
     bootstrap: str, env: dict[str, str], work: Path, nodes: int, workers: int, count: int, size: int
 ) -> dict:
-    settings = new_locker(bootstrap, env, work)
+    settings = fresh_locker(bootstrap, env, work)
     records = make_records(count, size, id_prefix=f"{nodes}-{workers}-")
 
     name = f"{settings.topic_prefix}raw"

@@ -36,6 +36,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 from commands import access, service
 from commands.anchors import read_anchor_file
 from commands.backup import file_entry, fold_checksum, latest_anchor, read_records
@@ -390,15 +392,7 @@ async def _produce(
     async with producer(settings, max_batch_size=1 << 20) as p:  # idempotent, acks=all: order kept
         pending: list[tuple[asyncio.Future[Any], BackedUpRecord]] = []
         for r in records:
-            sent = await p.send(
-                topic,
-                r.value,
-                key=r.key,
-                partition=r.partition,
-                timestamp_ms=r.timestamp,
-                headers=list(r.headers),
-            )
-            pending.append((sent, r))
+            pending.append((await _send(p, topic, r), r))
             count += 1
             if len(pending) >= 5000:
                 await _landed(topic, pending)
@@ -407,6 +401,14 @@ async def _produce(
                     progress("records", count, total)
         await _landed(topic, pending)
     return count
+
+
+async def _send(p: AIOKafkaProducer, topic: str, r: BackedUpRecord) -> asyncio.Future[Any]:
+    """Send `r` to its partition as it was (key, timestamp, headers); the future of its offset."""
+    sent: asyncio.Future[Any] = await p.send(
+        topic, r.value, key=r.key, partition=r.partition, timestamp_ms=r.timestamp, headers=list(r.headers)
+    )
+    return sent
 
 
 FILLER = b"stella-restore-filler"  # the key of the aborted records that stand in for a gap
@@ -433,23 +435,9 @@ async def _produce_anchors(settings: Settings, topic: str, records: list[BackedU
             r = records[n]
             if kind == "commit":
                 async with txn.transaction():
-                    sent = await txn.send(
-                        topic,
-                        r.value,
-                        key=r.key,
-                        partition=r.partition,
-                        timestamp_ms=r.timestamp,
-                        headers=list(r.headers),
-                    )
+                    sent = await _send(txn, topic, r)
             else:
-                sent = await plain.send(
-                    topic,
-                    r.value,
-                    key=r.key,
-                    partition=r.partition,
-                    timestamp_ms=r.timestamp,
-                    headers=list(r.headers),
-                )
+                sent = await _send(plain, topic, r)
             await _landed(topic, [(sent, r)])
     return len(records)
 

@@ -192,7 +192,7 @@ def create_app(
     async def count_for_anchoring(batch: list[Record]) -> None:
         nonlocal since_anchor
         since_anchor += len(batch)
-        if every_events and since_anchor >= every_events and leadership.leading:
+        if every_events and since_anchor >= every_events:
             await anchor()
 
     chain_loop = Loop(

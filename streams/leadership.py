@@ -115,8 +115,6 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
         self.joined = False  # the group gave out its partitions once (to this worker or another)
         self.unseeded = False  # assigned partitions wait, paused, for `_seed` to succeed
         self.consumer: AIOKafkaConsumer | None = None
-        self.elected_at: float | None = None
-        self.commands = 0
 
     async def on_start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -143,7 +141,6 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
             await self._try_seed()
             if not was:
                 log.info("elected leader", group=self.group_id)
-                self.elected_at = asyncio.get_running_loop().time()
             try:
                 await self.on_elected()  # claims the anchor writer (again, if it was fenced meanwhile)
             except Exception as exc:  # noqa: BLE001 - the leader still runs commands; anchoring retries
@@ -194,9 +191,6 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
         finally:
             await seeded.stop()
 
-    def status(self) -> dict[str, object]:
-        return {"leader": self.leading, "commands": self.commands}
-
     async def _run(self) -> None:
         assert self.consumer is not None
         consumer = self.consumer
@@ -210,7 +204,6 @@ class Leadership(Service):  # type: ignore[misc]  # mode is untyped here
                 for tp, records in fetched.items():
                     for r in records:
                         await self.run(Record(r.topic, r.partition, r.offset, r.key, r.value or b""))
-                        self.commands += 1
                     await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")})
                 failures = 0
             except asyncio.CancelledError:
